@@ -1,0 +1,114 @@
+package sessionstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App provisions the named session stores declared with the
+// `session_store` global option. Sticky policies look their store up here
+// by name.
+type App struct {
+	// The stores by name. Each is a backend module: "memory", "redis"
+	// or "memcached", named by its "backend" key.
+	StoresRaw map[string]json.RawMessage `json:"stores,omitempty" caddy:"namespace=session_store.backends inline_key=backend"`
+
+	stores map[string]*Store
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "session_store",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision loads every store.
+func (a *App) Provision(ctx caddy.Context) error {
+	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering session store metrics: %v", err)
+	}
+	mods, err := ctx.LoadModule(a, "StoresRaw")
+	if err != nil {
+		return fmt.Errorf("loading session stores: %v", err)
+	}
+	logger := ctx.Logger()
+	a.stores = make(map[string]*Store)
+	for name, mod := range mods.(map[string]any) {
+		backend, ok := mod.(Backend)
+		if !ok {
+			return fmt.Errorf("session store %q: module %T is not a session store backend", name, mod)
+		}
+		if m, ok := backend.(*MemoryBackend); ok {
+			m.open(name)
+		}
+		a.stores[name] = NewStore(name, backend, logger)
+	}
+	return nil
+}
+
+// Start implements caddy.App; stores connect lazily.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App; backends close in their Cleanup.
+func (a *App) Stop() error { return nil }
+
+// Store returns the store called name.
+func (a *App) Store(name string) (*Store, error) {
+	s, ok := a.stores[name]
+	if !ok {
+		return nil, fmt.Errorf("session store %q is not declared (declared: %v); add `session_store %s <memory|redis|memcached>` to the global options", name, a.names(), name)
+	}
+	return s, nil
+}
+
+func (a *App) names() []string {
+	names := make([]string, 0, len(a.stores))
+	for n := range a.stores {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns the store called name from the config being provisioned,
+// or, when name is empty, the default in-process memory store shared by
+// every policy that names none. The returned cleanup must be called from
+// the caller's Cleanup.
+func Lookup(ctx caddy.Context, name string) (store *Store, cleanup func(), err error) {
+	if name == "" {
+		if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return nil, nil, fmt.Errorf("registering session store metrics: %v", err)
+		}
+		m := new(MemoryBackend)
+		m.open("")
+		return NewStore("", m, ctx.Logger()), func() { _ = m.Cleanup() }, nil
+	}
+	appVal, err := ctx.AppIfConfigured("session_store")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, nil, fmt.Errorf("session store %q is not declared; add `session_store %s <memory|redis|memcached>` to the global options", name, name)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading session_store app: %v", err)
+	}
+	store, err = appVal.(*App).Store(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, func() {}, nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

@@ -1,0 +1,41 @@
+package sessionstore
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// storeMetrics are package-level so that every config's registry (Caddy
+// makes a new one per config load) exports the same series across reloads.
+var storeMetrics = struct {
+	latency *prometheus.HistogramVec
+	errors  *prometheus.CounterVec
+}{
+	latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddylb",
+		Subsystem: "session_store",
+		Name:      "request_duration_seconds",
+		Help:      "Latency of calls to a network session store, by store and operation.",
+		Buckets:   []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"store", "op"}),
+	errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "session_store",
+		Name:      "errors_total",
+		Help:      "Failed or refused (breaker open) calls to a session store, by store and operation.",
+	}, []string{"store", "op"}),
+}
+
+// RegisterMetrics adds the store metrics to registry; registering twice is fine.
+func RegisterMetrics(registry prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{storeMetrics.latency, storeMetrics.errors} {
+		if err := registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package sessionstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// ErrUnavailable is returned while a store's circuit breaker is open: the
+// backend failed recently and is not asked again until its back-off ends.
+var ErrUnavailable = errors.New("session store unavailable")
+
+// CallTimeouter is implemented by network backends: how long one call may
+// take before it counts as a failure. Backends without it (memory) are
+// called directly, with no deadline and no breaker.
+type CallTimeouter interface {
+	CallTimeout() time.Duration
+}
+
+// Store is a named backend as the request path uses it. Around a network
+// backend it adds a deadline per call, a circuit breaker that answers
+// ErrUnavailable at once while the backend is down (so requests do not
+// queue behind a dead Redis), error logs limited to one every
+// errorLogInterval, and latency and error metrics.
+type Store struct {
+	name    string
+	backend Backend
+	timeout time.Duration // zero: local backend, called directly
+	logger  *zap.Logger
+	breaker breaker
+	latency [opCount]prometheus.Observer
+	errors  [opCount]prometheus.Counter
+}
+
+type op int
+
+const (
+	opGet op = iota
+	opAdd
+	opSwap
+	opPut
+	opDelete
+	opSetDraining
+	opDraining
+	opCounts
+	opCount
+)
+
+var opNames = [opCount]string{"get", "add", "swap", "put", "delete", "set_draining", "draining", "counts"}
+
+// NewStore wraps backend as the store called name. The logger may be nil.
+func NewStore(name string, backend Backend, logger *zap.Logger) *Store {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	s := &Store{name: name, backend: backend, logger: logger}
+	if t, ok := backend.(CallTimeouter); ok {
+		s.timeout = t.CallTimeout()
+	}
+	for o := range opCount {
+		s.latency[o] = storeMetrics.latency.WithLabelValues(name, opNames[o])
+		s.errors[o] = storeMetrics.errors.WithLabelValues(name, opNames[o])
+	}
+	return s
+}
+
+// Name is the store's name from the config ("" for the default memory store).
+func (s *Store) Name() string { return s.name }
+
+// Backend returns the wrapped backend.
+func (s *Store) Backend() Backend { return s.backend }
+
+// Get returns the live binding of key, ErrNotFound, or an error.
+func (s *Store) Get(ctx context.Context, key string) (Binding, error) {
+	var b Binding
+	err := s.call(ctx, opGet, func(ctx context.Context) (err error) {
+		b, err = s.backend.Get(ctx, key)
+		return err
+	})
+	return b, err
+}
+
+// Add stores b unless key has a live binding; see Backend.Add.
+func (s *Store) Add(ctx context.Context, key string, b Binding) (Binding, bool, error) {
+	var cur Binding
+	var added bool
+	err := s.call(ctx, opAdd, func(ctx context.Context) (err error) {
+		cur, added, err = s.backend.Add(ctx, key, b)
+		return err
+	})
+	return cur, added, err
+}
+
+// Swap replaces a binding to from (or a missing one) with b; see Backend.Swap.
+func (s *Store) Swap(ctx context.Context, key, from string, b Binding) (Binding, bool, error) {
+	var cur Binding
+	var swapped bool
+	err := s.call(ctx, opSwap, func(ctx context.Context) (err error) {
+		cur, swapped, err = s.backend.Swap(ctx, key, from, b)
+		return err
+	})
+	return cur, swapped, err
+}
+
+// Put stores b unconditionally.
+func (s *Store) Put(ctx context.Context, key string, b Binding) error {
+	return s.call(ctx, opPut, func(ctx context.Context) error { return s.backend.Put(ctx, key, b) })
+}
+
+// Delete forgets key.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	return s.call(ctx, opDelete, func(ctx context.Context) error { return s.backend.Delete(ctx, key) })
+}
+
+// SetDraining marks or unmarks an upstream as draining for every node.
+func (s *Store) SetDraining(ctx context.Context, upstream string, draining bool) error {
+	return s.call(ctx, opSetDraining, func(ctx context.Context) error {
+		return s.backend.SetDraining(ctx, upstream, draining)
+	})
+}
+
+// Draining returns the shared set of draining upstreams (read-only).
+func (s *Store) Draining(ctx context.Context) (map[string]bool, error) {
+	var d map[string]bool
+	err := s.call(ctx, opDraining, func(ctx context.Context) (err error) {
+		d, err = s.backend.Draining(ctx)
+		return err
+	})
+	return d, err
+}
+
+// Counts returns live bindings per upstream.
+func (s *Store) Counts(ctx context.Context) (map[string]int64, error) {
+	var c map[string]int64
+	err := s.call(ctx, opCounts, func(ctx context.Context) (err error) {
+		c, err = s.backend.Counts(ctx)
+		return err
+	})
+	return c, err
+}
+
+// call runs one backend operation under the deadline and the breaker.
+func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) error {
+	if s.timeout == 0 {
+		return fn(ctx)
+	}
+	now := time.Now()
+	if !s.breaker.allow(now) {
+		s.errors[o].Inc()
+		return fmt.Errorf("session store %q: %w", s.name, ErrUnavailable)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	err := fn(cctx)
+	cancel()
+	s.latency[o].Observe(time.Since(now).Seconds())
+	if err == nil || errors.Is(err, ErrNotFound) {
+		if s.breaker.succeed() {
+			s.logger.Info("session store reachable again", zap.String("store", s.name))
+		}
+		return err
+	}
+	if ctx.Err() != nil {
+		// The client went away; that says nothing about the store.
+		return err
+	}
+	s.errors[o].Inc()
+	backoff := s.breaker.fail(time.Now())
+	if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
+		s.logger.Error("session store call failed; requests fall back until it answers",
+			zap.String("store", s.name),
+			zap.String("op", opNames[o]),
+			zap.Duration("retry_in", backoff),
+			zap.Int64("errors_not_logged", suppressed),
+			zap.Error(err))
+	}
+	return fmt.Errorf("session store %q: %s: %w", s.name, opNames[o], err)
+}
+
+const (
+	breakerMinBackoff = 200 * time.Millisecond
+	breakerMaxBackoff = 5 * time.Second
+	errorLogInterval  = 10 * time.Second
+)
+
+// breaker is a circuit breaker with exponential back-off. While open it
+// rejects every call; when the back-off ends it lets one probe through
+// (half-open) and closes on the probe's success.
+type breaker struct {
+	mu         sync.Mutex
+	failures   int
+	openUntil  time.Time
+	probing    bool
+	open       atomic.Bool // fast path: false while healthy
+	lastLog    time.Time
+	suppressed int64
+}
+
+func (b *breaker) allow(now time.Time) bool {
+	if !b.open.Load() {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Before(b.openUntil) || b.probing {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+// succeed closes the breaker and reports whether it had been open.
+func (b *breaker) succeed() bool {
+	if !b.open.Load() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wasOpen := b.failures > 0
+	b.failures, b.probing = 0, false
+	b.open.Store(false)
+	return wasOpen
+}
+
+// fail opens the breaker for the next back-off and returns it.
+func (b *breaker) fail(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	backoff := breakerMinBackoff << min(b.failures-1, 8)
+	backoff = min(backoff, breakerMaxBackoff)
+	b.openUntil = now.Add(backoff)
+	b.probing = false
+	b.open.Store(true)
+	return backoff
+}
+
+// shouldLog reports whether an error may be logged now and how many were
+// not logged since the last one.
+func (b *breaker) shouldLog(now time.Time) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.lastLog) < errorLogInterval {
+		b.suppressed++
+		return 0, false
+	}
+	n := b.suppressed
+	b.lastLog, b.suppressed = now, 0
+	return n, true
+}
