@@ -1,0 +1,16 @@
+// Package caddylb is caddy-lb: Caddy modules that make Caddy the load
+// balancer a web application needs once it runs on more than one server.
+// Importing this package (xcaddy build --with github.com/caddylb/caddylb)
+// brings every module and Caddyfile directive:
+//
+//   - sessionstore: the session_store app (memory, redis, memcached)
+//   - lbmodule/affinity: lb_policy sticky and the sticky_learn handler
+//   - lbmodule/lbadmin: the /lb/ admin API
+//   - caddyfile: directive and global option registration
+package caddylb
+
+import (
+	_ "github.com/caddylb/caddylb/caddyfile"
+	_ "github.com/caddylb/caddylb/lbmodule/affinity"
+	_ "github.com/caddylb/caddylb/sessionstore"
+)

@@ -1,0 +1,127 @@
+package affinity
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func init() {
+	caddy.RegisterModule(Learn{})
+}
+
+// Learn is the sticky_learn handler. A selection policy never sees the
+// upstream's response, yet that is where an application creates its
+// session (HAProxy's `stick store-response`, NGINX's `sticky learn`).
+// Placed ahead of reverse_proxy, this handler watches the response headers
+// before they are written and lets the sticky policy that chose the
+// upstream record the session: the application's Set-Cookie for app_cookie,
+// the response header for header. It also makes sure a response that sets
+// the LB cookie stays private even if the upstream marked it public.
+//
+// It has no options; a sticky policy with app_cookie refuses to load
+// without it.
+type Learn struct {
+	registry *prometheus.Registry
+}
+
+// CaddyModule returns the Caddy module information.
+func (Learn) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sticky_learn",
+		New: func() caddy.Module { return new(Learn) },
+	}
+}
+
+// Provision registers the handler for this config load.
+func (l *Learn) Provision(ctx caddy.Context) error {
+	l.registry = ctx.GetMetricsRegistry()
+	addLearnHandler(ctx)
+	return nil
+}
+
+// Cleanup unregisters it.
+func (l *Learn) Cleanup() error {
+	if l.registry != nil {
+		removeLearnHandler(l.registry)
+		l.registry = nil
+	}
+	return nil
+}
+
+// ServeHTTP wraps the response writer and calls the next handler.
+func (l *Learn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	st := stateOf(r)
+	st.learning = true
+	lw := &learnWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, r: r, st: st}
+	return next.ServeHTTP(lw, r)
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	sticky_learn
+func (l *Learn) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("sticky_learn takes no options, got %q", d.Val())
+	}
+	return nil
+}
+
+// learnWriter learns from the response headers once, just before they go out.
+type learnWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	r       *http.Request
+	st      *requestState
+	learned bool
+}
+
+func (lw *learnWriter) WriteHeader(status int) {
+	if status >= 200 || status == http.StatusSwitchingProtocols {
+		lw.learnOnce()
+	}
+	lw.ResponseWriterWrapper.WriteHeader(status)
+}
+
+func (lw *learnWriter) Write(p []byte) (int, error) {
+	lw.learnOnce()
+	return lw.ResponseWriterWrapper.Write(p)
+}
+
+func (lw *learnWriter) ReadFrom(r io.Reader) (int64, error) {
+	lw.learnOnce()
+	return lw.ResponseWriterWrapper.ReadFrom(r)
+}
+
+func (lw *learnWriter) learnOnce() {
+	if lw.learned {
+		return
+	}
+	lw.learned = true
+	st := lw.st
+	if st.policy == nil {
+		return
+	}
+	h := lw.Header()
+	if st.setCookie != "" {
+		markPrivate(h) // again, now that the upstream's Cache-Control is in
+	}
+	// The store call must finish even if the client has gone.
+	st.policy.learn(context.WithoutCancel(lw.r.Context()), lw.r, h, st.upstream)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Learn)(nil)
+	_ caddy.CleanerUpper          = (*Learn)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Learn)(nil)
+	_ caddyfile.Unmarshaler       = (*Learn)(nil)
+)

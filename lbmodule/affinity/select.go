@@ -1,0 +1,353 @@
+package affinity
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"hash/fnv"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+// Outcomes of one selection, as counted in metrics and written to the access log.
+const (
+	outcomeHit          = "hit"           // the session's upstream served it
+	outcomeNew          = "new"           // a new session was bound
+	outcomeNone         = "none"          // no session key yet (no app cookie or header)
+	outcomeRebound      = "rebound"       // the session moved to another upstream
+	outcomeStrictReject = "strict_reject" // strict mode refused to move it: 503
+	outcomeStoreError   = "store_error"   // the store failed; chosen by hashing the key
+	outcomeLearned      = "learned"       // sticky_learn recorded a session from a response
+)
+
+// requestState is what one request's Selects (retries call Select again)
+// and the sticky_learn handler share, kept in the request's vars.
+type requestState struct {
+	tried     []string // upstreams chosen earlier in this request: they failed
+	setCookie string   // the Set-Cookie line this request added, to replace on retry
+	learning  bool     // the sticky_learn handler wraps this response
+	policy    *Sticky  // the policy that chose last
+	upstream  string   // what it chose
+	outcome   string
+}
+
+const stateVarKey = "caddylb.sticky"
+
+func stateOf(r *http.Request) *requestState {
+	if st, ok := caddyhttp.GetVar(r.Context(), stateVarKey).(*requestState); ok {
+		return st
+	}
+	st := new(requestState)
+	caddyhttp.SetVar(r.Context(), stateVarKey, st)
+	return st
+}
+
+func (st *requestState) triedBefore(dial string) bool {
+	for _, d := range st.tried {
+		if d == dial {
+			return true
+		}
+	}
+	return false
+}
+
+// usable reports whether up may serve this request: it is healthy, not
+// full, and did not already fail on it.
+func (st *requestState) usable(up *reverseproxy.Upstream) bool {
+	return up != nil && up.Available() && !st.triedBefore(up.Dial)
+}
+
+// Select picks the session's upstream, binding or rebinding it as needed.
+// It runs once per attempt; a second call in the same request means the
+// previous choice failed, and that upstream is treated as unavailable.
+func (s *Sticky) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
+	st := stateOf(r)
+	var up *reverseproxy.Upstream
+	var outcome string
+	if s.mode == keyLBCookie {
+		up, outcome = s.selectByCookie(pool, r, w, st)
+	} else if value := s.sessionValue(r); value == "" {
+		up, outcome = s.pickNew(pool, r, st), outcomeNone
+	} else {
+		up, outcome = s.selectByStore(pool, r, st, value)
+	}
+	if s.mode == keyAppCookie && !st.learning && s.warned.CompareAndSwap(false, true) {
+		s.logger.Warn("sticky app_cookie saw a request that did not pass through sticky_learn; sessions the application creates on this route are not learned",
+			zap.String("app_cookie", s.AppCookie), zap.String("uri", r.RequestURI))
+	}
+	s.record(r, st, up, outcome)
+	return up
+}
+
+// sessionValue extracts the session key's raw value from the request.
+func (s *Sticky) sessionValue(r *http.Request) string {
+	switch s.mode {
+	case keyAppCookie:
+		if c, err := r.Cookie(s.AppCookie); err == nil {
+			return c.Value
+		}
+	case keyHeader:
+		return r.Header.Get(s.Header)
+	case keyClientIP:
+		ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+		return ip
+	}
+	return ""
+}
+
+// StoreKey is the store key of a session key value: a hash, so that the
+// store never holds a usable session cookie, and namespaced per policy.
+func (s *Sticky) StoreKey(value string) string {
+	sum := sha256.Sum256([]byte(s.namespace + "\x00" + value))
+	return base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// selectByStore serves the app_cookie, header and client_ip keys, whose
+// bindings live only in the store.
+func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, value string) (*reverseproxy.Upstream, string) {
+	ctx := r.Context()
+	key := s.StoreKey(value)
+	now := time.Now()
+	b, err := s.store.Get(ctx, key)
+	switch {
+	case err == nil:
+		up := findUpstream(pool, b.Upstream)
+		if st.usable(up) {
+			if b.Expires.Sub(now) < s.ttl-s.refreshAfter {
+				// Compare-and-swap, so a refresh never undoes another node's rebind.
+				_, _, _ = s.store.Swap(ctx, key, b.Upstream, s.binding(up, now))
+			}
+			return up, outcomeHit
+		}
+		if up != nil && s.OnUnavailable == onUnavailableStrict {
+			return nil, outcomeStrictReject
+		}
+		return s.rebind(pool, r, st, key, b.Upstream), outcomeRebound
+
+	case errors.Is(err, sessionstore.ErrNotFound):
+		up := s.pickNew(pool, r, st)
+		if up == nil {
+			return nil, outcomeNew
+		}
+		cur, added, err := s.store.Add(ctx, key, s.binding(up, now))
+		if err == nil && !added {
+			// Another node bound this session first: follow it.
+			if other := findUpstream(pool, cur.Upstream); st.usable(other) {
+				return other, outcomeHit
+			}
+		}
+		return up, outcomeNew
+
+	default:
+		return s.pickByHash(pool, value, st), outcomeStoreError
+	}
+}
+
+// selectByCookie serves the LB-cookie key. The cookie itself names the
+// upstream (by signed tag), so the hit path never waits on the store; the
+// store records sessions for counting and lets nodes agree on rebinds.
+func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, st *requestState) (*reverseproxy.Upstream, string) {
+	c, err := r.Cookie(s.Cookie)
+	if err != nil {
+		return s.newCookieSession(pool, r, w, st)
+	}
+	tok, err := s.signer.verify(c.Value)
+	if err != nil {
+		if ce := s.logger.Check(zap.DebugLevel, "ignoring invalid LB cookie"); ce != nil {
+			ce.Write(zap.Error(err), zap.Int("length", len(c.Value)))
+		}
+		return s.newCookieSession(pool, r, w, st)
+	}
+	now := time.Now()
+	key := s.StoreKey(string(tok.sessionID[:]))
+	up := s.findByTag(pool, tok)
+	if st.usable(up) {
+		if tok.secret != 0 || tok.flags&flagRecorded == 0 || now.Sub(tok.issued) >= s.refreshAfter {
+			// Returning clients are recorded; rotated secrets re-sign.
+			_ = s.store.Put(r.Context(), key, s.binding(up, now))
+			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
+		}
+		return up, outcomeHit
+	}
+	if up != nil && s.OnUnavailable == onUnavailableStrict {
+		return nil, outcomeStrictReject
+	}
+	from := ""
+	if up != nil {
+		from = up.Dial
+	} else if b, err := s.store.Get(r.Context(), key); err == nil {
+		from = b.Upstream
+	}
+	next := s.rebind(pool, r, st, key, from)
+	if next != nil {
+		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
+	}
+	return next, outcomeRebound
+}
+
+func (s *Sticky) newCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, st *requestState) (*reverseproxy.Upstream, string) {
+	up := s.pickNew(pool, r, st)
+	if up != nil {
+		s.setCookie(w, r, st, s.signer.issue(newSessionID(), up.Dial, time.Now(), 0))
+	}
+	return up, outcomeNew
+}
+
+// rebind moves the session at key away from upstream from. If another node
+// moved it first to an upstream this node can use, it follows that one.
+func (s *Sticky) rebind(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key, from string) *reverseproxy.Upstream {
+	up := s.pickNew(pool, r, st)
+	if up == nil {
+		return nil
+	}
+	ctx := r.Context()
+	now := time.Now()
+	for range 2 {
+		cur, swapped, err := s.store.Swap(ctx, key, from, s.binding(up, now))
+		if err != nil || swapped {
+			return up
+		}
+		if other := findUpstream(pool, cur.Upstream); st.usable(other) {
+			return other
+		}
+		from = cur.Upstream // the other node's choice is down too: replace it
+	}
+	return up
+}
+
+// pickNew chooses an upstream for a session with the fallback policy,
+// among usable upstreams that are not draining. When every usable upstream
+// is draining, draining ones are used rather than failing the request.
+func (s *Sticky) pickNew(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState) *reverseproxy.Upstream {
+	draining, err := s.store.Draining(r.Context())
+	if err != nil {
+		draining = nil
+	}
+	if len(draining) == 0 && len(st.tried) == 0 {
+		return s.fallback.Select(pool, r, nil)
+	}
+	candidates := make(reverseproxy.UpstreamPool, 0, len(pool))
+	for _, up := range pool {
+		if st.usable(up) && !draining[up.Dial] {
+			candidates = append(candidates, up)
+		}
+	}
+	if len(candidates) == 0 {
+		for _, up := range pool {
+			if st.usable(up) {
+				candidates = append(candidates, up)
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	return s.fallback.Select(candidates, r, nil)
+}
+
+// pickByHash chooses by rendezvous hashing of the session key when the
+// store cannot be read, so that every node sends one session to the same
+// upstream for as long as the outage lasts.
+func (s *Sticky) pickByHash(pool reverseproxy.UpstreamPool, value string, st *requestState) *reverseproxy.Upstream {
+	var best *reverseproxy.Upstream
+	var bestHash uint64
+	for _, up := range pool {
+		if !st.usable(up) {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write([]byte(up.Dial))
+		h.Write([]byte{0})
+		h.Write([]byte(value))
+		if sum := h.Sum64(); best == nil || sum > bestHash {
+			best, bestHash = up, sum
+		}
+	}
+	return best
+}
+
+func (s *Sticky) findByTag(pool reverseproxy.UpstreamPool, tok lbToken) *reverseproxy.Upstream {
+	for _, up := range pool {
+		if s.signer.upstreamTag(tok.secret, up.Dial) == tok.tag {
+			return up
+		}
+	}
+	return nil
+}
+
+func findUpstream(pool reverseproxy.UpstreamPool, dial string) *reverseproxy.Upstream {
+	for _, up := range pool {
+		if up.Dial == dial {
+			return up
+		}
+	}
+	return nil
+}
+
+func (s *Sticky) binding(up *reverseproxy.Upstream, now time.Time) sessionstore.Binding {
+	return sessionstore.Binding{Upstream: up.Dial, Expires: now.Add(s.ttl)}
+}
+
+// record counts the outcome and exposes it to the access log and placeholders.
+func (s *Sticky) record(r *http.Request, st *requestState, up *reverseproxy.Upstream, outcome string) {
+	dial := ""
+	if up != nil {
+		dial = up.Dial
+		st.tried = append(st.tried, dial)
+	}
+	st.policy, st.upstream, st.outcome = s, dial, outcome
+	countDecision(outcome)
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Set(zap.String("sticky_outcome", outcome))
+		extra.Set(zap.String("sticky_upstream", dial))
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.sticky.outcome", outcome)
+		repl.Set("http.sticky.upstream", dial)
+	}
+}
+
+// learn records a session the upstream created in its response: the
+// application's Set-Cookie (app_cookie) or the response header (header).
+// It runs from the sticky_learn handler before the response is written.
+func (s *Sticky) learn(ctx context.Context, r *http.Request, header http.Header, upstream string) {
+	if upstream == "" {
+		return
+	}
+	switch s.mode {
+	case keyAppCookie:
+		for _, line := range header.Values("Set-Cookie") {
+			c, err := http.ParseSetCookie(line)
+			if err != nil || c.Name != s.AppCookie {
+				continue
+			}
+			if c.MaxAge < 0 || c.Value == "" || (!c.Expires.IsZero() && c.Expires.Before(time.Now())) {
+				// The application ended the session: forget the binding.
+				if old, err := r.Cookie(s.AppCookie); err == nil {
+					_ = s.store.Delete(ctx, s.StoreKey(old.Value))
+				}
+				continue
+			}
+			s.put(ctx, c.Value, upstream)
+		}
+	case keyHeader:
+		if v := header.Get(s.Header); v != "" {
+			s.put(ctx, v, upstream)
+		}
+	}
+}
+
+func (s *Sticky) put(ctx context.Context, value, upstream string) {
+	err := s.store.Put(ctx, s.StoreKey(value), sessionstore.Binding{Upstream: upstream, Expires: time.Now().Add(s.ttl)})
+	if err == nil {
+		countDecision(outcomeLearned)
+	}
+}
