@@ -1,0 +1,53 @@
+# caddy-lb developer tasks. `make test` is what CI runs (.ci/run).
+
+GO ?= go
+BIN := bin
+CADDY := $(BIN)/caddy
+BACKEND := $(BIN)/demo-backend
+
+.PHONY: all build run deps test vet bench clean
+
+all: build
+
+# The custom Caddy: stock modules plus every caddy-lb module.
+build:
+	$(GO) build -o $(CADDY) ./xcaddy
+	$(GO) build -o $(BACKEND) ./integration/demo/backend
+
+# Three demo backends behind Caddy on http://localhost:8080 (Ctrl-C stops).
+run: build
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/demo/run.sh
+
+# Servers the tests start for real. Debian's redis-server package may also
+# start a system redis on 6379; the tests never use it (they start their own
+# on free ports).
+deps:
+	@missing=""; \
+	for cmd in redis-server memcached wrk; do \
+		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server memcached wrk; \
+	fi
+	@# --- Go tools the tests run. S3 tests will add here: ---
+	@# command -v versitygw >/dev/null 2>&1 || $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+
+test: deps build
+	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
+		$(GO) test -count=1 -timeout 30m ./...
+
+vet:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# Go benchmarks; load scripts (wrk) and BENCHMARKS.md come with the modules.
+bench: build
+	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
+		$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf $(BIN) integration/demo/var
