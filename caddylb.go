@@ -12,5 +12,6 @@ package caddylb
 import (
 	_ "github.com/caddylb/caddylb/caddyfile"
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
+	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
 	_ "github.com/caddylb/caddylb/sessionstore"
 )

@@ -186,7 +186,6 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	if s.mode == keyAppCookie && !learnHandlerProvisioned(ctx) {
 		return fmt.Errorf("lb_policy sticky: app_cookie %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of reverse_proxy: add the line `sticky_learn` to the site block (or a {\"handler\": \"sticky_learn\"} route before reverse_proxy in JSON)", s.AppCookie)
 	}
-	policies.add(s)
 	return nil
 }
 
@@ -285,7 +284,6 @@ func (s *Sticky) Validate() error {
 
 // Cleanup releases the store.
 func (s *Sticky) Cleanup() error {
-	policies.remove(s)
 	if s.releaseStore != nil {
 		s.releaseStore()
 		s.releaseStore = nil
@@ -298,6 +296,20 @@ func (s *Sticky) StoreHandle() *sessionstore.Store { return s.store }
 
 // KeyMode names what identifies a session: cookie, app_cookie, header or client_ip.
 func (s *Sticky) KeyMode() string { return s.mode.String() }
+
+// SessionStoreKey turns a session key as an operator has it (an LB cookie
+// value, an application session id, a header value, a client IP) into the
+// store key of this policy's binding.
+func (s *Sticky) SessionStoreKey(value string) (string, error) {
+	if s.mode != keyLBCookie {
+		return s.StoreKey(value), nil
+	}
+	tok, err := s.signer.verify(value)
+	if err != nil {
+		return "", fmt.Errorf("not an LB cookie of this policy: %v", err)
+	}
+	return s.StoreKey(string(tok.sessionID[:])), nil
+}
 
 // NamespaceName returns the namespace separating this policy's bindings.
 func (s *Sticky) NamespaceName() string { return s.namespace }

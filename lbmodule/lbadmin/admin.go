@@ -1,0 +1,316 @@
+// Package lbadmin serves caddy-lb's admin API under /lb/ on Caddy's admin
+// endpoint: the upstreams of every sticky policy with their health, drain
+// state and bound sessions; drain and undrain; and look-up or removal of one
+// session's binding. Drain flags and bindings live in the session store, so
+// a change made through one LB node is honoured by every node sharing it.
+package lbadmin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddylb/caddylb/lbmodule/affinity"
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+func init() {
+	caddy.RegisterModule(Admin{})
+}
+
+// Admin is the admin.api.lb module. Caddy instantiates every admin.api
+// module at each config load, before apps are provisioned, and never cleans
+// it up: it therefore holds no state and reads the running config per call.
+type Admin struct{}
+
+// CaddyModule returns the Caddy module information.
+func (Admin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.lb",
+		New: func() caddy.Module { return new(Admin) },
+	}
+}
+
+// Routes returns the admin routes under /lb/.
+func (Admin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/lb/upstreams", Handler: caddy.AdminHandlerFunc(handleUpstreams)},
+		{Pattern: "/lb/upstreams/drain", Handler: caddy.AdminHandlerFunc(handleDrain)},
+		{Pattern: "/lb/sessions", Handler: caddy.AdminHandlerFunc(handleSessions)},
+	}
+}
+
+// callTimeout bounds every store call an admin request makes.
+const callTimeout = 5 * time.Second
+
+// UpstreamStatus is one upstream of one session store in GET /lb/upstreams.
+type UpstreamStatus struct {
+	Address        string `json:"address"`
+	Healthy        bool   `json:"healthy"`
+	Available      bool   `json:"available"`
+	Draining       bool   `json:"draining"`
+	ActiveRequests int    `json:"active_requests"`
+	Fails          int    `json:"fails"`
+	// Bound sessions counted by the store: exact for memory and redis,
+	// approximate for memcached. -1 when the store could not be asked.
+	BoundSessions int64    `json:"bound_sessions"`
+	Store         string   `json:"store"`
+	KeyModes      []string `json:"key_modes"`
+}
+
+func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(w, http.MethodGet)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	out := []UpstreamStatus{}
+	for _, group := range groupByStore(stickyProxies()) {
+		counts, countErr := group.store.Counts(ctx)
+		draining, drainErr := group.store.Draining(ctx)
+		for _, up := range group.upstreams {
+			st := UpstreamStatus{
+				Address:        up.Dial,
+				Healthy:        up.Healthy(),
+				Available:      up.Available(),
+				Draining:       drainErr == nil && draining[up.Dial],
+				ActiveRequests: up.Host.NumRequests(),
+				Fails:          up.Host.Fails(),
+				BoundSessions:  counts[up.Dial],
+				Store:          storeName(group.store),
+				KeyModes:       group.modes[up.Dial],
+			}
+			if countErr != nil {
+				st.BoundSessions = -1
+			}
+			out = append(out, st)
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+type drainRequest struct {
+	Address string `json:"address"`
+}
+
+func handleDrain(w http.ResponseWriter, r *http.Request) error {
+	var draining bool
+	switch r.Method {
+	case http.MethodPost:
+		draining = true
+	case http.MethodDelete:
+	default:
+		return methodNotAllowed(w, http.MethodPost, http.MethodDelete)
+	}
+	var req drainRequest
+	body := http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := json.NewDecoder(body).Decode(&req); err != nil && err != io.EOF {
+		return apiError(http.StatusBadRequest, fmt.Errorf("decoding drain request: %v (want {\"address\": \"host:port\"})", err))
+	}
+	if req.Address == "" {
+		return apiError(http.StatusBadRequest, fmt.Errorf(`missing "address" (want {"address": "host:port"})`))
+	}
+	var stores []*sessionstore.Store
+	var known []string
+	for _, group := range groupByStore(stickyProxies()) {
+		for _, up := range group.upstreams {
+			known = append(known, up.Dial)
+			if up.Dial == req.Address {
+				stores = append(stores, group.store)
+			}
+		}
+	}
+	if len(stores) == 0 {
+		sort.Strings(known)
+		return apiError(http.StatusNotFound, fmt.Errorf("no upstream of a sticky policy has address %q (known: %v)", req.Address, known))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	names := []string{}
+	for _, s := range stores {
+		if err := s.SetDraining(ctx, req.Address, draining); err != nil {
+			return apiError(http.StatusBadGateway, fmt.Errorf("setting drain of %s: %v", req.Address, err))
+		}
+		names = append(names, storeName(s))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"address": req.Address, "draining": draining, "stores": names})
+}
+
+// SessionBinding is one binding in GET /lb/sessions.
+type SessionBinding struct {
+	Store     string    `json:"store"`
+	Namespace string    `json:"namespace"`
+	KeyMode   string    `json:"key_mode"`
+	Upstream  string    `json:"upstream"`
+	Expires   time.Time `json:"expires"`
+}
+
+func handleSessions(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		return methodNotAllowed(w, http.MethodGet, http.MethodDelete)
+	}
+	value := r.URL.Query().Get("key")
+	if value == "" {
+		return apiError(http.StatusBadRequest, fmt.Errorf("missing ?key= (an LB cookie value, application session id, header value or client IP)"))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	found := []SessionBinding{}
+	seen := map[string]bool{}
+	for _, p := range stickyProxies() {
+		policy := p.policy
+		id := storeName(policy.StoreHandle()) + "\x00" + policy.NamespaceName()
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		key, err := policy.SessionStoreKey(value)
+		if err != nil {
+			continue // not this policy's kind of key
+		}
+		b, err := policy.StoreHandle().Get(ctx, key)
+		if err == sessionstore.ErrNotFound {
+			continue
+		}
+		if err != nil {
+			return apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
+		}
+		if r.Method == http.MethodDelete {
+			if err := policy.StoreHandle().Delete(ctx, key); err != nil {
+				return apiError(http.StatusBadGateway, fmt.Errorf("deleting session: %v", err))
+			}
+		}
+		found = append(found, SessionBinding{
+			Store: storeName(policy.StoreHandle()), Namespace: policy.NamespaceName(),
+			KeyMode: policy.KeyMode(), Upstream: b.Upstream, Expires: b.Expires.UTC(),
+		})
+	}
+	if len(found) == 0 {
+		return apiError(http.StatusNotFound, fmt.Errorf("no binding for that key"))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"deleted": r.Method == http.MethodDelete, "bindings": found})
+}
+
+// stickyProxy is a reverse_proxy handler of the running config that uses
+// lb_policy sticky.
+type stickyProxy struct {
+	handler *reverseproxy.Handler
+	policy  *affinity.Sticky
+}
+
+// stickyProxies walks the running http app's routes, subroutes included.
+func stickyProxies() []stickyProxy {
+	appVal, err := caddy.ActiveContext().AppIfConfigured("http")
+	if err != nil {
+		return nil
+	}
+	var out []stickyProxy
+	var walk func(caddyhttp.RouteList)
+	walk = func(routes caddyhttp.RouteList) {
+		for _, route := range routes {
+			for _, h := range route.Handlers {
+				switch h := h.(type) {
+				case *reverseproxy.Handler:
+					if h.LoadBalancing == nil {
+						continue
+					}
+					if p, ok := h.LoadBalancing.SelectionPolicy.(*affinity.Sticky); ok {
+						out = append(out, stickyProxy{handler: h, policy: p})
+					}
+				case *caddyhttp.Subroute:
+					walk(h.Routes)
+				}
+			}
+		}
+	}
+	app := appVal.(*caddyhttp.App)
+	names := make([]string, 0, len(app.Servers))
+	for name := range app.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		srv := app.Servers[name]
+		walk(srv.Routes)
+		if srv.Errors != nil {
+			walk(srv.Errors.Routes)
+		}
+	}
+	return out
+}
+
+type storeGroup struct {
+	store     *sessionstore.Store
+	upstreams []*reverseproxy.Upstream
+	modes     map[string][]string
+}
+
+// groupByStore lists each store's upstreams once.
+func groupByStore(proxies []stickyProxy) []*storeGroup {
+	var groups []*storeGroup
+	byStore := map[*sessionstore.Store]*storeGroup{}
+	for _, p := range proxies {
+		store := p.policy.StoreHandle()
+		g := byStore[store]
+		if g == nil {
+			g = &storeGroup{store: store, modes: map[string][]string{}}
+			byStore[store] = g
+			groups = append(groups, g)
+		}
+		for _, up := range p.handler.Upstreams {
+			if _, seen := g.modes[up.Dial]; !seen {
+				g.upstreams = append(g.upstreams, up)
+			}
+			if !contains(g.modes[up.Dial], p.policy.KeyMode()) {
+				g.modes[up.Dial] = append(g.modes[up.Dial], p.policy.KeyMode())
+			}
+		}
+	}
+	return groups
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func storeName(s *sessionstore.Store) string {
+	if s.Name() == "" {
+		return "(default memory)"
+	}
+	return s.Name()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func apiError(status int, err error) error {
+	return caddy.APIError{HTTPStatus: status, Err: err}
+}
+
+func methodNotAllowed(w http.ResponseWriter, allowed ...string) error {
+	for _, m := range allowed {
+		w.Header().Add("Allow", m)
+	}
+	return apiError(http.StatusMethodNotAllowed, fmt.Errorf("method not allowed"))
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*Admin)(nil)
+)
