@@ -167,12 +167,11 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 		return s.newCookieSession(pool, r, w, st)
 	}
 	now := time.Now()
-	key := s.StoreKey(string(tok.sessionID[:]))
 	up := s.findByTag(pool, tok)
 	if st.usable(up) {
 		if tok.secret != 0 || tok.flags&flagRecorded == 0 || now.Sub(tok.issued) >= s.refreshAfter {
 			// Returning clients are recorded; rotated secrets re-sign.
-			_ = s.store.Put(r.Context(), key, s.binding(up, now))
+			_ = s.store.Put(r.Context(), s.StoreKey(string(tok.sessionID[:])), s.binding(up, now))
 			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
 		}
 		return up, outcomeHit
@@ -180,6 +179,7 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 	if up != nil && s.OnUnavailable == onUnavailableStrict {
 		return nil, outcomeStrictReject
 	}
+	key := s.StoreKey(string(tok.sessionID[:]))
 	from := ""
 	if up != nil {
 		from = up.Dial

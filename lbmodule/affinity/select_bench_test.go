@@ -1,0 +1,89 @@
+package affinity
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+// benchHit measures Select alone. The request is built once; each
+// iteration clears its per-request sticky state and response headers, as a
+// fresh request would have them.
+func benchHit(b *testing.B, s reverseproxy.Selector, pool reverseproxy.UpstreamPool, prepare func(*http.Request)) {
+	b.Helper()
+	r := newRequest()
+	prepare(r)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if st, _ := caddyhttp.GetVar(r.Context(), stateVarKey).(*requestState); st != nil {
+			*st = requestState{learning: st.learning}
+		}
+		clear(w.Header())
+		if s.Select(pool, r, w) == nil {
+			b.Fatal("no upstream")
+		}
+	}
+}
+
+// returningCookie gets the recorded LB cookie a returning client carries.
+func returningCookie(b *testing.B, s *Sticky, pool reverseproxy.UpstreamPool) *http.Cookie {
+	w := httptest.NewRecorder()
+	s.Select(pool, newRequest(), w)
+	first := lbCookie(b, w, s.Cookie)
+	w = httptest.NewRecorder()
+	s.Select(pool, newRequest(first), w)
+	return lbCookie(b, w, s.Cookie)
+}
+
+func BenchmarkSelectHit(b *testing.B) {
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+
+	b.Run("stock_cookie", func(b *testing.B) {
+		stock := new(reverseproxy.CookieHashSelection)
+		stock.Name, stock.Secret = "lb", testSecret
+		stock.FallbackRaw = json.RawMessage(`{"policy":"least_conn"}`)
+		if err := stock.Provision(testContext(b)); err != nil {
+			b.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		stock.Select(pool, newRequest(), w)
+		c := w.Result().Cookies()[0]
+		benchHit(b, stock, pool, func(r *http.Request) { r.AddCookie(c) })
+	})
+
+	b.Run("sticky_cookie_memory", func(b *testing.B) {
+		s := provision(b, testContext(b), Sticky{Secrets: []string{testSecret}})
+		c := returningCookie(b, s, pool)
+		benchHit(b, s, pool, func(r *http.Request) { r.AddCookie(c) })
+	})
+
+	b.Run("sticky_app_cookie_memory", func(b *testing.B) {
+		ctx := testContext(b)
+		l := new(Learn)
+		_ = l.Provision(ctx)
+		b.Cleanup(func() { _ = l.Cleanup() })
+		s := provision(b, ctx, Sticky{AppCookie: "PHPSESSID"})
+		_ = s.store.Put(context.Background(), s.StoreKey("abc"), sessionstore.Binding{Upstream: pool[1].Dial, Expires: time.Now().Add(time.Hour)})
+		c := &http.Cookie{Name: "PHPSESSID", Value: "abc"}
+		benchHit(b, s, pool, func(r *http.Request) {
+			r.AddCookie(c)
+			stateOf(r).learning = true
+		})
+	})
+}
+
+func BenchmarkSelectNewSession(b *testing.B) {
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	s := provision(b, testContext(b), Sticky{Secrets: []string{testSecret}})
+	benchHit(b, s, pool, func(*http.Request) {})
+}
