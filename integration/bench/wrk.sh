@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Load benchmark of lb_policy sticky against stock lb_policy cookie, through
+# the built binary, in one run: one caddy-lb process serves every variant on
+# its own loopback port in front of the same three demo backends, and wrk
+# measures them in interleaved rounds so that drift hits all alike.
+#
+#   CADDY=bin/caddy BACKEND=bin/demo-backend integration/bench/wrk.sh
+#
+# Env: ROUNDS (3), DURATION (6s), CONNS (32), THREADS (1). Prints a Markdown
+# table (median requests/s over the rounds, ratio to stock, p99 latency).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+CADDY=${CADDY:-$root/bin/caddy}
+BACKEND=${BACKEND:-$root/bin/demo-backend}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6s}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+for cmd in wrk redis-server curl "$CADDY" "$BACKEND"; do
+	command -v "$cmd" >/dev/null || { echo "missing $cmd (run make deps build)" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A free loopback port: bind-test random ports below the ephemeral range.
+used=" "
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 10000))
+		[[ $used == *" $p "* ]] && continue
+		if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+			used+="$p "
+			echo "$p"
+			return
+		fi
+	done
+}
+wait_port() {
+	for _ in $(seq 100); do
+		(exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
+		sleep 0.05
+	done
+	echo "nothing listens on $1" >&2
+	exit 1
+}
+
+upstreams=""
+for i in 1 2 3; do
+	port=$(free_port)
+	"$BACKEND" -listen "127.0.0.1:$port" -name "b$i" >"$work/b$i.log" 2>&1 &
+	pids+=($!)
+	upstreams+="127.0.0.1:$port "
+done
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+
+admin=$(free_port)
+variants=(stock_cookie sticky_cookie_memory sticky_cookie_redis sticky_app_cookie_memory sticky_app_cookie_redis)
+declare -A port
+for v in "${variants[@]}"; do port[$v]=$(free_port); done
+secret=bench-secret-0123456789abcdef
+
+cat >"$work/Caddyfile" <<CADDY
+{
+	admin 127.0.0.1:$admin
+	default_bind 127.0.0.1
+	auto_https off
+	persist_config off
+	storage file_system $work/storage
+	session_store mem memory
+	session_store shared redis {
+		address 127.0.0.1:$redis_port
+	}
+}
+:${port[stock_cookie]} {
+	reverse_proxy $upstreams {
+		lb_policy cookie lb $secret {
+			fallback least_conn
+		}
+	}
+}
+:${port[sticky_cookie_memory]} {
+	reverse_proxy $upstreams {
+		lb_policy sticky {
+			secret $secret
+			store mem
+		}
+	}
+}
+:${port[sticky_cookie_redis]} {
+	reverse_proxy $upstreams {
+		lb_policy sticky {
+			secret $secret
+			store shared
+		}
+	}
+}
+:${port[sticky_app_cookie_memory]} {
+	sticky_learn
+	reverse_proxy $upstreams {
+		lb_policy sticky {
+			app_cookie PHPSESSID
+			store mem
+		}
+	}
+}
+:${port[sticky_app_cookie_redis]} {
+	sticky_learn
+	reverse_proxy $upstreams {
+		lb_policy sticky {
+			app_cookie PHPSESSID
+			store shared
+		}
+	}
+}
+CADDY
+for u in $upstreams; do wait_port "${u##*:}"; done
+wait_port "$redis_port"
+"$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+pids+=($!)
+for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
+
+# The cookie a returning client sends: the hit path is what users live on.
+declare -A cookie
+for v in "${variants[@]}"; do
+	url="http://127.0.0.1:${port[$v]}"
+	case $v in
+	*app_cookie*)
+		cookie[$v]=$(curl -s -D - -o /dev/null "$url/login" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(PHPSESSID=[^;]*\).*/\1/p' | head -1) ;;
+	stock_cookie)
+		cookie[$v]=$(curl -s -D - -o /dev/null "$url/" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(lb=[^;]*\).*/\1/p' | head -1) ;;
+	*)
+		# Twice: the second answer re-issues the cookie as recorded.
+		first=$(curl -s -D - -o /dev/null "$url/" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(lb_affinity=[^;]*\).*/\1/p' | head -1)
+		cookie[$v]=$(curl -s -D - -o /dev/null -H "Cookie: $first" "$url/" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(lb_affinity=[^;]*\).*/\1/p' | head -1) ;;
+	esac
+	[ -n "${cookie[$v]}" ] || { echo "no cookie for $v" >&2; cat "$work/caddy.log" >&2; exit 1; }
+	# Every request of the run must be a hit on one backend.
+	b1=$(curl -s -o /dev/null -w '%header{x-backend}' -H "Cookie: ${cookie[$v]}" "$url/")
+	b2=$(curl -s -o /dev/null -w '%header{x-backend}' -H "Cookie: ${cookie[$v]}" "$url/")
+	[ "$b1" = "$b2" ] || { echo "$v is not sticky: $b1 then $b2" >&2; exit 1; }
+done
+
+to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s
+	awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.2f", v/1000; else if (v ~ /ms$/) printf "%.2f", v+0; else if (v ~ /s$/) printf "%.2f", v*1000; else print v }'
+}
+declare -A rps p99
+for round in $(seq "$ROUNDS"); do
+	for v in "${variants[@]}"; do
+		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/")
+		r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+		l=$(awk '$1 == "99%" {print $2}' <<<"$out")
+		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
+		[ -z "$errs" ] || { echo "$v round $round: $errs" >&2; exit 1; }
+		rps[$v]+="$r "
+		p99[$v]+="$(to_ms "$l") "
+		echo "round $round $v: $r req/s, p99 $l" >&2
+	done
+done
+
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+base=$(median "${rps[stock_cookie]}")
+echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie | p99 ms (median) |"
+echo "|---|---|---|---|"
+for v in "${variants[@]}"; do
+	m=$(median "${rps[$v]}")
+	printf '| %s | %.0f | %.3f | %s |\n' "$v" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "$(median "${p99[$v]}")"
+done
+echo
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, hit path (a returning client's cookie), $(nproc) cores, $(date -u +%Y-%m-%d)."
