@@ -608,3 +608,57 @@ func copyData(m map[string]any) map[string]any {
 	}
 	return out
 }
+
+// TestObservability checks what an operator sees: the sticky outcome and
+// upstream in the access log, decision and store metrics on /metrics.
+func TestObservability(t *testing.T) {
+	store, _ := storeKinds[0].start(t)
+	backends := harness.StartBackends(t, 2)
+	node := harness.StartCaddyWith(t, `{
+	{{.Global}}
+	session_store shared {{.X.store}}
+}
+:{{.HTTPPort}} {
+	log {
+		output stderr
+		format json
+	}
+	reverse_proxy {{.X.upstreams}} {
+		lb_policy sticky {
+			secret `+testSecret+`
+			store shared
+		}
+		header_down X-Sticky-Outcome {http.sticky.outcome}
+	}
+}
+`, map[string]any{"store": store, "upstreams": harness.Upstreams(backends)})
+	client := harness.NewClient()
+	var outcomes []string
+	for range 3 {
+		resp, _ := harness.Get(t, client, node.URL("/whoami"))
+		outcomes = append(outcomes, resp.Header.Get("X-Sticky-Outcome"))
+	}
+	if strings.Join(outcomes, ",") != "new,hit,hit" {
+		t.Fatalf("outcomes %v, want new,hit,hit", outcomes)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(node.Log(), `"sticky_outcome":"hit"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("access log has no sticky_outcome:\n%s", node.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(node.Log(), `"sticky_upstream":"`+backends[0].Addr) && !strings.Contains(node.Log(), `"sticky_upstream":"`+backends[1].Addr) {
+		t.Fatal("access log does not name the chosen upstream")
+	}
+	metrics := adminJSON(t, node, http.MethodGet, "/metrics", "", http.StatusOK)
+	for _, want := range []string{
+		`caddylb_sticky_decisions_total{outcome="hit"} 2`,
+		`caddylb_sticky_decisions_total{outcome="new"} 1`,
+		`caddylb_session_store_request_duration_seconds_count{op="put",store="shared"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

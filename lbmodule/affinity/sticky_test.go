@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -484,5 +485,85 @@ func TestMarkPrivate(t *testing.T) {
 		if got := strings.Join(h.Values("Cache-Control"), ", "); got != tt.want {
 			t.Errorf("markPrivate(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestCookieAttributes(t *testing.T) {
+	ctx := testContext(t)
+	pool := testPool("127.0.0.1:9001")
+	tests := []struct {
+		name    string
+		cfg     Sticky
+		prepare func(r *http.Request)
+		check   func(c *http.Cookie) bool
+	}{
+		{"plain http is not Secure", Sticky{}, func(*http.Request) {}, func(c *http.Cookie) bool { return !c.Secure }},
+		{"tls is Secure", Sticky{}, func(r *http.Request) { r.TLS = &tls.ConnectionState{} }, func(c *http.Cookie) bool { return c.Secure }},
+		{"trusted proxy https is Secure", Sticky{}, func(r *http.Request) {
+			caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+			r.Header.Set("X-Forwarded-Proto", "https")
+		}, func(c *http.Cookie) bool { return c.Secure }},
+		{"untrusted https claim is ignored", Sticky{}, func(r *http.Request) {
+			r.Header.Set("X-Forwarded-Proto", "https")
+		}, func(c *http.Cookie) bool { return !c.Secure }},
+		{"secure option", Sticky{Secure: true}, func(*http.Request) {}, func(c *http.Cookie) bool { return c.Secure }},
+		{"samesite none implies Secure", Sticky{SameSite: "none"}, func(*http.Request) {}, func(c *http.Cookie) bool {
+			return c.Secure && c.SameSite == http.SameSiteNoneMode
+		}},
+		{"domain path max_age", Sticky{Domain: "example.com", Path: "/app", MaxAge: caddy.Duration(2 * time.Hour), SameSite: "strict"}, func(*http.Request) {}, func(c *http.Cookie) bool {
+			return c.Domain == "example.com" && c.Path == "/app" && c.MaxAge == 7200 && c.SameSite == http.SameSiteStrictMode && c.HttpOnly
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Secrets = []string{testSecret}
+			s := provision(t, ctx, tt.cfg)
+			r := newRequest()
+			tt.prepare(r)
+			w := httptest.NewRecorder()
+			s.Select(pool, r, w)
+			c := lbCookie(t, w, defaultCookieName)
+			if c == nil || !tt.check(c) {
+				t.Fatalf("cookie %+v", c)
+			}
+		})
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	ctx := testContext(t)
+	t.Setenv("CADDYLB_TEST_SECRET", "from-the-environment-0123456789")
+	tests := []struct {
+		name string
+		cfg  Sticky
+		want string // "" means it must load
+	}{
+		{"env secret", Sticky{Secrets: []string{"{env.CADDYLB_TEST_SECRET}"}}, ""},
+		{"unset env secret", Sticky{Secrets: []string{"{env.CADDYLB_TEST_UNSET}"}}, "empty after expanding"},
+		{"short secret", Sticky{Secrets: []string{"short"}}, "at least 16"},
+		{"two keys", Sticky{Header: "X-A", ClientIP: true}, "choose one session key"},
+		{"cookie with header", Sticky{Cookie: "lb", Header: "X-A"}, "cannot be combined"},
+		{"bad cookie name", Sticky{Cookie: "a b"}, "invalid cookie name"},
+		{"bad samesite", Sticky{SameSite: "sometimes"}, "samesite must be"},
+		{"bad on_unavailable", Sticky{OnUnavailable: "panic"}, "on_unavailable must be"},
+		{"tiny ttl", Sticky{TTL: caddy.Duration(time.Millisecond)}, "too short"},
+		{"cookie fallback", Sticky{FallbackRaw: []byte(`{"policy":"cookie"}`)}, "cannot be used with sticky"},
+		{"unknown store", Sticky{Store: "nope"}, `session store "nope" is not declared`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &tt.cfg
+			err := s.Provision(ctx)
+			if err == nil {
+				err = s.Validate()
+			}
+			_ = s.Cleanup()
+			if tt.want == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			}
+		})
 	}
 }
