@@ -1,0 +1,116 @@
+package sessionstore
+
+import "github.com/redis/rueidis"
+
+// The Redis backend writes through Lua scripts so that reading the current
+// binding, deciding, writing the new one and keeping the per-upstream
+// indexes in step is one atomic step on the server: two LB nodes rebinding
+// one session at once cannot both win, and Counts never sees a binding in
+// two upstreams' sets.
+//
+// Keys, under the configured prefix P:
+//
+//	P b:<key>        string "<expires unix ms>|<upstream>" (EncodeBinding), PX = remaining TTL
+//	P u:<upstream>   sorted set: member <key>, score = expiry in Redis's clock (ms)
+//	P upstreams      set of upstream names that have (or had) a sorted set
+//	P drain          set of draining upstreams
+//
+// The per-upstream sorted sets are named by the scripts rather than passed
+// as KEYS, which a single Redis allows and Redis Cluster does not: the
+// backend supports a single Redis (or a primary with replicas), not Cluster.
+//
+// Scores use the Redis server's clock (TIME), the same clock that expires
+// the binding keys, so a binding leaves its upstream's count exactly when
+// its key expires, whatever the LB nodes' clocks say.
+//
+// Script arguments, shared by the binding scripts:
+//
+//	KEYS[1] binding key        ARGV[1] key prefix    ARGV[2] session key (set member)
+//	KEYS[2] upstream-name set  ARGV[3] new value     ARGV[4] TTL in ms
+//	                           ARGV[5] new upstream  ARGV[6] swap: the upstream to replace
+
+// luaCurrent reads the binding in force into cur and its upstream into
+// curUpstream (both false when there is none). A value that does not parse
+// counts as no binding, so a bad write cannot wedge a session.
+const luaCurrent = `
+local cur = redis.call('GET', KEYS[1])
+local curUpstream = false
+if cur then
+  local up = string.match(cur, '^%d+|(.+)$')
+  if up then curUpstream = up else cur = false end
+end
+`
+
+// luaBind stores the new binding and moves the session between the
+// upstreams' sorted sets. It also drops the target set's expired members
+// (each member is removed once, so the cost is amortized over writes) and
+// keeps the set's own expiry at least as late as its latest member, so a set
+// nobody writes to or counts any more disappears by itself.
+const luaBind = `
+local ttl = tonumber(ARGV[4])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+if curUpstream and curUpstream ~= ARGV[5] then
+  redis.call('ZREM', ARGV[1] .. 'u:' .. curUpstream, ARGV[2])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local set = ARGV[1] .. 'u:' .. ARGV[5]
+redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+redis.call('ZADD', set, now + ttl, ARGV[2])
+if redis.call('PTTL', set) < ttl then
+  redis.call('PEXPIRE', set, ttl)
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+return {1, ARGV[3]}
+`
+
+var (
+	// redisAddScript binds unless a binding is in force; it answers
+	// {1, new value} or {0, current value}.
+	redisAddScript = rueidis.NewLuaScript(luaCurrent + `
+if cur then return {0, cur} end
+` + luaBind)
+
+	// redisSwapScript binds if no binding is in force or the one in force
+	// points at ARGV[6]; it answers like redisAddScript.
+	redisSwapScript = rueidis.NewLuaScript(luaCurrent + `
+if cur and curUpstream ~= ARGV[6] then return {0, cur} end
+` + luaBind)
+
+	// redisPutScript binds unconditionally.
+	redisPutScript = rueidis.NewLuaScript(luaCurrent + luaBind)
+
+	// redisDeleteScript removes the binding and its sorted-set member.
+	redisDeleteScript = rueidis.NewLuaScript(luaCurrent + `
+if curUpstream then
+  redis.call('ZREM', ARGV[1] .. 'u:' .. curUpstream, ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+	// redisCountsScript answers {upstream, count, ...} for every upstream
+	// with live bindings. For each upstream it first removes the members
+	// whose score (expiry) has passed, then counts what is left: the result
+	// is exact at the moment the script runs. Upstreams left with no
+	// bindings leave the name set.
+	//
+	// KEYS[1] upstream-name set, ARGV[1] key prefix.
+	redisCountsScript = rueidis.NewLuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, up in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local set = ARGV[1] .. 'u:' .. up
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  local n = redis.call('ZCARD', set)
+  if n == 0 then
+    redis.call('SREM', KEYS[1], up)
+  else
+    table.insert(out, up)
+    table.insert(out, n)
+  end
+end
+return out
+`)
+)

@@ -1,0 +1,365 @@
+package sessionstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddylb/caddylb/internal/testproc"
+)
+
+// newTestRedis provisions a Redis backend for addr; mutate adjusts the
+// config first.
+func newTestRedis(t testing.TB, addr string, mutate func(*RedisBackend)) *RedisBackend {
+	t.Helper()
+	r := &RedisBackend{Addresses: []string{addr}}
+	if mutate != nil {
+		mutate(r)
+	}
+	provisionForTest(t, r)
+	return r
+}
+
+// TestRedisTwoNodes runs two LB nodes, each with its own client and cache,
+// against one Redis: a change on one is seen by the other through the
+// invalidation Redis pushes, long before client_cache_ttl.
+func TestRedisTwoNodes(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	nodeA := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "two:" })
+	// A different dial timeout gives node B its own client, as a second
+	// process would have.
+	nodeB := newTestRedis(t, srv.Addr, func(r *RedisBackend) {
+		r.KeyPrefix = "two:"
+		r.DialTimeout = caddy.Duration(2 * time.Second)
+	})
+	if nodeA.poolKey == nodeB.poolKey {
+		t.Fatal("the two nodes share one client; the test would prove nothing")
+	}
+	if nodeA.ClientCacheTTL != caddy.Duration(time.Minute) {
+		t.Fatalf("default client_cache_ttl = %v, want 1m", time.Duration(nodeA.ClientCacheTTL))
+	}
+
+	if _, ok, err := nodeB.Add(ctx, "s", bindingFor("a:1", time.Hour)); err != nil || !ok {
+		t.Fatalf("Add on B: %v, %v", ok, err)
+	}
+	if b, err := nodeA.Get(ctx, "s"); err != nil || b.Upstream != "a:1" {
+		t.Fatalf("Get on A = %+v, %v", b, err)
+	}
+	hit := nodeA.client.DoCache(ctx, nodeA.client.B().Get().Key("two:b:s").Cache(), time.Minute)
+	if !hit.IsCacheHit() {
+		t.Fatal("A's second read of the binding was not served from its client-side cache")
+	}
+
+	if _, ok, err := nodeB.Swap(ctx, "s", "a:1", bindingFor("b:1", time.Hour)); err != nil || !ok {
+		t.Fatalf("Swap on B: %v, %v", ok, err)
+	}
+	waitFor(t, time.Second, "A sees B's rebind", func() bool {
+		b, err := nodeA.Get(ctx, "s")
+		return err == nil && b.Upstream == "b:1"
+	})
+
+	wantDraining(t, nodeA, nil) // cached now
+	if err := nodeB.SetDraining(ctx, "a:1", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "A sees B's drain", func() bool {
+		d, err := nodeA.Draining(ctx)
+		return err == nil && d["a:1"]
+	})
+	if err := nodeB.Delete(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "A sees B's delete", func() bool {
+		_, err := nodeA.Get(ctx, "s")
+		return errors.Is(err, ErrNotFound)
+	})
+}
+
+// TestRedisOutage kills redis-server under a Store: calls fail fast, the
+// breaker answers ErrUnavailable without waiting, and after a restart on
+// the same port the client reconnects by itself.
+func TestRedisOutage(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	testStoreOutage(t, srv, newTestRedis(t, srv.Addr, nil))
+}
+
+// TestRedisAppFromJSON runs the session_store app from a JSON config as
+// Caddy does, with the password from the environment, and reloads it: the
+// new config reuses the old config's client, and stopping closes it.
+func TestRedisAppFromJSON(t *testing.T) {
+	// Braces in the password must survive placeholder resolution.
+	const password = "p4ss{word}"
+	srv := testproc.StartRedisWithPassword(t, password)
+	t.Setenv("CADDYLB_TEST_REDIS_PASSWORD", password)
+	cfg := []byte(fmt.Sprintf(`{
+		"admin": {"disabled": true, "config": {"persist": false}},
+		"apps": {"session_store": {"stores": {"shared": {
+			"backend": "redis",
+			"addresses": [%q],
+			"password": "{env.CADDYLB_TEST_REDIS_PASSWORD}",
+			"key_prefix": "json:"
+		}}}}
+	}`, srv.Addr))
+	ctx := context.Background()
+	running := func() (*Store, *RedisBackend) {
+		t.Helper()
+		app, err := caddy.ActiveContext().AppIfConfigured("session_store")
+		if err != nil {
+			t.Fatalf("session_store app: %v", err)
+		}
+		store, err := app.(*App).Store("shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, store.Backend().(*RedisBackend)
+	}
+
+	if err := caddy.Load(cfg, false); err != nil {
+		t.Fatalf("loading the config: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	store, before := running()
+	clientBefore := before.client // Cleanup clears the field
+	if err := store.Put(ctx, "k", bindingFor("a:1", time.Hour)); err != nil {
+		t.Fatalf("Put through the running store: %v", err)
+	}
+	if store.timeout != 250*time.Millisecond {
+		t.Errorf("store timeout = %v, want the backend's 250ms default", store.timeout)
+	}
+
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("reloading: %v", err)
+	}
+	store, after := running()
+	if after == before {
+		t.Fatal("the reload did not provision a new backend")
+	}
+	if before.client != nil {
+		t.Error("the old config was not cleaned up")
+	}
+	if after.client != clientBefore {
+		t.Fatal("the reload opened a new client instead of reusing the old one")
+	}
+	if refs, _ := redisClients.References(after.poolKey); refs != 1 {
+		t.Fatalf("client references after the reload = %d, want 1 (the old config released its own)", refs)
+	}
+	if b, err := store.Get(ctx, "k"); err != nil || b.Upstream != "a:1" {
+		t.Fatalf("Get after the reload = %+v, %v", b, err)
+	}
+
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := redisClients.References(after.poolKey); ok {
+		t.Fatal("client still pooled after Caddy stopped")
+	}
+}
+
+// TestRedisSharedClient provisions the app twice side by side, as during a
+// reload: both configs hold one client, released with the last.
+func TestRedisSharedClient(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	raw := json.RawMessage(fmt.Sprintf(`{"backend": "redis", "addresses": [%q]}`, srv.Addr))
+	provisionApp := func() (*RedisBackend, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		app := &App{StoresRaw: map[string]json.RawMessage{"shared": raw}}
+		if err := app.Provision(ctx); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		store, err := app.Store("shared")
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		return store.Backend().(*RedisBackend), cancel
+	}
+	r1, cancel1 := provisionApp()
+	defer cancel1()
+	r2, cancel2 := provisionApp()
+	if r1.client != r2.client {
+		t.Fatal("the same settings got two clients")
+	}
+	if refs, _ := redisClients.References(r1.poolKey); refs != 2 {
+		t.Fatalf("client references = %d, want 2", refs)
+	}
+	cancel2() // cleans up the modules loaded in that context
+	if refs, _ := redisClients.References(r1.poolKey); refs != 1 {
+		t.Fatalf("client references after one cleanup = %d, want 1", refs)
+	}
+	if err := r1.Put(context.Background(), "k", bindingFor("a:1", time.Hour)); err != nil {
+		t.Fatalf("the remaining config lost its client: %v", err)
+	}
+	cancel1()
+	if _, ok := redisClients.References(r1.poolKey); ok {
+		t.Fatal("client still pooled after the last cleanup")
+	}
+}
+
+// TestRedisProvisionErrors checks that a refusal is a clear config error
+// that does not reveal the password, and that an unreachable server is not.
+func TestRedisProvisionErrors(t *testing.T) {
+	srv := testproc.StartRedisWithPassword(t, "right-password")
+
+	for _, tc := range []struct {
+		name     string
+		password string
+		want     string
+	}{
+		{"wrong password", "wrong-password", "WRONGPASS"},
+		{"no password", "", "NOAUTH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &RedisBackend{Addresses: []string{srv.Addr}, Password: tc.password}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := r.Provision(ctx)
+			if err == nil {
+				_ = r.Cleanup()
+				t.Fatal("Provision succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), srv.Addr) {
+				t.Errorf("error %q does not name %s and the address", err, tc.want)
+			}
+			if tc.password != "" && strings.Contains(err.Error(), tc.password) {
+				t.Errorf("error %q reveals the password", err)
+			}
+			// Caddy cleans up a module whose Provision failed.
+			if err := r.Cleanup(); err != nil {
+				t.Errorf("Cleanup after a failed Provision: %v", err)
+			}
+		})
+	}
+
+	t.Run("unreachable server", func(t *testing.T) {
+		r := newTestRedis(t, testproc.FreeAddr(t), nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := r.Get(ctx, "k"); err == nil || errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get from an unreachable server = %v, want an error", err)
+		} else if !strings.Contains(err.Error(), "redis GET") {
+			t.Errorf("error %q does not say what failed", err)
+		}
+	})
+
+	t.Run("cleanup without provision", func(t *testing.T) {
+		var r RedisBackend
+		if err := r.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("cleanup twice", func(t *testing.T) {
+		r := &RedisBackend{Addresses: []string{srv.Addr}, Password: "right-password", KeyPrefix: "twice:"}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		if err := r.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		key := r.poolKey
+		for range 2 {
+			if err := r.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, ok := redisClients.References(key); ok {
+			t.Fatal("client still pooled")
+		}
+	})
+}
+
+func TestRedisValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    RedisBackend
+		want string
+	}{
+		{"address without port", RedisBackend{Addresses: []string{"localhost"}}, "want host:port"},
+		{"negative db", RedisBackend{DB: -1}, "db -1"},
+		{"ca file missing", RedisBackend{TLS: &RedisTLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := tc.r.Provision(ctx)
+			if err == nil {
+				_ = tc.r.Cleanup()
+				t.Fatal("Provision succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRedisUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range []struct {
+		name, input, want, wantErr string
+	}{
+		{name: "defaults", input: `session_store s redis`, want: `{}`},
+		{name: "inline addresses", input: `session_store s redis 10.0.0.1:6379 10.0.0.2:6379`,
+			want: `{"addresses":["10.0.0.1:6379","10.0.0.2:6379"]}`},
+		{name: "everything", input: `session_store s redis {
+				address 10.0.0.1:6379 10.0.0.2:6379
+				address 10.0.0.3:6379
+				username lb
+				password {env.REDIS_PASSWORD}
+				db 2
+				key_prefix shop:
+				tls
+				tls_server_name redis.internal
+				tls_ca_file /etc/redis/ca.pem
+				timeout 100ms
+				dial_timeout 2s
+				client_cache_ttl 30s
+				client_cache off
+			}`,
+			want: `{"addresses":["10.0.0.1:6379","10.0.0.2:6379","10.0.0.3:6379"],"username":"lb",` +
+				`"password":"{env.REDIS_PASSWORD}","db":2,"key_prefix":"shop:",` +
+				`"tls":{"server_name":"redis.internal","ca_file":"/etc/redis/ca.pem"},` +
+				`"timeout":100000000,"dial_timeout":2000000000,"client_cache_ttl":30000000000,"disable_client_cache":true}`},
+		{name: "bare tls", input: "session_store s redis {\n tls \n}", want: `{"tls":{}}`},
+		{name: "tls option implies tls", input: "session_store s redis {\n tls_server_name r.internal \n}",
+			want: `{"tls":{"server_name":"r.internal"}}`},
+		{name: "client cache on", input: "session_store s redis {\n client_cache on \n}", want: `{}`},
+
+		{name: "unknown option", input: "session_store s redis {\n adress 1.2.3.4:6379 \n}", wantErr: `unrecognized redis session store option "adress"`},
+		{name: "address without value", input: "session_store s redis {\n address \n}", wantErr: "wrong argument count"},
+		{name: "two passwords", input: "session_store s redis {\n password a b \n}", wantErr: "wrong argument count"},
+		{name: "db not a number", input: "session_store s redis {\n db one \n}", wantErr: `db: want a non-negative integer, got "one"`},
+		{name: "negative db", input: "session_store s redis {\n db -1 \n}", wantErr: "non-negative integer"},
+		{name: "bad duration", input: "session_store s redis {\n timeout soon \n}", wantErr: `timeout: invalid duration "soon"`},
+		{name: "zero duration", input: "session_store s redis {\n client_cache_ttl 0s \n}", wantErr: "client_cache_ttl: must be positive"},
+		{name: "tls with argument", input: "session_store s redis {\n tls yes \n}", wantErr: `tls takes no arguments, got "yes"`},
+		{name: "client cache maybe", input: "session_store s redis {\n client_cache maybe \n}", wantErr: `client_cache: want on or off, got "maybe"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unm, err := unmarshalStoreOption(tc.input, "session_store.backends.redis")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := json.Marshal(unm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
