@@ -221,7 +221,7 @@ func TestBackendStopFinishesRequestsInFlight(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		resp, err := NewClient().Get(b.URL("/slow?ms=500"))
+		resp, err := NewClient().Get(b.URL("/slow?ms=1000"))
 		if err != nil {
 			done <- result{err: err}
 			return
@@ -229,7 +229,7 @@ func TestBackendStopFinishesRequestsInFlight(t *testing.T) {
 		resp.Body.Close()
 		done <- result{status: resp.StatusCode}
 	}()
-	time.Sleep(200 * time.Millisecond) // let the request reach the backend
+	time.Sleep(300 * time.Millisecond) // let the backend accept the request
 	b.Stop()
 	if r := <-done; r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("request in flight during SIGTERM: status %d, error %v; want 200", r.status, r.err)
