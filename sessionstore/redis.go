@@ -30,7 +30,10 @@ func init() {
 // the push's network delay. Without a push (which Redis sends on every
 // write) an entry lives at most client_cache_ttl and never past the
 // binding's own expiry, and every entry of a connection is dropped when the
-// connection drops, so nothing stale survives a Redis restart.
+// connection drops, so nothing stale survives a Redis restart. A node sees
+// its own writes at once: for a moment after writing a key it reads that
+// key from Redis, since the push invalidating its own copy arrives after
+// the write's reply.
 //
 // Writes are Lua scripts, atomic on the server, which also keep one sorted
 // set of sessions per upstream: Counts is exact. The backend addresses a
