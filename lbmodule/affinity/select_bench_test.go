@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddylb/caddylb/internal/testproc"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -74,6 +75,45 @@ func BenchmarkSelectHit(b *testing.B) {
 		b.Cleanup(func() { _ = l.Cleanup() })
 		s := provision(b, ctx, Sticky{AppCookie: "PHPSESSID"})
 		_ = s.store.Put(context.Background(), s.StoreKey("abc"), sessionstore.Binding{Upstream: pool[1].Dial, Expires: time.Now().Add(time.Hour)})
+		c := &http.Cookie{Name: "PHPSESSID", Value: "abc"}
+		benchHit(b, s, pool, func(r *http.Request) {
+			r.AddCookie(c)
+			stateOf(r).learning = true
+		})
+	})
+}
+
+// withRedisStore swaps the policy's store for a Redis one on a fresh
+// redis-server, as `store shared` with a redis session_store would give.
+func withRedisStore(b *testing.B, s *Sticky) {
+	srv := testproc.StartRedis(b)
+	backend := &sessionstore.RedisBackend{Addresses: []string{srv.Addr}}
+	if err := backend.Provision(testContext(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = backend.Cleanup() })
+	s.store = sessionstore.NewStore("bench", backend, nil)
+}
+
+func BenchmarkSelectHitRedis(b *testing.B) {
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+
+	b.Run("sticky_cookie_redis", func(b *testing.B) {
+		s := provision(b, testContext(b), Sticky{Secrets: []string{testSecret}})
+		withRedisStore(b, s)
+		c := returningCookie(b, s, pool)
+		benchHit(b, s, pool, func(r *http.Request) { r.AddCookie(c) })
+	})
+
+	b.Run("sticky_app_cookie_redis", func(b *testing.B) {
+		ctx := testContext(b)
+		l := new(Learn)
+		_ = l.Provision(ctx)
+		b.Cleanup(func() { _ = l.Cleanup() })
+		s := provision(b, ctx, Sticky{AppCookie: "PHPSESSID"})
+		withRedisStore(b, s)
+		_ = s.store.Put(context.Background(), s.StoreKey("abc"), sessionstore.Binding{Upstream: pool[1].Dial, Expires: time.Now().Add(time.Hour)})
+		time.Sleep(time.Second) // past the window in which a node reads its own fresh writes from the server
 		c := &http.Cookie{Name: "PHPSESSID", Value: "abc"}
 		benchHit(b, s, pool, func(r *http.Request) {
 			r.AddCookie(c)
