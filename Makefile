@@ -5,7 +5,7 @@ BIN := bin
 CADDY := $(BIN)/caddy
 BACKEND := $(BIN)/demo-backend
 
-.PHONY: all build run deps test vet bench clean
+.PHONY: all build run deps test vet bench fuzz clean
 
 all: build
 
@@ -44,10 +44,20 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# Go benchmarks; load scripts (wrk) and BENCHMARKS.md come with the modules.
-bench: build
+# Go benchmarks, then wrk through the built binary (sticky against stock
+# lb_policy cookie in one run). Figures go in BENCHMARKS.md.
+bench: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
-		$(GO) test -run '^$$' -bench . -benchmem ./...
+		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/...
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/wrk.sh
+
+# A short run of every fuzz target (go test runs their seeds on every test).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzTokenVerify$$' -fuzztime $(FUZZTIME) ./lbmodule/affinity/
+	$(GO) test -run '^$$' -fuzz '^FuzzMarkPrivate$$' -fuzztime $(FUZZTIME) ./lbmodule/affinity/
+	$(GO) test -run '^$$' -fuzz '^FuzzLearnSetCookie$$' -fuzztime $(FUZZTIME) ./lbmodule/affinity/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinding$$' -fuzztime $(FUZZTIME) ./sessionstore/
 
 clean:
 	rm -rf $(BIN) integration/demo/var

@@ -329,7 +329,7 @@ func (s *Sticky) learn(ctx context.Context, r *http.Request, header http.Header,
 			if err != nil || c.Name != s.AppCookie {
 				continue
 			}
-			if c.MaxAge < 0 || c.Value == "" || (!c.Expires.IsZero() && c.Expires.Before(time.Now())) {
+			if !cookieLive(c) {
 				// The application ended the session: forget the binding.
 				if old, err := r.Cookie(s.AppCookie); err == nil {
 					_ = s.store.Delete(ctx, s.StoreKey(old.Value))
@@ -343,6 +343,18 @@ func (s *Sticky) learn(ctx context.Context, r *http.Request, header http.Header,
 			s.put(ctx, v, upstream)
 		}
 	}
+}
+
+// cookieLive reports whether a Set-Cookie keeps the cookie: Max-Age wins
+// over Expires (RFC 6265, section 5.3), and an empty value ends it too.
+func cookieLive(c *http.Cookie) bool {
+	switch {
+	case c.Value == "" || c.MaxAge < 0:
+		return false
+	case c.MaxAge > 0:
+		return true
+	}
+	return c.Expires.IsZero() || c.Expires.After(time.Now())
 }
 
 func (s *Sticky) put(ctx context.Context, value, upstream string) {
