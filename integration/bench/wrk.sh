@@ -2,24 +2,36 @@
 # Load benchmark of lb_policy sticky against stock lb_policy cookie, through
 # the built binary, in one run: one caddy-lb process serves every variant on
 # its own loopback port in front of the same three demo backends, and wrk
-# measures them in interleaved rounds so that drift hits all alike.
+# measures them in interleaved rounds so that drift hits all alike. Each
+# variant's ratio is taken against the stock run of the same round, and the
+# median of those paired ratios is reported. With two or more cores, Caddy
+# is pinned to the last core and everything else (wrk, backends, Redis) to
+# the others, so the load balancer's CPU is what limits throughput.
 #
 #   CADDY=bin/caddy BACKEND=bin/demo-backend integration/bench/wrk.sh
 #
-# Env: ROUNDS (3), DURATION (6s), CONNS (32), THREADS (1). Prints a Markdown
+# Env: ROUNDS (7), DURATION (4s), CONNS (32), THREADS (1). Prints a Markdown
 # table (median requests/s over the rounds, ratio to stock, p99 latency).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CADDY=${CADDY:-$root/bin/caddy}
 BACKEND=${BACKEND:-$root/bin/demo-backend}
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-7}
+DURATION=${DURATION:-4s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 for cmd in wrk redis-server curl "$CADDY" "$BACKEND"; do
 	command -v "$cmd" >/dev/null || { echo "missing $cmd (run make deps build)" >&2; exit 1; }
 done
+
+# CPU pinning: Caddy alone on the last core.
+pin_lb="" pin_rest=""
+cores=$(nproc)
+if [ "$cores" -ge 2 ] && command -v taskset >/dev/null; then
+	pin_lb="taskset -c $((cores - 1))"
+	pin_rest="taskset -c 0-$((cores - 2))"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -56,12 +68,12 @@ wait_port() {
 upstreams=""
 for i in 1 2 3; do
 	port=$(free_port)
-	"$BACKEND" -listen "127.0.0.1:$port" -name "b$i" >"$work/b$i.log" 2>&1 &
+	$pin_rest "$BACKEND" -listen "127.0.0.1:$port" -name "b$i" >"$work/b$i.log" 2>&1 &
 	pids+=($!)
 	upstreams+="127.0.0.1:$port "
 done
 redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+$pin_rest redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
 
 admin=$(free_port)
@@ -126,7 +138,7 @@ cat >"$work/Caddyfile" <<CADDY
 CADDY
 for u in $upstreams; do wait_port "${u##*:}"; done
 wait_port "$redis_port"
-"$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+$pin_lb "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
 pids+=($!)
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 
@@ -154,27 +166,27 @@ done
 to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s
 	awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.2f", v/1000; else if (v ~ /ms$/) printf "%.2f", v+0; else if (v ~ /s$/) printf "%.2f", v*1000; else print v }'
 }
-declare -A rps p99
+declare -A rps p99 ratio
 for round in $(seq "$ROUNDS"); do
 	for v in "${variants[@]}"; do
-		out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/")
+		out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/")
 		r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 		l=$(awk '$1 == "99%" {print $2}' <<<"$out")
 		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
 		[ -z "$errs" ] || { echo "$v round $round: $errs" >&2; exit 1; }
 		rps[$v]+="$r "
+		[ "$v" = stock_cookie ] && base_round=$r
+		ratio[$v]+="$(awk -v a="$r" -v b="$base_round" 'BEGIN{print a/b}') "
 		p99[$v]+="$(to_ms "$l") "
 		echo "round $round $v: $r req/s, p99 $l" >&2
 	done
 done
 
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-base=$(median "${rps[stock_cookie]}")
-echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie | p99 ms (median) |"
+echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie (median of paired rounds) | p99 ms (median) |"
 echo "|---|---|---|---|"
 for v in "${variants[@]}"; do
-	m=$(median "${rps[$v]}")
-	printf '| %s | %.0f | %.3f | %s |\n' "$v" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN{print a/b}')" "$(median "${p99[$v]}")"
+	printf '| %s | %.0f | %.3f | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" "$(median "${p99[$v]}")"
 done
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, hit path (a returning client's cookie), $(nproc) cores, $(date -u +%Y-%m-%d)."
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS interleaved rounds, hit path (a returning client's cookie), $cores cores${pin_lb:+ (Caddy pinned to one core)}, $(date -u +%Y-%m-%d)."
