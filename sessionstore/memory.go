@@ -2,8 +2,10 @@ package sessionstore
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +23,20 @@ func init() {
 // counts, but each LB node has its own. Its contents survive config reloads
 // (they live in a package-level pool keyed by the store's name), not restarts.
 type MemoryBackend struct {
+	// The most bindings the store holds; past it, new sessions are served
+	// without a binding (and counted as store errors) until old ones
+	// expire, so that clients inventing session keys cannot exhaust
+	// memory. About 150 bytes each. Default: 1,000,000.
+	MaxBindings int `json:"max_bindings,omitempty"`
+
 	table *memoryTable
 	key   string
 }
+
+// ErrFull is returned by the memory backend when it holds MaxBindings.
+var ErrFull = errors.New("memory session store is full (max_bindings)")
+
+const defaultMaxBindings = 1_000_000
 
 // CaddyModule returns the Caddy module information.
 func (MemoryBackend) CaddyModule() caddy.ModuleInfo {
@@ -41,6 +54,11 @@ func (m *MemoryBackend) open(name string) {
 		return newMemoryTable(), nil
 	})
 	m.table = val.(*memoryTable)
+	limit := m.MaxBindings
+	if limit <= 0 {
+		limit = defaultMaxBindings
+	}
+	m.table.limit.Store(int64(limit))
 }
 
 // Cleanup releases this config's reference to the table.
@@ -54,14 +72,31 @@ func (m *MemoryBackend) Cleanup() error {
 
 // UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:
 //
-//	session_store <name> memory
+//	session_store <name> memory {
+//		max_bindings <n>
+//	}
 func (m *MemoryBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // backend name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if d.NextBlock(0) {
-		return d.Errf("the memory session store takes no options, got %q", d.Val())
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "max_bindings":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("max_bindings must be a positive integer, got %q", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			m.MaxBindings = n
+		default:
+			return d.Errf("unrecognized memory session store option %q (known: max_bindings)", d.Val())
+		}
 	}
 	return nil
 }
@@ -73,24 +108,22 @@ func (m *MemoryBackend) Get(_ context.Context, key string) (Binding, error) {
 
 // Add implements Backend.
 func (m *MemoryBackend) Add(_ context.Context, key string, b Binding) (Binding, bool, error) {
-	cur, ok := m.table.update(key, time.Now(), func(cur Binding, live bool) (Binding, bool) {
+	return m.table.update(key, time.Now(), func(cur Binding, live bool) (Binding, bool) {
 		return b, !live
 	})
-	return cur, ok, nil
 }
 
 // Swap implements Backend.
 func (m *MemoryBackend) Swap(_ context.Context, key, from string, b Binding) (Binding, bool, error) {
-	cur, ok := m.table.update(key, time.Now(), func(cur Binding, live bool) (Binding, bool) {
+	return m.table.update(key, time.Now(), func(cur Binding, live bool) (Binding, bool) {
 		return b, !live || cur.Upstream == from
 	})
-	return cur, ok, nil
 }
 
 // Put implements Backend.
 func (m *MemoryBackend) Put(_ context.Context, key string, b Binding) error {
-	m.table.update(key, time.Now(), func(Binding, bool) (Binding, bool) { return b, true })
-	return nil
+	_, _, err := m.table.update(key, time.Now(), func(Binding, bool) (Binding, bool) { return b, true })
+	return err
 }
 
 // Delete implements Backend.
@@ -129,6 +162,8 @@ type memoryTable struct {
 	drainMu  sync.Mutex
 	draining atomic.Pointer[map[string]bool]
 	stop     chan struct{}
+	size     atomic.Int64 // entries in all shards, expired ones included until swept
+	limit    atomic.Int64
 }
 
 type memoryShard struct {
@@ -170,24 +205,34 @@ func (t *memoryTable) get(key string, now time.Time) (Binding, error) {
 
 // update runs decide under the shard lock with the current binding and
 // whether it is live; if decide says so, its binding is stored. It returns
-// the binding in force afterwards and whether decide's binding was stored.
-func (t *memoryTable) update(key string, now time.Time, decide func(cur Binding, live bool) (Binding, bool)) (Binding, bool) {
+// the binding in force afterwards and whether decide's binding was stored,
+// or ErrFull when a new key would pass the limit.
+func (t *memoryTable) update(key string, now time.Time, decide func(cur Binding, live bool) (Binding, bool)) (Binding, bool, error) {
 	s := t.shard(key)
 	s.Lock()
 	defer s.Unlock()
 	cur, ok := s.m[key]
 	next, store := decide(cur, ok && cur.Live(now))
 	if !store {
-		return cur, false
+		return cur, false, nil
+	}
+	if !ok {
+		if t.size.Load() >= t.limit.Load() {
+			return cur, false, ErrFull
+		}
+		t.size.Add(1)
 	}
 	s.m[key] = next
-	return next, true
+	return next, true, nil
 }
 
 func (t *memoryTable) delete(key string) {
 	s := t.shard(key)
 	s.Lock()
-	delete(s.m, key)
+	if _, ok := s.m[key]; ok {
+		delete(s.m, key)
+		t.size.Add(-1)
+	}
 	s.Unlock()
 }
 
@@ -233,6 +278,7 @@ func (t *memoryTable) sweep(every time.Duration) {
 				for k, b := range s.m {
 					if !b.Live(now) {
 						delete(s.m, k)
+						t.size.Add(-1)
 					}
 				}
 				s.Unlock()

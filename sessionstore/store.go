@@ -148,7 +148,17 @@ func (s *Store) Counts(ctx context.Context) (map[string]int64, error) {
 // call runs one backend operation under the deadline and the breaker.
 func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) error {
 	if s.timeout == 0 {
-		return fn(ctx)
+		// A local backend: no deadline or breaker, but its errors (a full
+		// memory store) are counted and logged all the same.
+		err := fn(ctx)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.errors[o].Inc()
+			if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
+				s.logger.Error("session store call failed", zap.String("store", s.name),
+					zap.String("op", opNames[o]), zap.Int64("errors_not_logged", suppressed), zap.Error(err))
+			}
+		}
+		return err
 	}
 	now := time.Now()
 	if !s.breaker.allow(now) {

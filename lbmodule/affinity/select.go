@@ -138,7 +138,10 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 			return nil, outcomeNew
 		}
 		cur, added, err := s.store.Add(ctx, key, s.binding(up, now))
-		if err == nil && !added {
+		switch {
+		case err != nil:
+			return up, outcomeStoreError // served, but not bound
+		case !added:
 			// Another node bound this session first: follow it.
 			if other := findUpstream(pool, cur.Upstream); st.usable(other) {
 				return other, outcomeHit
