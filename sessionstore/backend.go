@@ -12,6 +12,11 @@ import (
 // ErrNotFound is returned by Get when a key has no live binding.
 var ErrNotFound = errors.New("binding not found")
 
+// ErrMalformed wraps a stored value that is not a binding (another program
+// writing under the key prefix, say). It is a data error, not an outage:
+// the Store logs it but does not open its breaker.
+var ErrMalformed = errors.New("malformed binding")
+
 // Binding pins one session to one upstream until it expires.
 type Binding struct {
 	// Upstream is the upstream's dial address, the identity Caddy gives it.
@@ -80,11 +85,11 @@ func EncodeBinding(b Binding) string {
 func DecodeBinding(s string) (Binding, error) {
 	ms, upstream, ok := strings.Cut(s, "|")
 	if !ok || upstream == "" {
-		return Binding{}, fmt.Errorf("malformed binding %q", truncate(s, 64))
+		return Binding{}, fmt.Errorf("%w %q", ErrMalformed, truncate(s, 64))
 	}
 	n, err := strconv.ParseInt(ms, 10, 64)
 	if err != nil || n <= 0 {
-		return Binding{}, fmt.Errorf("malformed binding expiry %q", truncate(ms, 32))
+		return Binding{}, fmt.Errorf("%w expiry %q", ErrMalformed, truncate(ms, 32))
 	}
 	return Binding{Upstream: upstream, Expires: time.UnixMilli(n)}, nil
 }

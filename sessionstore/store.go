@@ -165,18 +165,23 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 		s.errors[o].Inc()
 		return fmt.Errorf("session store %q: %w", s.name, ErrUnavailable)
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	// The call is not cancelled with the client's request: a probe whose
+	// client went away must still tell the breaker how the store is.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	err := fn(cctx)
 	cancel()
 	s.latency[o].Observe(time.Since(now).Seconds())
-	if err == nil || errors.Is(err, ErrNotFound) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrMalformed) {
 		if s.breaker.succeed() {
 			s.logger.Info("session store reachable again", zap.String("store", s.name))
 		}
-		return err
-	}
-	if ctx.Err() != nil {
-		// The client went away; that says nothing about the store.
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			s.errors[o].Inc()
+			if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
+				s.logger.Error("session store holds a value that is not a binding; is the key prefix shared?",
+					zap.String("store", s.name), zap.Int64("errors_not_logged", suppressed), zap.Error(err))
+			}
+		}
 		return err
 	}
 	s.errors[o].Inc()
