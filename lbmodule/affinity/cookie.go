@@ -53,9 +53,15 @@ func isHTTPS(r *http.Request) bool {
 // markPrivate keeps shared caches from storing a response that pins a
 // client: a cached Set-Cookie would pin every client to one upstream.
 // Cache-Control becomes private unless it already says no-store or private;
-// "public" and "s-maxage" are dropped. The upstream's own Cache-Control,
-// added later by reverse_proxy, can only make it stricter.
+// "public" and "s-maxage" are dropped. The upstream's own Cache-Control is
+// added by reverse_proxy after Select, so sticky_learn runs this again on
+// the final headers; without it, the upstream's field line stands beside
+// "private".
 func markPrivate(h http.Header) {
+	// CDN-specific cache controls (RFC 9213, Surrogate-Control) would let
+	// a CDN store the response whatever Cache-Control says.
+	h.Del("CDN-Cache-Control")
+	h.Del("Surrogate-Control")
 	values := h.Values("Cache-Control")
 	if len(values) == 0 {
 		h.Set("Cache-Control", "private")

@@ -12,13 +12,13 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Namespace: "caddylb",
 	Subsystem: "sticky",
 	Name:      "decisions_total",
-	Help:      "Sticky load-balancing decisions by outcome: hit, new, none, rebound, strict_reject, store_error, learned.",
+	Help:      "Sticky load-balancing decisions by outcome: hit, new, none, rebound, strict_reject, store_error, learned, no_upstream.",
 }, []string{"outcome"})
 
 var decisionCounters = map[string]prometheus.Counter{}
 
 func init() {
-	for _, o := range []string{outcomeHit, outcomeNew, outcomeNone, outcomeRebound, outcomeStrictReject, outcomeStoreError, outcomeLearned} {
+	for _, o := range []string{outcomeHit, outcomeNew, outcomeNone, outcomeRebound, outcomeStrictReject, outcomeStoreError, outcomeLearned, outcomeNoUpstream} {
 		decisionCounters[o] = decisions.WithLabelValues(o)
 	}
 }

@@ -35,3 +35,34 @@ func learnHandlerProvisioned(ctx caddy.Context) bool {
 	defer learnHandlers.Unlock()
 	return learnHandlers.n[ctx.GetMetricsRegistry()] > 0
 }
+
+// namespaces counts, per config load, the sticky policies using each store
+// and namespace, so that two policies that would read each other's
+// sessions are reported.
+var namespaces = struct {
+	sync.Mutex
+	n map[*prometheus.Registry]map[string]int
+}{n: map[*prometheus.Registry]map[string]int{}}
+
+// claimNamespace records one policy's store and namespace for this config
+// load and returns how many policies used it before.
+func claimNamespace(reg *prometheus.Registry, id string) int {
+	namespaces.Lock()
+	defer namespaces.Unlock()
+	if namespaces.n[reg] == nil {
+		namespaces.n[reg] = map[string]int{}
+	}
+	namespaces.n[reg][id]++
+	return namespaces.n[reg][id] - 1
+}
+
+func releaseNamespace(reg *prometheus.Registry, id string) {
+	namespaces.Lock()
+	defer namespaces.Unlock()
+	if namespaces.n[reg][id]--; namespaces.n[reg][id] <= 0 {
+		delete(namespaces.n[reg], id)
+	}
+	if len(namespaces.n[reg]) == 0 {
+		delete(namespaces.n, reg)
+	}
+}

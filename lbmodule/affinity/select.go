@@ -26,6 +26,7 @@ const (
 	outcomeStrictReject = "strict_reject" // strict mode refused to move it: 503
 	outcomeStoreError   = "store_error"   // the store failed; chosen by hashing the key
 	outcomeLearned      = "learned"       // sticky_learn recorded a session from a response
+	outcomeNoUpstream   = "no_upstream"   // nothing available to serve the request
 )
 
 // requestState is what one request's Selects (retries call Select again)
@@ -37,6 +38,8 @@ type requestState struct {
 	policy    *Sticky  // the policy that chose last
 	upstream  string   // what it chose
 	outcome   string
+	value     string // the session key value the request carried
+	bound     string // the upstream the store had bound it to, if any
 }
 
 const stateVarKey = "caddylb.sticky"
@@ -75,7 +78,8 @@ func (s *Sticky) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.
 	if s.mode == keyLBCookie {
 		up, outcome = s.selectByCookie(pool, r, w, st)
 	} else if value := s.sessionValue(r); value == "" {
-		up, outcome = s.pickNew(pool, r, st), outcomeNone
+		up = s.pickNew(pool, r, st)
+		outcome = outcomeFor(up, outcomeNone)
 	} else {
 		up, outcome = s.selectByStore(pool, r, st, value)
 	}
@@ -119,8 +123,10 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 	b, err := s.store.Get(ctx, key)
 	switch {
 	case err == nil:
+		st.value = value
 		up := findUpstream(pool, b.Upstream)
 		if st.usable(up) {
+			st.bound = up.Dial
 			if b.Expires.Sub(now) < s.ttl-s.refreshAfter {
 				// Compare-and-swap, so a refresh never undoes another node's rebind.
 				_, _, _ = s.store.Swap(ctx, key, b.Upstream, s.binding(up, now))
@@ -130,17 +136,25 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 		if up != nil && s.OnUnavailable == onUnavailableStrict {
 			return nil, outcomeStrictReject
 		}
-		return s.rebind(pool, r, st, key, b.Upstream), outcomeRebound
+		next := s.rebind(pool, r, st, key, up, b.Upstream)
+		return next, outcomeFor(next, outcomeRebound)
 
 	case errors.Is(err, sessionstore.ErrNotFound):
+		if s.mode == keyAppCookie {
+			// Only the application creates app sessions (learned from its
+			// responses); a value it never set is routed by hash, so that
+			// invented cookies cost the store nothing and one stays together.
+			st.value = value
+			return s.pickByHash(pool, value, st, s.draining(r)), outcomeNone
+		}
 		up := s.pickNew(pool, r, st)
 		if up == nil {
-			return nil, outcomeNew
+			return nil, outcomeNoUpstream
 		}
 		cur, added, err := s.store.Add(ctx, key, s.binding(up, now))
 		switch {
-		case err != nil:
-			return up, outcomeStoreError // served, but not bound
+		case err != nil: // a full or failing store: stay together by hash
+			return s.pickByHash(pool, value, st, s.draining(r)), outcomeStoreError
 		case !added:
 			// Another node bound this session first: follow it.
 			if other := findUpstream(pool, cur.Upstream); st.usable(other) {
@@ -150,8 +164,16 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 		return up, outcomeNew
 
 	default:
-		return s.pickByHash(pool, value, st), outcomeStoreError
+		return s.pickByHash(pool, value, st, nil), outcomeStoreError
 	}
+}
+
+// outcomeFor is outcome, or no_upstream when nothing could be chosen.
+func outcomeFor(up *reverseproxy.Upstream, outcome string) string {
+	if up == nil {
+		return outcomeNoUpstream
+	}
+	return outcome
 }
 
 // selectByCookie serves the LB-cookie key. The cookie itself names the
@@ -189,27 +211,32 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 	} else if b, err := s.store.Get(r.Context(), key); err == nil {
 		from = b.Upstream
 	}
-	next := s.rebind(pool, r, st, key, from)
-	if next != nil {
+	next := s.rebind(pool, r, st, key, up, from)
+	if next != nil && (up == nil || !up.Available()) {
 		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
 	}
-	return next, outcomeRebound
+	return next, outcomeFor(next, outcomeRebound)
 }
 
 func (s *Sticky) newCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, st *requestState) (*reverseproxy.Upstream, string) {
 	up := s.pickNew(pool, r, st)
-	if up != nil {
-		s.setCookie(w, r, st, s.signer.issue(newSessionID(), up.Dial, time.Now(), 0))
+	if up == nil {
+		return nil, outcomeNoUpstream
 	}
+	s.setCookie(w, r, st, s.signer.issue(newSessionID(), up.Dial, time.Now(), 0))
 	return up, outcomeNew
 }
 
-// rebind moves the session at key away from upstream from. If another node
-// moved it first to an upstream this node can use, it follows that one.
-func (s *Sticky) rebind(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key, from string) *reverseproxy.Upstream {
+// rebind moves the session at key away from upstream from (bound is its
+// Upstream in this pool, nil if it was removed). If another node moved it
+// first to an upstream this node can use, it follows that one. When the
+// upstream only failed this request but health checks still count it
+// available, the request is served elsewhere and the binding stays: one
+// transient error does not move a session for good.
+func (s *Sticky) rebind(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key string, bound *reverseproxy.Upstream, from string) *reverseproxy.Upstream {
 	up := s.pickNew(pool, r, st)
-	if up == nil {
-		return nil
+	if up == nil || (bound != nil && bound.Available()) {
+		return up
 	}
 	ctx := r.Context()
 	now := time.Now()
@@ -230,42 +257,55 @@ func (s *Sticky) rebind(pool reverseproxy.UpstreamPool, r *http.Request, st *req
 // among usable upstreams that are not draining. When every usable upstream
 // is draining, draining ones are used rather than failing the request.
 func (s *Sticky) pickNew(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState) *reverseproxy.Upstream {
-	draining, err := s.store.Draining(r.Context())
-	if err != nil {
-		draining = nil
-	}
+	draining := s.draining(r)
 	if len(draining) == 0 && len(st.tried) == 0 {
 		return s.fallback.Select(pool, r, nil)
 	}
-	candidates := make(reverseproxy.UpstreamPool, 0, len(pool))
-	for _, up := range pool {
-		if st.usable(up) && !draining[up.Dial] {
-			candidates = append(candidates, up)
-		}
-	}
-	if len(candidates) == 0 {
-		for _, up := range pool {
-			if st.usable(up) {
-				candidates = append(candidates, up)
-			}
-		}
-	}
+	candidates := s.candidates(pool, st, draining)
 	if len(candidates) == 0 {
 		return nil
 	}
 	return s.fallback.Select(candidates, r, nil)
 }
 
-// pickByHash chooses by rendezvous hashing of the session key when the
-// store cannot be read, so that every node sends one session to the same
-// upstream for as long as the outage lasts.
-func (s *Sticky) pickByHash(pool reverseproxy.UpstreamPool, value string, st *requestState) *reverseproxy.Upstream {
+// candidates lists the upstreams a session may go to, best first: usable
+// and not draining; else usable; else, so that lb_try_duration can wait
+// out a restart, any available one, even one that failed this request.
+func (s *Sticky) candidates(pool reverseproxy.UpstreamPool, st *requestState, draining map[string]bool) reverseproxy.UpstreamPool {
+	out := make(reverseproxy.UpstreamPool, 0, len(pool))
+	for _, keep := range []func(*reverseproxy.Upstream) bool{
+		func(up *reverseproxy.Upstream) bool { return st.usable(up) && !draining[up.Dial] },
+		st.usable,
+		(*reverseproxy.Upstream).Available,
+	} {
+		for _, up := range pool {
+			if keep(up) {
+				out = append(out, up)
+			}
+		}
+		if len(out) > 0 {
+			break
+		}
+	}
+	return out
+}
+
+// draining returns the store's drain set; none when it cannot be read.
+func (s *Sticky) draining(r *http.Request) map[string]bool {
+	draining, err := s.store.Draining(r.Context())
+	if err != nil {
+		return nil
+	}
+	return draining
+}
+
+// pickByHash chooses by rendezvous hashing of the session key: every node
+// sends one key to the same upstream without asking the store (while it is
+// down, or for app cookies the application never set).
+func (s *Sticky) pickByHash(pool reverseproxy.UpstreamPool, value string, st *requestState, draining map[string]bool) *reverseproxy.Upstream {
 	var best *reverseproxy.Upstream
 	var bestHash uint64
-	for _, up := range pool {
-		if !st.usable(up) {
-			continue
-		}
+	for _, up := range s.candidates(pool, st, draining) {
 		h := fnv.New64a()
 		h.Write([]byte(up.Dial))
 		h.Write([]byte{0})
@@ -325,6 +365,7 @@ func (s *Sticky) learn(ctx context.Context, r *http.Request, header http.Header,
 	if upstream == "" {
 		return
 	}
+	st := stateOf(r)
 	switch s.mode {
 	case keyAppCookie:
 		for _, line := range header.Values("Set-Cookie") {
@@ -339,11 +380,11 @@ func (s *Sticky) learn(ctx context.Context, r *http.Request, header http.Header,
 				}
 				continue
 			}
-			s.put(ctx, c.Value, upstream)
+			s.learnValue(ctx, st, c.Value, upstream)
 		}
 	case keyHeader:
 		if v := header.Get(s.Header); v != "" {
-			s.put(ctx, v, upstream)
+			s.learnValue(ctx, st, v, upstream)
 		}
 	}
 }
@@ -360,9 +401,26 @@ func cookieLive(c *http.Cookie) bool {
 	return c.Expires.IsZero() || c.Expires.After(time.Now())
 }
 
-func (s *Sticky) put(ctx context.Context, value, upstream string) {
-	err := s.store.Put(ctx, s.StoreKey(value), sessionstore.Binding{Upstream: upstream, Expires: time.Now().Add(s.ttl)})
-	if err == nil {
-		countDecision(outcomeLearned)
+// retiredGrace is how long the binding of a session key the application
+// just replaced keeps working, for requests already under way with it.
+const retiredGrace = time.Minute
+
+// learnValue binds value to upstream. A value the request already carried,
+// bound there, needs nothing (Select refreshes it). A new value replacing
+// the request's (session id regeneration at login, or frameworks such as
+// Laravel that re-encrypt the cookie on every response) moves the binding:
+// the old key is retired with a short grace, so bindings follow sessions,
+// not requests.
+func (s *Sticky) learnValue(ctx context.Context, st *requestState, value, upstream string) {
+	if value == st.value && st.bound == upstream {
+		return
+	}
+	now := time.Now()
+	if err := s.store.Put(ctx, s.StoreKey(value), sessionstore.Binding{Upstream: upstream, Expires: now.Add(s.ttl)}); err != nil {
+		return
+	}
+	countDecision(outcomeLearned)
+	if st.value != "" && st.value != value && st.bound == upstream {
+		_, _, _ = s.store.Swap(ctx, s.StoreKey(st.value), upstream, sessionstore.Binding{Upstream: upstream, Expires: now.Add(retiredGrace)})
 	}
 }

@@ -16,12 +16,14 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/caddylb/caddylb/sessionstore"
@@ -106,6 +108,8 @@ type Sticky struct {
 	releaseStore func()
 	logger       *zap.Logger
 	warned       *atomic.Bool // missing sticky_learn reported
+	registry     *prometheus.Registry
+	claimed      string // store and namespace claimed in this config load
 }
 
 // keyMode is what identifies a session.
@@ -183,6 +187,12 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	s.registry = ctx.GetMetricsRegistry()
+	s.claimed = s.Store + "\x00" + s.namespace
+	if claimNamespace(s.registry, s.claimed) > 0 {
+		s.logger.Warn("another lb_policy sticky in this config uses the same store and session namespace; if they proxy to different upstreams, each will move the other's sessions: give each its own `namespace` (and, for LB cookies, its own `cookie` name or `path`)",
+			zap.String("store", s.Store), zap.String("namespace", s.namespace))
+	}
 	if s.mode == keyAppCookie && !learnHandlerProvisioned(ctx) {
 		return fmt.Errorf("lb_policy sticky: app_cookie %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of reverse_proxy: add the line `sticky_learn` to the site block (or a {\"handler\": \"sticky_learn\"} route before reverse_proxy in JSON)", s.AppCookie)
 	}
@@ -257,10 +267,9 @@ func (s *Sticky) provisionSecrets() error {
 	}
 	if len(keys) == 0 {
 		if s.mode == keyLBCookie {
-			s.logger.Warn("lb_policy sticky has no secret: using a random one, so LB cookies are not recognised by other nodes or after a restart; set `secret {env.LB_STICKY_SECRET}`")
+			s.logger.Warn("lb_policy sticky has no secret: using a random one made at process start, so LB cookies are not recognised by other nodes or after a restart; set `secret {env.LB_STICKY_SECRET}`")
 		}
-		id := newSessionID()
-		keys = append(keys, id[:])
+		keys = append(keys, processSecret())
 	}
 	s.signer = newSigner(s.Cookie, keys)
 	return nil
@@ -276,14 +285,27 @@ func (s *Sticky) Validate() error {
 	if s.ttl < time.Second {
 		return fmt.Errorf("lb_policy sticky: ttl %v is too short; use at least 1s", s.ttl)
 	}
-	if s.MaxAge < 0 {
-		return fmt.Errorf("lb_policy sticky: max_age must not be negative")
+	if s.MaxAge < 0 || (s.MaxAge > 0 && time.Duration(s.MaxAge) < time.Second) {
+		return fmt.Errorf("lb_policy sticky: max_age must be at least 1s, got %v", time.Duration(s.MaxAge))
+	}
+	if s.mode == keyLBCookie {
+		probe := &http.Cookie{Name: s.Cookie, Value: "x", Path: s.Path, Domain: s.Domain}
+		if err := probe.Valid(); err != nil {
+			return fmt.Errorf("lb_policy sticky: invalid LB cookie attributes: %v", err)
+		}
+		if !strings.HasPrefix(s.Path, "/") {
+			return fmt.Errorf("lb_policy sticky: path %q must start with /", s.Path)
+		}
 	}
 	return nil
 }
 
 // Cleanup releases the store.
 func (s *Sticky) Cleanup() error {
+	if s.registry != nil {
+		releaseNamespace(s.registry, s.claimed)
+		s.registry = nil
+	}
 	if s.releaseStore != nil {
 		s.releaseStore()
 		s.releaseStore = nil
@@ -313,6 +335,13 @@ func (s *Sticky) SessionStoreKey(value string) (string, error) {
 
 // NamespaceName returns the namespace separating this policy's bindings.
 func (s *Sticky) NamespaceName() string { return s.namespace }
+
+// processSecret is the key of policies without a secret: random, made once
+// per process, so that config reloads keep every LB cookie valid.
+var processSecret = sync.OnceValue(func() []byte {
+	id := newSessionID()
+	return id[:]
+})
 
 func parseSameSite(v string) (http.SameSite, error) {
 	switch strings.ToLower(v) {

@@ -245,10 +245,16 @@ func TestRebindAndStrict(t *testing.T) {
 			if next == nil || next == bound || outcomeOf(r) != outcomeRebound {
 				t.Fatalf("rebind: %v %q", next, outcomeOf(r))
 			}
-			moved := lbCookie(t, w, defaultCookieName)
-			r = newRequest(moved)
-			if got := s.Select(pool, r, httptest.NewRecorder()); got != next || outcomeOf(r) != outcomeHit {
-				t.Fatalf("after rebind: %v %q, want %v hit", got, outcomeOf(r), next)
+			// Health checks still count the bound upstream available: one
+			// failed request is served elsewhere, the session stays bound.
+			// (Rebinding an unhealthy upstream for good is tested end to
+			// end in integration/, where backends really die.)
+			if moved := lbCookie(t, w, defaultCookieName); moved != nil {
+				t.Fatalf("a transient failure re-issued the cookie: %v", moved)
+			}
+			r = newRequest(c)
+			if got := s.Select(pool, r, httptest.NewRecorder()); got != bound || outcomeOf(r) != outcomeHit {
+				t.Fatalf("after a transient failure: %v %q, want %v hit", got, outcomeOf(r), bound)
 			}
 		})
 	}
@@ -481,7 +487,12 @@ func TestMarkPrivate(t *testing.T) {
 		for _, v := range tt.in {
 			h.Add("Cache-Control", v)
 		}
+		h.Set("CDN-Cache-Control", "max-age=600")
+		h.Set("Surrogate-Control", "max-age=600")
 		markPrivate(h)
+		if h.Get("CDN-Cache-Control") != "" || h.Get("Surrogate-Control") != "" {
+			t.Errorf("CDN cache controls kept: %v", h)
+		}
 		if got := strings.Join(h.Values("Cache-Control"), ", "); got != tt.want {
 			t.Errorf("markPrivate(%q) = %q, want %q", tt.in, got, tt.want)
 		}
@@ -565,5 +576,77 @@ func TestProvisionErrors(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestAppCookieRotatingValueMovesTheBinding(t *testing.T) {
+	ctx := testContext(t)
+	l := new(Learn)
+	if err := l.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Cleanup() })
+	s := provision(t, ctx, Sticky{AppCookie: "laravel_session", TTL: caddy.Duration(2 * time.Hour)})
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+
+	up := learnResponse(t, l, s, pool, newRequest(), "laravel_session=v0; path=/")
+	value := "v0"
+	// Laravel re-encrypts its cookie on every response: each value must
+	// keep the user on the same backend, and bindings must not pile up.
+	for i := 1; i <= 20; i++ {
+		next := "v" + strings.Repeat("x", i)
+		r := newRequest(&http.Cookie{Name: "laravel_session", Value: value})
+		if got := learnResponse(t, l, s, pool, r, "laravel_session="+next+"; path=/"); got != up {
+			t.Fatalf("response %d went to %v, want %v", i, got, up)
+		}
+		old, err := s.store.Get(context.Background(), s.StoreKey(value))
+		if err != nil || time.Until(old.Expires) > retiredGrace {
+			t.Fatalf("replaced value %s: %v, expires in %v; want retired within %v", value, err, time.Until(old.Expires), retiredGrace)
+		}
+		value = next
+	}
+	cur, err := s.store.Get(context.Background(), s.StoreKey(value))
+	if err != nil || cur.Upstream != up.Dial || time.Until(cur.Expires) < time.Hour {
+		t.Fatalf("latest value: %+v %v", cur, err)
+	}
+}
+
+func TestUnknownAppCookieIsHashedNotStored(t *testing.T) {
+	ctx := testContext(t)
+	l := new(Learn)
+	_ = l.Provision(ctx)
+	t.Cleanup(func() { _ = l.Cleanup() })
+	s := provision(t, ctx, Sticky{AppCookie: "PHPSESSID"})
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	spread := map[string]bool{}
+	for i := range 30 {
+		c := &http.Cookie{Name: "PHPSESSID", Value: "invented-" + strings.Repeat("z", i)}
+		r1, r2 := newRequest(c), newRequest(c)
+		a, b := s.Select(pool, r1, nil), s.Select(pool, r2, nil)
+		if a != b || outcomeOf(r1) != outcomeNone {
+			t.Fatalf("invented cookie %d: %v then %v (%q)", i, a, b, outcomeOf(r1))
+		}
+		spread[a.Dial] = true
+	}
+	if len(spread) < 2 {
+		t.Fatalf("hashing sent every invented session to %v", spread)
+	}
+	if n := len(countsFor(t, s)); n != 0 {
+		t.Fatalf("invented cookies created %d bindings", n)
+	}
+}
+
+func TestRetriesMayReturnToTheOnlyUpstream(t *testing.T) {
+	ctx := testContext(t)
+	s := provision(t, ctx, Sticky{Secrets: []string{testSecret}})
+	pool := testPool("127.0.0.1:9001")
+	r := newRequest()
+	w := httptest.NewRecorder()
+	first := s.Select(pool, r, w)
+	// lb_try_duration keeps retrying one upstream while it restarts.
+	for range 3 {
+		if again := s.Select(pool, r, w); again != first {
+			t.Fatalf("retry on a one-upstream pool gave %v", again)
+		}
 	}
 }

@@ -8,6 +8,7 @@ package lbadmin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -128,6 +129,13 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	if len(stores) == 0 && !draining {
+		// Undrain is allowed for any address, so that a flag left on an
+		// upstream since removed from the config can still be cleared.
+		for _, group := range groupByStore(stickyProxies()) {
+			stores = append(stores, group.store)
+		}
+	}
 	if len(stores) == 0 {
 		sort.Strings(known)
 		return apiError(http.StatusNotFound, fmt.Errorf("no upstream of a sticky policy has address %q (known: %v)", req.Address, known))
@@ -177,7 +185,7 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 			continue // not this policy's kind of key
 		}
 		b, err := policy.StoreHandle().Get(ctx, key)
-		if err == sessionstore.ErrNotFound {
+		if errors.Is(err, sessionstore.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -242,6 +250,9 @@ func stickyProxies() []stickyProxy {
 		walk(srv.Routes)
 		if srv.Errors != nil {
 			walk(srv.Errors.Routes)
+		}
+		for _, route := range srv.NamedRoutes {
+			walk(caddyhttp.RouteList{*route})
 		}
 	}
 	return out
