@@ -2,7 +2,8 @@
 # Load benchmark of lb_policy sticky against stock lb_policy cookie, through
 # the built binary, in one run: one caddy-lb process serves every variant on
 # its own loopback port in front of the same three demo backends, and wrk
-# measures them in interleaved rounds so that drift hits all alike. Each
+# measures them in interleaved rounds, in a rotating order, so that drift
+# hits all alike. Each
 # variant's ratio is taken against the stock run of the same round, and the
 # median of those paired ratios is reported. With two or more cores, Caddy
 # is pinned to the last core and everything else (wrk, backends, Redis) to
@@ -166,27 +167,49 @@ done
 to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s
 	awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.2f", v/1000; else if (v ~ /ms$/) printf "%.2f", v+0; else if (v ~ /s$/) printf "%.2f", v*1000; else print v }'
 }
-declare -A rps p99 ratio
+declare -A rps p99 ratio redis_calls requests
+# Redis commands the node sends during a run: the hit path should send none.
+redis_commands() {
+	redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+		awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" {n += $3} END {print n + 0}'
+}
+# Warm-up: connections, heap and caches settle before anything is counted.
+for v in "${variants[@]}"; do
+	$pin_rest wrk -t"$THREADS" -c"$CONNS" -d2s -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/" >/dev/null
+done
+n=${#variants[@]}
 for round in $(seq "$ROUNDS"); do
-	for v in "${variants[@]}"; do
+	# Rotate the order every round so no variant always runs first or
+	# right after the same neighbour; each is paired with the stock run of
+	# its own round.
+	order=()
+	for i in $(seq 0 $((n - 1))); do order+=("${variants[$(((i + round) % n))]}"); done
+	declare -A round_rps=()
+	for v in "${order[@]}"; do
+		before=$(redis_commands)
 		out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/")
 		r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 		l=$(awk '$1 == "99%" {print $2}' <<<"$out")
 		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
 		[ -z "$errs" ] || { echo "$v round $round: $errs" >&2; exit 1; }
+		redis_calls[$v]=$(( ${redis_calls[$v]:-0} + $(redis_commands) - before ))
+		requests[$v]=$(( ${requests[$v]:-0} + $(awk '/requests in/ {print $1}' <<<"$out") ))
 		rps[$v]+="$r "
-		[ "$v" = stock_cookie ] && base_round=$r
-		ratio[$v]+="$(awk -v a="$r" -v b="$base_round" 'BEGIN{print a/b}') "
+		round_rps[$v]=$r
 		p99[$v]+="$(to_ms "$l") "
 		echo "round $round $v: $r req/s, p99 $l" >&2
+	done
+	for v in "${variants[@]}"; do
+		ratio[$v]+="$(awk -v a="${round_rps[$v]}" -v b="${round_rps[stock_cookie]}" 'BEGIN{print a/b}') "
 	done
 done
 
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie (median of paired rounds) | p99 ms (median) |"
-echo "|---|---|---|---|"
+echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie (median of paired rounds) | p99 ms (median) | Redis commands per request |"
+echo "|---|---|---|---|---|"
 for v in "${variants[@]}"; do
-	printf '| %s | %.0f | %.3f | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" "$(median "${p99[$v]}")"
+	printf '| %s | %.0f | %.3f | %s | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" "$(median "${p99[$v]}")" \
+		"$(awk -v c="${redis_calls[$v]}" -v n="${requests[$v]}" 'BEGIN{printf "%.4f", c/n}')"
 done
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS interleaved rounds, hit path (a returning client's cookie), $cores cores${pin_lb:+ (Caddy pinned to one core)}, $(date -u +%Y-%m-%d)."
