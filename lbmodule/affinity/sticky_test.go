@@ -650,3 +650,30 @@ func TestRetriesMayReturnToTheOnlyUpstream(t *testing.T) {
 		}
 	}
 }
+
+func TestTTLSlidesWithUseAndExpiresWithout(t *testing.T) {
+	ctx := testContext(t)
+	s := provision(t, ctx, Sticky{Header: "X-Session", TTL: caddy.Duration(2 * time.Second)})
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	request := func(key string) (*reverseproxy.Upstream, string) {
+		r := newRequest()
+		r.Header.Set("X-Session", key)
+		up := s.Select(pool, r, nil)
+		return up, outcomeOf(r)
+	}
+	active, _ := request("active")
+	request("idle")
+	// Past half the TTL a hit refreshes the binding, so an active session
+	// outlives its first expiry; an idle one does not.
+	time.Sleep(1200 * time.Millisecond)
+	if up, outcome := request("active"); up != active || outcome != outcomeHit {
+		t.Fatalf("active session at 1.2s: %v %q", up, outcome)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if up, outcome := request("active"); up != active || outcome != outcomeHit {
+		t.Fatalf("active session at 2.4s (past its first expiry): %v %q", up, outcome)
+	}
+	if _, outcome := request("idle"); outcome != outcomeNew {
+		t.Fatalf("idle session at 2.4s: outcome %q, want new (expired)", outcome)
+	}
+}
