@@ -5,7 +5,8 @@
 # measures them in interleaved rounds, in a rotating order, so that drift
 # hits all alike. Each
 # variant's ratio is taken against the stock run of the same round, and the
-# median of those paired ratios is reported. With two or more cores, Caddy
+# median of those paired ratios is reported, for requests per wall second
+# and for requests per CPU second of the Caddy process. With two or more cores, Caddy
 # is pinned to the last core and everything else (wrk, backends, Redis) to
 # the others, so the load balancer's CPU is what limits throughput.
 #
@@ -140,7 +141,8 @@ CADDY
 for u in $upstreams; do wait_port "${u##*:}"; done
 wait_port "$redis_port"
 $pin_lb "$CADDY" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
-pids+=($!)
+caddy_pid=$!
+pids+=($caddy_pid)
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 
 # The cookie a returning client sends: the hit path is what users live on.
@@ -167,7 +169,11 @@ done
 to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s
 	awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.2f", v/1000; else if (v ~ /ms$/) printf "%.2f", v+0; else if (v ~ /s$/) printf "%.2f", v*1000; else print v }'
 }
-declare -A rps p99 ratio redis_calls requests
+declare -A rps p99 ratio redis_calls requests cpu_ratio
+# CPU time Caddy used, in clock ticks (utime + stime): requests per CPU
+# second does not move with the machine's scheduling noise the way
+# requests per wall second does.
+caddy_ticks() { awk '{print $14 + $15}' "/proc/$caddy_pid/stat"; }
 # Redis commands the node sends during a run: the hit path should send none.
 redis_commands() {
 	redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
@@ -184,9 +190,10 @@ for round in $(seq "$ROUNDS"); do
 	# its own round.
 	order=()
 	for i in $(seq 0 $((n - 1))); do order+=("${variants[$(((i + round) % n))]}"); done
-	declare -A round_rps=()
+	declare -A round_rps=() round_eff=()
 	for v in "${order[@]}"; do
 		before=$(redis_commands)
+		ticks_before=$(caddy_ticks)
 		out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Cookie: ${cookie[$v]}" "http://127.0.0.1:${port[$v]}/")
 		r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
 		l=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -196,19 +203,24 @@ for round in $(seq "$ROUNDS"); do
 		requests[$v]=$(( ${requests[$v]:-0} + $(awk '/requests in/ {print $1}' <<<"$out") ))
 		rps[$v]+="$r "
 		round_rps[$v]=$r
+		n_req=$(awk '/requests in/ {print $1}' <<<"$out")
+		round_eff[$v]=$(awk -v n="$n_req" -v t="$(( $(caddy_ticks) - ticks_before ))" 'BEGIN{print n / (t > 0 ? t : 1)}')
 		p99[$v]+="$(to_ms "$l") "
 		echo "round $round $v: $r req/s, p99 $l" >&2
 	done
 	for v in "${variants[@]}"; do
 		ratio[$v]+="$(awk -v a="${round_rps[$v]}" -v b="${round_rps[stock_cookie]}" 'BEGIN{print a/b}') "
+		cpu_ratio[$v]+="$(awk -v a="${round_eff[$v]}" -v b="${round_eff[stock_cookie]}" 'BEGIN{print a/b}') "
 	done
 done
 
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie (median of paired rounds) | p99 ms (median) | Redis commands per request |"
-echo "|---|---|---|---|---|"
+# quartiles prints "q1-q3" of a list: the spread the noise leaves.
+quartiles() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{printf "%.3f-%.3f", a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'; }
+echo "| variant | requests/s (median of $ROUNDS) | ratio to stock cookie (median of paired rounds) | ratio quartiles | requests per Caddy CPU-second ratio | p99 ms (median) | Redis commands per request |"
+echo "|---|---|---|---|---|---|---|"
 for v in "${variants[@]}"; do
-	printf '| %s | %.0f | %.3f | %s | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" "$(median "${p99[$v]}")" \
+	printf '| %s | %.0f | %.3f | %s | %.3f | %s | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" "$(quartiles "${ratio[$v]}")" "$(median "${cpu_ratio[$v]}")" "$(median "${p99[$v]}")" \
 		"$(awk -v c="${redis_calls[$v]}" -v n="${requests[$v]}" 'BEGIN{printf "%.4f", c/n}')"
 done
 echo
