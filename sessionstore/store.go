@@ -36,6 +36,30 @@ type Store struct {
 	breaker breaker
 	latency [opCount]prometheus.Observer
 	errors  [opCount]prometheus.Counter
+	callCtx atomic.Pointer[sharedDeadline]
+}
+
+// sharedDeadline is a deadline context that calls starting within
+// deadlineReuse of each other share, so that the request path does not
+// allocate a context and a timer per store call (most calls are answered
+// from a local cache). A call's deadline is therefore between timeout -
+// deadlineReuse and timeout after it starts.
+type sharedDeadline struct {
+	ctx        context.Context
+	cancel     context.CancelFunc // not called: the context ends with its timer
+	reuseUntil time.Time
+}
+
+const deadlineReuse = 10 * time.Millisecond
+
+func (s *Store) deadline(now time.Time) context.Context {
+	if d := s.callCtx.Load(); d != nil && now.Before(d.reuseUntil) {
+		return d.ctx
+	}
+	d := &sharedDeadline{reuseUntil: now.Add(deadlineReuse)}
+	d.ctx, d.cancel = context.WithTimeout(context.Background(), s.timeout)
+	s.callCtx.Store(d)
+	return d.ctx
 }
 
 type op int
@@ -167,9 +191,7 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 	}
 	// The call is not cancelled with the client's request: a probe whose
 	// client went away must still tell the breaker how the store is.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-	err := fn(cctx)
-	cancel()
+	err := fn(s.deadline(now))
 	s.latency[o].Observe(time.Since(now).Seconds())
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrMalformed) {
 		if s.breaker.succeed() {
