@@ -393,15 +393,7 @@ func TestReloadUnderLoadKeepsBindings(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := startCluster(t, store, 1, "rebind")
 			node := c.nodes[0]
-			var users []*user
-			bound := map[*user]string{}
-			for _, site := range sites {
-				us, b := bindUsers(t, c, site, 8)
-				for _, u := range us {
-					users = append(users, u)
-					bound[u] = b[u.id]
-				}
-			}
+			users, bound := bindEverySite(t, c, 8)
 			reloaded := make(chan struct{})
 			go func() {
 				defer close(reloaded)
@@ -438,15 +430,7 @@ func TestStoreOutageUnderLoad(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			store, server := kind.start(t)
 			c := startCluster(t, store, 2, "rebind")
-			var users []*user
-			bound := map[*user]string{}
-			for _, site := range sites {
-				us, b := bindUsers(t, c, site, 6)
-				for _, u := range us {
-					users = append(users, u)
-					bound[u] = b[u.id]
-				}
-			}
+			users, bound := bindEverySite(t, c, 6)
 			recovered := make(chan struct{})
 			go func() {
 				defer close(recovered)
@@ -552,6 +536,22 @@ func bindUsers(t *testing.T, c *cluster, site string, n int) ([]*user, map[int]s
 		u := newUser(site, id)
 		bound[id] = u.start(t, c.nodes[0])
 		users = append(users, u)
+	}
+	return users, bound
+}
+
+// bindEverySite starts n users on every site and returns them with the
+// backend each is bound to.
+func bindEverySite(t *testing.T, c *cluster, n int) ([]*user, map[*user]string) {
+	t.Helper()
+	var users []*user
+	bound := map[*user]string{}
+	for _, site := range sites {
+		us, b := bindUsers(t, c, site, n)
+		for _, u := range us {
+			users = append(users, u)
+			bound[u] = b[u.id]
+		}
 	}
 	return users, bound
 }

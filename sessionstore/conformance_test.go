@@ -228,65 +228,15 @@ func testBackendConformance(t *testing.T, newBackend func(t *testing.T) Backend)
 			}
 		}},
 		{"concurrent adds agree on one binding", func(t *testing.T, be Backend) {
-			const n = 8
-			results := make([]Binding, n)
-			var wins int64
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() {
-					cur, added, err := be.Add(ctx, "race", bindingFor(string(rune('a'+i))+":1", time.Minute))
-					if err != nil {
-						t.Errorf("Add: %v", err)
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					results[i] = cur
-					if added {
-						wins++
-					}
-				})
-			}
-			wg.Wait()
-			if wins != 1 {
-				t.Fatalf("%d concurrent Adds won, want 1", wins)
-			}
-			for _, r := range results {
-				if r.Upstream != results[0].Upstream {
-					t.Fatalf("concurrent Adds disagree: %+v", results)
-				}
-			}
+			raceOne(t, "Add", func(i int) (Binding, bool, error) {
+				return be.Add(ctx, "race", bindingFor(string(rune('a'+i))+":1", time.Minute))
+			})
 		}},
 		{"concurrent swaps agree on one binding", func(t *testing.T, be Backend) {
 			mustAdd(t, be, "race", bindingFor("down:1", time.Minute))
-			const n = 8
-			results := make([]Binding, n)
-			var wins int64
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() {
-					cur, swapped, err := be.Swap(ctx, "race", "down:1", bindingFor(string(rune('a'+i))+":1", time.Minute))
-					if err != nil {
-						t.Errorf("Swap: %v", err)
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					results[i] = cur
-					if swapped {
-						wins++
-					}
-				})
-			}
-			wg.Wait()
-			if wins != 1 {
-				t.Fatalf("%d concurrent Swaps won, want 1", wins)
-			}
-			for _, r := range results {
-				if r.Upstream != results[0].Upstream {
-					t.Fatalf("concurrent Swaps disagree: %+v", results)
-				}
-			}
+			results := raceOne(t, "Swap", func(i int) (Binding, bool, error) {
+				return be.Swap(ctx, "race", "down:1", bindingFor(string(rune('a'+i))+":1", time.Minute))
+			})
 			wantCounts(t, be, map[string]int64{results[0].Upstream: 1})
 		}},
 	}
@@ -295,4 +245,39 @@ func testBackendConformance(t *testing.T, newBackend func(t *testing.T) Backend)
 			tc.run(t, newBackend(t))
 		})
 	}
+}
+
+// raceOne runs op from 8 goroutines at once and checks that exactly one
+// wins and that every caller sees the same binding in force afterwards.
+func raceOne(t *testing.T, name string, op func(i int) (Binding, bool, error)) []Binding {
+	t.Helper()
+	const n = 8
+	results := make([]Binding, n)
+	var wins int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			cur, won, err := op(i)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			results[i] = cur
+			if won {
+				wins++
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d concurrent %ss won, want 1", wins, name)
+	}
+	for _, r := range results {
+		if r.Upstream != results[0].Upstream {
+			t.Fatalf("concurrent %ss disagree: %+v", name, results)
+		}
+	}
+	return results
 }
