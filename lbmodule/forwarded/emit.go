@@ -1,0 +1,170 @@
+package forwarded
+
+import (
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// How the emitted headers survive reverse_proxy.
+//
+// reverse_proxy rewrites X-Forwarded-For, -Proto and -Host after every
+// handler has run (addForwardedHeaders, reverseproxy.go in Caddy
+// v2.11.9), from the trusted_proxy variable and r.RemoteAddr:
+//
+//   - trusted_proxy false: X-Forwarded-For becomes the peer's IP alone, and
+//     -Proto/-Host are set from the connection; the chain is lost.
+//   - trusted_proxy true: the peer's IP is appended to X-Forwarded-For, and
+//     the last -Proto and -Host values are kept.
+//   - a field present with a nil value is left out entirely ("omit").
+//   - a unix-socket peer ("@"), trusted: X-Forwarded-For is kept as it is.
+//
+// So the handler sets trusted_proxy to true once it has replaced every
+// forwarding header with its own, and writes X-Forwarded-For WITHOUT the
+// peer, which reverse_proxy then appends, giving exactly client, proxies,
+// peer. Its -Proto and -Host are single values, which reverse_proxy keeps.
+// When x_forwarded is not emitted, the three fields are set to nil so that
+// reverse_proxy adds none. Forwarded and X-Forwarded-Port, which
+// reverse_proxy does not touch, carry the whole chain themselves. A
+// `header_up` in reverse_proxy runs after all this and overrides it.
+
+// writeHeaders writes the emitted formats, all from the one chain in v.
+// The forwarding headers have been removed already.
+func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
+	// The hops sent upstream are hops[v.client] down to hops[nearest]. A
+	// unix peer has no address to name; it is left out unless it is the
+	// client itself ("unknown").
+	nearest := 0
+	if v.peerUnix && v.client > 0 {
+		nearest = 1
+	}
+	vals := make([]string, 0, 5) // one backing array for every field written
+	set := func(name, value string) {
+		vals = append(vals, value)
+		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+
+	if h.emit&xForwarded != 0 {
+		xffNearest := nearest
+		if !v.peerUnix {
+			xffNearest = 1 // reverse_proxy appends the peer
+		}
+		if v.client >= xffNearest {
+			b := s.buf[:0]
+			for i := v.client; i >= xffNearest; i-- {
+				if i != v.client {
+					b = append(b, ", "...)
+				}
+				b = appendXFFNode(b, sentNode(v.hops[i]))
+			}
+			set("X-Forwarded-For", string(b))
+			s.buf = b
+		}
+		set("X-Forwarded-Proto", v.proto)
+		set("X-Forwarded-Host", v.host)
+		if v.port != "" {
+			set("X-Forwarded-Port", v.port)
+		}
+	} else {
+		hdr["X-Forwarded-For"] = nil
+		hdr["X-Forwarded-Proto"] = nil
+		hdr["X-Forwarded-Host"] = nil
+	}
+
+	if h.emit&rfc7239 != 0 {
+		b := s.buf[:0]
+		for i := v.client; i >= nearest; i-- {
+			if i == v.client {
+				e := Element{For: sentNode(v.hops[i]), Proto: v.proto}
+				if validHost(v.host) {
+					e.Host = v.host
+				}
+				b = appendForwardedElement(b, e)
+				continue
+			}
+			b = append(b, ", for="...)
+			b = appendForwardedNode(b, sentNode(v.hops[i]))
+		}
+		set("Forwarded", string(b))
+		s.buf = b
+	}
+}
+
+// sentNode is a hop as sent upstream: IPv4-mapped addresses as IPv4, and
+// no port (few consumers of X-Forwarded-For accept ports, and both
+// formats must name the hops alike).
+func sentNode(n Node) Node {
+	n.Addr = n.Addr.Unmap()
+	n.Port = 0
+	return n
+}
+
+// setClientIPVar makes addr Caddy's client_ip, for the client_ip matcher,
+// client_ip_hash, access logs and the sticky policy. It leaves the
+// variable alone when it already holds addr (the usual case at the edge,
+// saving an allocation) or when no address is known (a unix-socket
+// client).
+func setClientIPVar(r *http.Request, addr netip.Addr) {
+	if !addr.IsValid() {
+		return
+	}
+	if cur, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		if a, err := netip.ParseAddr(cur); err == nil && a == addr {
+			return
+		}
+	}
+	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, addr.String())
+}
+
+// Placeholder names.
+const (
+	placeholderPrefix     = "http.forwarded."
+	placeholderClientIP   = placeholderPrefix + "client_ip"
+	placeholderClientPort = placeholderPrefix + "client_port"
+	placeholderProto      = placeholderPrefix + "proto"
+	placeholderHost       = placeholderPrefix + "host"
+	placeholderPort       = placeholderPrefix + "port"
+)
+
+// placeholders returns the provider of the {http.forwarded.*}
+// placeholders. Values are formatted when asked for, so a request whose
+// config uses none pays nothing for them.
+//
+// client_ip is the client's address; when the chain names the client only
+// "unknown" or by an obfuscated identifier, it is that name (Caddy's
+// client_ip variable gets the nearest known address instead, as it must
+// hold an IP). client_port is empty when no port is known.
+func (v *verdict) placeholders() caddy.ReplacerFunc {
+	client, proto, host, port := v.clientNode, v.proto, v.host, v.port
+	return func(key string) (any, bool) {
+		if !strings.HasPrefix(key, placeholderPrefix) {
+			return nil, false
+		}
+		switch key {
+		case placeholderClientIP:
+			switch {
+			case client.IsIP():
+				return client.Addr.Unmap().String(), true
+			case client.Obfuscated != "":
+				return client.Obfuscated, true
+			}
+			return "unknown", true
+		case placeholderClientPort:
+			if client.Port == 0 {
+				return "", true
+			}
+			return strconv.Itoa(int(client.Port)), true
+		case placeholderProto:
+			return proto, true
+		case placeholderHost:
+			return host, true
+		case placeholderPort:
+			return port, true
+		}
+		return nil, false
+	}
+}

@@ -1,0 +1,157 @@
+package forwarded
+
+import (
+	"net/http"
+	"strings"
+)
+
+// headerClass sorts request header names for sanitizing.
+type headerClass uint8
+
+const (
+	// notForwarding: any header this handler leaves alone.
+	notForwarding headerClass = iota
+
+	// managed: Forwarded and X-Forwarded-For/-Proto/-Host/-Port. Always
+	// removed and written afresh from the one chain this handler computed.
+	managed
+
+	// contradicting: headers that restate the client's address or scheme
+	// (X-Real-IP, True-Client-IP, X-Forwarded-Ssl...). Always removed:
+	// nothing refreshes them, so any value could contradict the managed
+	// headers.
+	contradicting
+
+	// passable: the rest of the X-Forwarded-* family (X-Forwarded-Prefix,
+	// -Uri, -Method, -Server...). Removed from untrusted peers; kept from
+	// trusted peers when spelled with hyphens.
+	passable
+)
+
+// classifyHeader tells which class the header name k belongs to. Case is
+// ignored and "_" counts as "-": PHP, CGI and WSGI turn both into "_", so
+// X_Forwarded_For reaches an application as HTTP_X_FORWARDED_FOR just like
+// X-Forwarded-For does, while Go keeps it under its own key
+// ("X_forwarded_for").
+func classifyHeader(k string) headerClass {
+	if len(k) < 9 { // the shortest member, "Forwarded" and "Client-IP"
+		return notForwarding
+	}
+	switch k[0] | 0x20 {
+	case 'x', 'f', 't', 'c':
+	default:
+		return notForwarding
+	}
+	const xf = "x-forwarded-"
+	if len(k) > len(xf) && equalHeaderName(k[:len(xf)], xf) {
+		switch rest := k[len(xf):]; {
+		case equalHeaderName(rest, "for"), equalHeaderName(rest, "proto"),
+			equalHeaderName(rest, "host"), equalHeaderName(rest, "port"):
+			return managed
+		case equalHeaderName(rest, "ssl"), equalHeaderName(rest, "scheme"),
+			equalHeaderName(rest, "protocol"), equalHeaderName(rest, "proto-version"):
+			return contradicting
+		default:
+			return passable
+		}
+	}
+	for _, name := range [...]string{
+		"x-real-ip", "true-client-ip", "x-client-ip", "client-ip",
+		"x-cluster-client-ip", "front-end-https",
+	} {
+		if equalHeaderName(k, name) {
+			return contradicting
+		}
+	}
+	if equalHeaderName(k, "forwarded") {
+		return managed
+	}
+	return notForwarding
+}
+
+// equalHeaderName reports whether k equals the lowercase, hyphenated name,
+// ignoring case and taking "_" for "-".
+func equalHeaderName(k, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// removeForwardingHeaders deletes every header of the forwarding family
+// from h, whatever its spelling (trap: stripping only some lets the rest
+// through). From a trusted peer, the passable members spelled with hyphens
+// stay.
+func removeForwardingHeaders(h http.Header, trustedPeer bool) {
+	for k := range h {
+		switch classifyHeader(k) {
+		case notForwarding:
+			continue
+		case passable:
+			if trustedPeer && strings.IndexByte(k, '_') < 0 {
+				continue
+			}
+		}
+		delete(h, k)
+	}
+}
+
+// removeForwardingConnectionTokens drops forwarding header names from the
+// Connection header. A hop removes the headers that Connection names (RFC
+// 9110 section 7.6.1; reverse_proxy does, before it adds its own
+// X-Forwarded-*), so a client sending "Connection: X-Forwarded-For" could
+// otherwise make the next hop delete the chain written here.
+func removeForwardingConnectionTokens(h http.Header) {
+	values := h["Connection"]
+	if len(values) == 0 || !connectionNamesForwarding(values) {
+		return
+	}
+	kept := make([]string, 0, len(values))
+	for _, v := range values {
+		var b strings.Builder
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = trimOWS(tok)
+			if tok == "" || classifyHeader(tok) != notForwarding {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(tok)
+		}
+		if b.Len() > 0 {
+			kept = append(kept, b.String())
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = kept
+}
+
+// connectionNamesForwarding reports whether any token of the Connection
+// field lines is a forwarding header, without allocating.
+func connectionNamesForwarding(values []string) bool {
+	for _, v := range values {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if classifyHeader(trimOWS(tok)) != notForwarding {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,342 @@
+package forwarded
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// verdict is what the handler decided about one request.
+type verdict struct {
+	// trustedPeer: the peer is trusted and what it forwarded was used.
+	trustedPeer bool
+	// peerUnix: the peer came over a unix socket and has no address.
+	peerUnix bool
+	// hops is the chain, nearest first: hops[0] is the peer. It points
+	// into the request's scratch.
+	hops []Node
+	// client indexes the client in hops.
+	client int
+
+	// clientNode is hops[client], kept after the scratch is returned.
+	clientNode Node
+	// clientAddr is the address for Caddy's client_ip: the client's, or
+	// when the chain names the client only "unknown" or by an obfuscated
+	// identifier, the nearest hop's address that is known.
+	clientAddr netip.Addr
+
+	// proto, host and port are those the client used.
+	proto, host, port string
+}
+
+// claims is what the trusted peer's headers of one format say.
+type claims struct {
+	// hops is the chain, nearest first, hops[0] the peer; client indexes
+	// the first untrusted hop.
+	hops   []Node
+	client int
+	// hasChain: X-Forwarded-For or Forwarded itself was present.
+	hasChain bool
+	// proto, host and port as forwarded; "" when not given.
+	proto, host, port string
+}
+
+// decide walks the chain and settles the client, scheme, host and port.
+func (h *Handler) decide(r *http.Request, s *scratch) verdict {
+	peer, unix := peerNode(r.RemoteAddr)
+	v := verdict{peerUnix: unix}
+	v.proto, v.host, v.port = ownView(r)
+	s.xffHops[0] = peer
+	v.hops = s.xffHops[:1]
+	if h.trustsHop(r, 0, peer, unix) {
+		if c, ok := h.readClaims(r, s, peer, unix); ok {
+			v.trustedPeer = true
+			v.hops, v.client = c.hops, c.client
+			v.apply(c)
+		}
+	}
+	v.clientNode = v.hops[v.client]
+	for j := v.client; j >= 0; j-- {
+		if v.hops[j].IsIP() {
+			v.clientAddr = v.hops[j].Addr.Unmap()
+			break
+		}
+	}
+	return v
+}
+
+// apply takes the scheme, host and port a trusted peer forwarded. A
+// forwarded host without port means the client used its scheme's default
+// port.
+func (v *verdict) apply(c claims) {
+	if c.proto != "" {
+		v.proto = c.proto
+	}
+	if c.host != "" {
+		v.host = c.host
+	}
+	switch {
+	case c.port != "":
+		v.port = c.port
+	case c.proto != "" || c.host != "":
+		if p := defaultPort(v.proto); p != "" {
+			v.port = p
+		}
+	}
+}
+
+// readClaims reads the accepted formats from a trusted peer. ok is false
+// when both formats are accepted, present and disagree: the request is
+// then handled as if the peer were untrusted.
+func (h *Handler) readClaims(r *http.Request, s *scratch, peer Node, unix bool) (claims, bool) {
+	var x, f claims
+	if h.accept&xForwarded != 0 {
+		x = h.xForwardedClaims(r, s, peer, unix)
+	}
+	if h.accept&rfc7239 != 0 {
+		f = h.forwardedClaims(r, s, peer, unix)
+	}
+	if x.hops == nil {
+		return f, true
+	}
+	if f.hops == nil {
+		return x, true
+	}
+	if field := disagreement(&x, &f); field != "" {
+		if ce := h.logger.Check(zap.DebugLevel, "X-Forwarded-* and Forwarded disagree; handling the request as from an untrusted peer"); ce != nil {
+			ce.Write(zap.String("field", field), zap.String("remote_addr", r.RemoteAddr))
+		}
+		return claims{}, false
+	}
+	c := x
+	if !x.hasChain && f.hasChain {
+		c.hops, c.client, c.hasChain = f.hops, f.client, true
+	}
+	c.proto = firstNonEmpty(x.proto, f.proto)
+	c.host = firstNonEmpty(x.host, f.host)
+	c.port = firstNonEmpty(x.port, f.port)
+	return c, true
+}
+
+// disagreement names the first thing X-Forwarded-* and Forwarded both
+// state differently, or returns "". What only one format states is no
+// disagreement.
+func disagreement(x, f *claims) string {
+	if x.hasChain && f.hasChain && !sameClient(x.hops[x.client], f.hops[f.client]) {
+		return "client"
+	}
+	if x.proto != "" && f.proto != "" && x.proto != f.proto {
+		return "proto"
+	}
+	if x.host != "" && f.host != "" && !strings.EqualFold(x.host, f.host) {
+		return "host"
+	}
+	if x.port != "" && f.port != "" && x.port != f.port {
+		return "port"
+	}
+	return ""
+}
+
+// sameClient compares two client hops: by address, or as both unknown.
+func sameClient(a, b Node) bool {
+	if a.IsIP() != b.IsIP() {
+		return false
+	}
+	return !a.IsIP() || a.Addr.Unmap() == b.Addr.Unmap()
+}
+
+// xForwardedClaims reads X-Forwarded-For, -Proto, -Host and -Port. Of the
+// single-valued ones the right-most value counts: it is the one the
+// nearest trusted proxy wrote (trusted proxies should overwrite them, not
+// append).
+func (h *Handler) xForwardedClaims(r *http.Request, s *scratch, peer Node, unix bool) claims {
+	values := r.Header["X-Forwarded-For"]
+	s.xffHops[0] = peer
+	hops, truncated, err := appendXForwardedForNearestFirst(s.xffHops[:1], values)
+	if err != nil {
+		h.logUnreadable("X-Forwarded-For", err, r)
+		hops = append(s.xffHops[:1], Node{})
+	} else if truncated {
+		hops = append(hops, Node{}) // what lies beyond is unknown
+	}
+	c := claims{hops: hops, client: h.walk(r, hops, unix), hasChain: len(values) > 0}
+	if p := lastListValue(r.Header["X-Forwarded-Proto"]); isScheme(p) {
+		c.proto = strings.ToLower(p)
+	}
+	if hv := lastListValue(r.Header["X-Forwarded-Host"]); validHost(hv) {
+		c.host = hv
+	}
+	if p := lastListValue(r.Header["X-Forwarded-Port"]); validPort(p) {
+		c.port = p
+	} else if c.host != "" {
+		c.port = hostPort(c.host)
+	}
+	return c
+}
+
+// forwardedClaims reads RFC 7239 Forwarded. Proto and host come from the
+// client's element, as the proxy that received the client's request wrote
+// them, or failing that from the nearest element right of it that has
+// them.
+func (h *Handler) forwardedClaims(r *http.Request, s *scratch, peer Node, unix bool) claims {
+	values := r.Header["Forwarded"]
+	elems, truncated, err := appendForwarded(s.elems[:0], values)
+	s.rfcHops[0] = peer
+	hops := s.rfcHops[:1]
+	if err != nil {
+		h.logUnreadable("Forwarded", err, r)
+		elems = elems[:0]
+		hops = append(hops, Node{})
+	}
+	for i := len(elems) - 1; i >= 0; i-- {
+		hops = append(hops, elems[i].For)
+	}
+	if truncated {
+		hops = append(hops, Node{})
+	}
+	c := claims{hops: hops, client: h.walk(r, hops, unix), hasChain: len(values) > 0}
+	// hop j >= 1 was written in elems[len(elems)-j]
+	for j := min(c.client, len(elems)); j >= 1 && (c.proto == "" || c.host == ""); j-- {
+		e := &elems[len(elems)-j]
+		if c.proto == "" {
+			c.proto = e.Proto
+		}
+		if c.host == "" {
+			c.host = e.Host
+		}
+	}
+	if c.host != "" {
+		c.port = hostPort(c.host)
+	}
+	return c
+}
+
+func (h *Handler) logUnreadable(header string, err error, r *http.Request) {
+	if ce := h.logger.Check(zap.DebugLevel, "unreadable forwarding header from a trusted peer; the client is unknown"); ce != nil {
+		ce.Write(zap.String("header", header), zap.Error(err), zap.String("remote_addr", r.RemoteAddr))
+	}
+}
+
+// walk returns the index of the client in hops (nearest first, hops[0] the
+// peer, already known to be trusted): the first hop that is not trusted,
+// or the left-most hop when all are.
+func (h *Handler) walk(r *http.Request, hops []Node, unix bool) int {
+	for i := 1; i < len(hops); i++ {
+		if !h.trustsHop(r, i, hops[i], unix) {
+			return i
+		}
+	}
+	return len(hops) - 1
+}
+
+// trustsHop reports whether hop i (0 is the peer) is trusted: one of the
+// trusted_hops nearest, a unix peer with trusted_unix, or an address in a
+// trusted_proxies source. An unknown or obfuscated hop is trusted only by
+// count.
+func (h *Handler) trustsHop(r *http.Request, i int, n Node, unix bool) bool {
+	if i < h.TrustedHops {
+		return true
+	}
+	if i == 0 && unix {
+		return h.TrustedUnix
+	}
+	if !n.Addr.IsValid() {
+		return false
+	}
+	addr := n.Addr.Unmap()
+	for _, src := range h.sources {
+		for _, prefix := range src.GetIPRanges(r) {
+			if prefix.Contains(addr) || addr != n.Addr && prefix.Contains(n.Addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peerNode reads the TCP peer from r.RemoteAddr the way reverse_proxy does
+// (zone dropped), so that the hop reverse_proxy appends to X-Forwarded-For
+// is the hop considered here. unix reports a unix-socket peer ("@").
+func peerNode(remoteAddr string) (n Node, unix bool) {
+	if remoteAddr == "@" {
+		return Node{}, true
+	}
+	host, port, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return Node{}, false
+	}
+	host, _, _ = strings.Cut(host, "%")
+	if addr, err := netip.ParseAddr(host); err == nil {
+		n.Addr = addr
+	}
+	n.Port, _ = parsePort(port)
+	return n, false
+}
+
+// ownView is the scheme, host and port of the request as it reached this
+// server: what the client used when the peer is the client. The port is
+// the Host header's, or the scheme's default when the Host has none (that
+// is what an omitted port means, RFC 3986 section 3.2.3, also after TLS
+// termination or a NAT that maps ports); without a Host header, the port
+// of the listener.
+func ownView(r *http.Request) (proto, host, port string) {
+	proto, host = "http", r.Host
+	if r.TLS != nil {
+		proto = "https"
+	}
+	if p := hostPort(host); validPort(p) {
+		return proto, host, p
+	}
+	if host == "" {
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && addr.Port > 0 {
+			return proto, host, strconv.Itoa(addr.Port)
+		}
+	}
+	return proto, host, defaultPort(proto)
+}
+
+func defaultPort(proto string) string {
+	switch proto {
+	case "https", "wss":
+		return "443"
+	case "http", "ws":
+		return "80"
+	}
+	return ""
+}
+
+// validPort reports whether s is a port number 1..65535.
+func validPort(s string) bool {
+	p, ok := parsePort(s)
+	return ok && p != 0
+}
+
+// lastListValue returns the right-most element of a comma-separated
+// header, across its field lines, with whitespace trimmed.
+func lastListValue(values []string) string {
+	for i := len(values) - 1; i >= 0; i-- {
+		for rest := values[i]; rest != ""; {
+			var v string
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				v, rest = rest[j+1:], rest[:j]
+			} else {
+				v, rest = rest, ""
+			}
+			if v = trimOWS(v); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
