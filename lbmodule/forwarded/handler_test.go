@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // provision provisions and validates h the way Caddy loads a module.
@@ -25,6 +26,7 @@ func provision(t testing.TB, h *Handler) *Handler {
 	if err := h.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
+	h.logger = zap.NewNop() // the debug lines about hostile input would flood the output
 	return h
 }
 
@@ -421,6 +423,45 @@ func TestConfigErrors(t *testing.T) {
 	for _, n := range []int{-1, MaxHops + 1} {
 		if err := (&Handler{TrustedHops: n}).Validate(); err == nil {
 			t.Errorf("trusted_hops %d: Validate accepted it", n)
+		}
+	}
+}
+
+func TestClassifyHeader(t *testing.T) {
+	tests := []struct {
+		key  string
+		want headerClass
+	}{
+		{"X-Forwarded-For", managed},
+		{"X_forwarded_for", managed}, // X_Forwarded_For as Go keys it
+		{"X-Forwarded_for", managed},
+		{"x-forwarded-proto", managed},
+		{"X-Forwarded-Host", managed},
+		{"X-Forwarded-Port", managed},
+		{"Forwarded", managed},
+		{"X-Forwarded-Ssl", contradicting},
+		{"X-Forwarded-Scheme", contradicting},
+		{"X-Forwarded-Protocol", contradicting},
+		{"X-Real-Ip", contradicting},
+		{"X_real_ip", contradicting},
+		{"True-Client-Ip", contradicting},
+		{"X-Client-Ip", contradicting},
+		{"Client-Ip", contradicting},
+		{"X-Cluster-Client-Ip", contradicting},
+		{"Front-End-Https", contradicting},
+		{"X-Forwarded-Prefix", passable},
+		{"X-Forwarded-Tls-Client-Cert", passable},
+		{"X-Forwarded", contradicting},
+		{"Forwarded-For", contradicting},
+		{"X-Forwarded-", notForwarding},
+		{"Forwarded-By", notForwarding},
+		{"Connection", notForwarding},
+		{"Cookie", notForwarding},
+		{"X-Request-Id", notForwarding},
+	}
+	for _, tt := range tests {
+		if got := classifyHeader(tt.key); got != tt.want {
+			t.Errorf("classifyHeader(%q) = %d, want %d", tt.key, got, tt.want)
 		}
 	}
 }

@@ -28,7 +28,7 @@ func TestParseNode(t *testing.T) {
 		{"[2001:db8:cafe::17]", false, ip("2001:db8:cafe::17"), true},
 		{"[2001:db8:cafe::17]:4711", false, ipPort("2001:db8:cafe::17", 4711), true},
 		{"[2001:db8::1]:_port", false, ip("2001:db8::1"), true}, // obfuscated port dropped
-		{"[fe80::1%eth0]", false, ip("fe80::1"), true},            // zone dropped
+		{"[fe80::1%eth0]", false, ip("fe80::1"), true},          // zone dropped
 		{"[::ffff:192.0.2.1]", false, ip("::ffff:192.0.2.1"), true},
 		{"2001:db8::1", true, ip("2001:db8::1"), true},
 		{"2001:db8::1", false, unknown, false}, // RFC 7239 wants brackets

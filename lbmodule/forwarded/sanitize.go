@@ -17,7 +17,7 @@ const (
 	managed
 
 	// contradicting: headers that restate the client's address or scheme
-	// (X-Real-IP, True-Client-IP, X-Forwarded-Ssl...). Always removed:
+	// (X-Real-IP, True-Client-IP, Client-IP, X-Forwarded-Ssl...). Always removed:
 	// nothing refreshes them, so any value could contradict the managed
 	// headers.
 	contradicting
@@ -55,9 +55,11 @@ func classifyHeader(k string) headerClass {
 			return passable
 		}
 	}
+	// X-Forwarded and Forwarded-For are read by the common PHP
+	// get_client_ip() snippets (HTTP_X_FORWARDED, HTTP_FORWARDED_FOR).
 	for _, name := range [...]string{
 		"x-real-ip", "true-client-ip", "x-client-ip", "client-ip",
-		"x-cluster-client-ip", "front-end-https",
+		"x-cluster-client-ip", "front-end-https", "x-forwarded", "forwarded-for",
 	} {
 		if equalHeaderName(k, name) {
 			return contradicting
