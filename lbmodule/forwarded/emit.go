@@ -34,7 +34,7 @@ import (
 
 // writeHeaders writes the emitted formats, all from the one chain in v.
 // The forwarding headers have been removed already.
-func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
+func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 	// The hops sent upstream are hops[v.client] down to hops[nearest]. A
 	// unix peer has no address to name; it is left out unless it is the
 	// client itself ("unknown").
@@ -43,6 +43,7 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
 		nearest = 1
 	}
 	vals := make([]string, 0, 5) // one backing array for every field written
+	var stack [128]byte          // room for the usual chain, so building it does not allocate
 	set := func(name, value string) {
 		vals = append(vals, value)
 		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -54,15 +55,14 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
 			xffNearest = 1 // reverse_proxy appends the peer
 		}
 		if v.client >= xffNearest {
-			b := s.buf[:0]
+			b := stack[:0]
 			for i := v.client; i >= xffNearest; i-- {
 				if i != v.client {
 					b = append(b, ", "...)
 				}
-				b = appendXFFNode(b, sentNode(v.hops[i]))
+				b = appendXFFNode(b, sentNode(v.hop(i)))
 			}
 			set("X-Forwarded-For", string(b))
-			s.buf = b
 		}
 		set("X-Forwarded-Proto", v.proto)
 		set("X-Forwarded-Host", v.host)
@@ -76,10 +76,10 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
 	}
 
 	if h.emit&rfc7239 != 0 {
-		b := s.buf[:0]
+		b := stack[:0]
 		for i := v.client; i >= nearest; i-- {
 			if i == v.client {
-				e := Element{For: sentNode(v.hops[i]), Proto: v.proto}
+				e := Element{For: sentNode(v.hop(i)), Proto: v.proto}
 				if validHost(v.host) {
 					e.Host = v.host
 				}
@@ -87,10 +87,9 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict, s *scratch) {
 				continue
 			}
 			b = append(b, ", for="...)
-			b = appendForwardedNode(b, sentNode(v.hops[i]))
+			b = appendForwardedNode(b, sentNode(v.hop(i)))
 		}
 		set("Forwarded", string(b))
-		s.buf = b
 	}
 }
 

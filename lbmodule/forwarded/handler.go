@@ -210,7 +210,6 @@ type scratch struct {
 	xffHops [MaxHops + 2]Node // the peer, the chain, a truncation sentinel
 	rfcHops [MaxHops + 2]Node
 	elems   [MaxHops]Element
-	buf     []byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -218,13 +217,15 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // ServeHTTP decides the client, sanitizes the forwarding headers, writes
 // the emitted ones, and updates Caddy's client_ip and the placeholders.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	s := scratchPool.Get().(*scratch)
-	v := h.decide(r, s)
+	var v verdict
+	h.decide(r, &v)
 	removeForwardingHeaders(r.Header, v.trustedPeer)
 	removeForwardingConnectionTokens(r.Header)
-	h.writeHeaders(r.Header, &v, s)
-	scratchPool.Put(s)
-	v.hops = nil
+	h.writeHeaders(r.Header, &v)
+	if v.scratch != nil {
+		v.hops = nil
+		scratchPool.Put(v.scratch)
+	}
 
 	setClientIPVar(r, v.clientAddr)
 	// The forwarding headers are now this handler's own, so reverse_proxy

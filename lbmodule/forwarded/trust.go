@@ -16,9 +16,12 @@ type verdict struct {
 	trustedPeer bool
 	// peerUnix: the peer came over a unix socket and has no address.
 	peerUnix bool
-	// hops is the chain, nearest first: hops[0] is the peer. It points
-	// into the request's scratch.
-	hops []Node
+	// peer is the TCP peer, hop 0.
+	peer Node
+	// hops is the chain, nearest first, hops[0] the peer, in scratch; nil
+	// when the peer is not trusted (the chain is then the peer alone).
+	hops    []Node
+	scratch *scratch
 	// client indexes the client in hops.
 	client int
 
@@ -45,28 +48,37 @@ type claims struct {
 	proto, host, port string
 }
 
-// decide walks the chain and settles the client, scheme, host and port.
-func (h *Handler) decide(r *http.Request, s *scratch) verdict {
+// decide walks the chain and settles the client, scheme, host and port
+// into v. The scratch holding a trusted peer's chain is taken from the
+// pool only when the peer is trusted; the caller returns it (v.scratch).
+func (h *Handler) decide(r *http.Request, v *verdict) {
 	peer, unix := peerNode(r.RemoteAddr)
-	v := verdict{peerUnix: unix}
+	v.peerUnix = unix
 	v.proto, v.host, v.port = ownView(r)
-	s.xffHops[0] = peer
-	v.hops = s.xffHops[:1]
+	v.peer = peer
 	if h.trustsHop(r, 0, peer, unix) {
-		if c, ok := h.readClaims(r, s, peer, unix); ok {
+		v.scratch = scratchPool.Get().(*scratch)
+		if c, ok := h.readClaims(r, v.scratch, peer, unix); ok {
 			v.trustedPeer = true
 			v.hops, v.client = c.hops, c.client
 			v.apply(c)
 		}
 	}
-	v.clientNode = v.hops[v.client]
+	v.clientNode = v.hop(v.client)
 	for j := v.client; j >= 0; j-- {
-		if v.hops[j].IsIP() {
-			v.clientAddr = v.hops[j].Addr.Unmap()
+		if n := v.hop(j); n.IsIP() {
+			v.clientAddr = n.Addr.Unmap()
 			break
 		}
 	}
-	return v
+}
+
+// hop returns hop i of the chain, 0 being the peer.
+func (v *verdict) hop(i int) Node {
+	if v.hops == nil {
+		return v.peer
+	}
+	return v.hops[i]
 }
 
 // apply takes the scheme, host and port a trusted peer forwarded. A
