@@ -2,6 +2,7 @@ package forwarded
 
 import (
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -99,4 +100,62 @@ func FuzzParseForwarded(f *testing.F) {
 				[]string{a, b}, elems, wire, again, truncated, err)
 		}
 	})
+}
+
+// FuzzServeHTTP feeds arbitrary forwarding headers from a trusted peer
+// and checks what the handler hands to reverse_proxy: Caddy's client_ip is
+// an address, and X-Forwarded-For (once reverse_proxy appends the peer)
+// names the same hops as Forwarded, which carries the same scheme and
+// host as X-Forwarded-Proto and -Host (trap 8).
+func FuzzServeHTTP(f *testing.F) {
+	f.Add("198.51.100.9, 10.0.0.2", "", "https", "app.example", "")
+	f.Add("", `for=198.51.100.9;proto=https;host="app.example:8443", for=10.0.0.2`, "", "", "")
+	f.Add("198.51.100.9", "for=198.51.100.9", "http", "a.example", "8080")
+	f.Add("garbage, 10.0.0.2", `for="[2001:db8::1]:80"`, "HTTPS", "[2001:db8::1]:443", "0")
+	h := provision(f, &Handler{
+		TrustedProxiesRaw: trusting("10.0.0.0/8", "2001:db8::/32"),
+		Accept:            []string{"x_forwarded", "forwarded"},
+		Emit:              []string{"x_forwarded", "forwarded"},
+	})
+	f.Fuzz(func(t *testing.T, xff, fwd, xfp, xfh, xfport string) {
+		r := request("10.0.0.1:1234",
+			"X-Forwarded-For", xff, "Forwarded", fwd,
+			"X-Forwarded-Proto", xfp, "X-Forwarded-Host", xfh, "X-Forwarded-Port", xfport)
+		res := serve(t, h, r)
+
+		if s, _ := res.clientIP.(string); !netipValid(s) {
+			t.Fatalf("client_ip = %#v, not an address", res.clientIP)
+		}
+		sentXFF := "10.0.0.1" // as reverse_proxy appends it
+		if v := res.header.Get("X-Forwarded-For"); v != "" {
+			sentXFF = v + ", " + sentXFF
+		}
+		xffHops, _, err := ParseXForwardedFor([]string{sentXFF})
+		if err != nil {
+			t.Fatalf("sent X-Forwarded-For %q: %v", sentXFF, err)
+		}
+		elems, _, err := ParseForwarded(res.header["Forwarded"])
+		if err != nil || len(elems) != len(xffHops) {
+			t.Fatalf("sent Forwarded %q (%v) and X-Forwarded-For %q differ in length", res.header["Forwarded"], err, sentXFF)
+		}
+		for i, e := range elems {
+			if e.For != xffHops[i] {
+				t.Fatalf("hop %d: Forwarded %v, X-Forwarded-For %v", i, e.For, xffHops[i])
+			}
+		}
+		if p := res.header.Get("X-Forwarded-Proto"); elems[0].Proto != p || !isScheme(p) {
+			t.Fatalf("proto: Forwarded %q, X-Forwarded-Proto %q", elems[0].Proto, p)
+		}
+		if hv := res.header.Get("X-Forwarded-Host"); elems[0].Host != hv {
+			t.Fatalf("host: Forwarded %q, X-Forwarded-Host %q", elems[0].Host, hv)
+		}
+		if p := res.header.Get("X-Forwarded-Port"); !validPort(p) {
+			t.Fatalf("X-Forwarded-Port %q", p)
+		}
+	})
+}
+
+func netipValid(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
