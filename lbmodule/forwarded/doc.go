@@ -35,9 +35,9 @@
 // X-Forwarded-Port: the port the client used. At the edge it is the port
 // in the Host header, or the default port of the scheme when the Host has
 // none (443 after TLS termination), or the listener's port when there is
-// no Host at all. Behind a trusted proxy: its X-Forwarded-Port, else the
-// port of its forwarded host, else the default port of its forwarded
-// scheme.
+// no Host at all. Behind a trusted proxy that forwards any of them: its
+// X-Forwarded-Port, else the port in the host (forwarded, or the Host
+// header it passed on), else the default port of the scheme.
 //
 // Sent upstream: X-Forwarded-For and Forwarded name the same hops, from the
 // client to the peer, without ports; hops left of the client are dropped

@@ -265,6 +265,8 @@ func TestPortTheClientUsed(t *testing.T) {
 			"https", "app.example:9443", "9443"},
 		{"proxy's port wins", request("10.0.0.1:1", "X-Forwarded-Proto", "https", "X-Forwarded-Port", "8443"),
 			"https", "example.com", "8443"},
+		{"proxy passed the client's Host on", withTLS(request("10.0.0.1:1", "X-Forwarded-Proto", "https"), nil, "example.com:8443"),
+			"https", "example.com:8443", "8443"},
 		{"untrusted port claim", request("192.0.2.1:1", "X-Forwarded-Port", "8443"), "http", "example.com", "80"},
 	}
 	for _, tt := range tests {

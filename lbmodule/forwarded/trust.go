@@ -81,9 +81,10 @@ func (v *verdict) hop(i int) Node {
 	return v.hops[i]
 }
 
-// apply takes the scheme, host and port a trusted peer forwarded. A
-// forwarded host without port means the client used its scheme's default
-// port.
+// apply takes the scheme, host and port a trusted peer forwarded. Without
+// a forwarded port, the port is the host's (forwarded, or the Host header
+// the proxy passed on), else the scheme's default: a host without port
+// means the client used that.
 func (v *verdict) apply(c claims) {
 	if c.proto != "" {
 		v.proto = c.proto
@@ -95,7 +96,9 @@ func (v *verdict) apply(c claims) {
 	case c.port != "":
 		v.port = c.port
 	case c.proto != "" || c.host != "":
-		if p := defaultPort(v.proto); p != "" {
+		if p := hostPort(v.host); validPort(p) {
+			v.port = p
+		} else if p := defaultPort(v.proto); p != "" {
 			v.port = p
 		}
 	}
