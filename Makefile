@@ -32,6 +32,14 @@ deps:
 		$$sudo apt-get update && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server memcached wrk; \
 	fi
+	@# Node.js runs a real Express app in the forwarded-header tests.
+	@if ! command -v npm >/dev/null 2>&1; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; \
+	fi
+	@[ -d integration/express/node_modules/express ] || \
+		(cd integration/express && npm ci --no-audit --no-fund)
 	@# --- Go tools the tests run. S3 tests will add here: ---
 	@# command -v versitygw >/dev/null 2>&1 || $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
@@ -58,6 +66,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMarkPrivate$$' -fuzztime $(FUZZTIME) ./lbmodule/affinity/
 	$(GO) test -run '^$$' -fuzz '^FuzzLearnSetCookie$$' -fuzztime $(FUZZTIME) ./lbmodule/affinity/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBinding$$' -fuzztime $(FUZZTIME) ./sessionstore/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseXForwardedFor$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseForwarded$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
+	$(GO) test -run '^$$' -fuzz '^FuzzServeHTTP$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 
 clean:
 	rm -rf $(BIN) integration/demo/var

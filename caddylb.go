@@ -5,6 +5,7 @@
 //
 //   - sessionstore: the session_store app (memory, redis, memcached)
 //   - lbmodule/affinity: lb_policy sticky and the sticky_learn handler
+//   - lbmodule/forwarded: the forwarded handler (trusted-proxy headers)
 //   - lbmodule/lbadmin: the /lb/ admin API
 //   - caddyfile: directive and global option registration
 package caddylb
@@ -12,6 +13,7 @@ package caddylb
 import (
 	_ "github.com/caddylb/caddylb/caddyfile"
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
+	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
 	_ "github.com/caddylb/caddylb/sessionstore"
 )

@@ -1,5 +1,6 @@
 // Package caddyfile registers caddy-lb's Caddyfile surface in one place:
-// global options (session_store), handler directives (sticky_learn) and
+// global options (session_store), handler directives (forwarded,
+// sticky_learn) and
 // where they sit in Caddy's directive order. The modules themselves parse
 // their own blocks (UnmarshalCaddyfile beside each module).
 package caddyfile
@@ -14,11 +15,17 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddylb/caddylb/lbmodule/affinity"
+	"github.com/caddylb/caddylb/lbmodule/forwarded"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("session_store", parseSessionStore)
+
+	httpcaddyfile.RegisterHandlerDirective("forwarded", parseForwarded)
+	// First of all: every later handler, matcher and log must see the
+	// real client and scheme.
+	httpcaddyfile.RegisterDirectiveOrder("forwarded", httpcaddyfile.Before, "tracing")
 
 	httpcaddyfile.RegisterHandlerDirective("sticky_learn", parseStickyLearn)
 	// It must wrap the response before reverse_proxy writes it.
@@ -59,6 +66,14 @@ func parseSessionStore(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	}
 	app.StoresRaw[name] = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
 	return httpcaddyfile.App{Name: "session_store", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseForwarded(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	f := new(forwarded.Handler)
+	if err := f.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 func parseStickyLearn(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

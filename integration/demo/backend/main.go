@@ -193,20 +193,22 @@ func (a *app) token(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "backend=%s token=%s\n", a.name, tok)
 }
 
-// forwardingHeaders are echoed by /headers.
-var forwardingHeaders = []string{
-	"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port",
-	"Forwarded", "X-Real-IP",
+// isForwardingHeader reports whether name belongs to the forwarding family
+// that /headers echoes: Forwarded, X-Forwarded-*, X-Real-IP,
+// True-Client-IP, in any spelling (underscores reach PHP as the same
+// variable, so tests must see them too).
+func isForwardingHeader(name string) bool {
+	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	return n == "forwarded" || n == "x-real-ip" || n == "true-client-ip" || strings.HasPrefix(n, "x-forwarded-")
 }
 
-// headers echoes the forwarding headers as one JSON object. A header that
-// was not sent is absent from the object; several lines of one header are
-// joined with ", " (RFC 9110, section 5.3). Host and RemoteAddr are always
-// present.
+// headers echoes the forwarding headers as one JSON object keyed by the
+// name as received. A header that was not sent is absent from the object;
+// several lines of one header are joined with ", ".
 func (a *app) headers(w http.ResponseWriter, r *http.Request) {
 	out := map[string]string{"Host": r.Host, "RemoteAddr": r.RemoteAddr}
-	for _, name := range forwardingHeaders {
-		if values := r.Header.Values(name); len(values) > 0 {
+	for name, values := range r.Header {
+		if isForwardingHeader(name) {
 			out[name] = strings.Join(values, ", ")
 		}
 	}
