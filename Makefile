@@ -52,12 +52,14 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# Go benchmarks, then wrk through the built binary (sticky against stock
-# lb_policy cookie in one run). Figures go in BENCHMARKS.md.
+# Go benchmarks, then wrk through the built binary: sticky against stock
+# lb_policy cookie, forwarded against none, each in one run. Figures go in
+# BENCHMARKS.md.
 bench: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/...
-	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/wrk.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/sticky.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/forwarded.sh
 
 # A short run of every fuzz target (go test runs their seeds on every test).
 FUZZTIME ?= 20s
