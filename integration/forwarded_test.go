@@ -163,6 +163,27 @@ func TestForwardedTrustedChainYieldsTheRealClient(t *testing.T) {
 		}
 	}
 
+	// Hostile input from the trusted side costs bounded time and is never
+	// trusted: a thousand hops, garbage, a header past the handler's 8 KiB
+	// limit (Caddy itself answers 431 past 16 KiB of headers).
+	hops := make([]string, 1200)
+	for i := range hops {
+		hops[i] = "10.0.0." + strconv.Itoa(i%250+1)
+	}
+	for _, xff := range []string{strings.Join(hops, ", "), "garbage, [[::1]], 999.1.1.1:99999, _hidden, unknown", strings.Repeat("1", 12000)} {
+		start := time.Now()
+		got, resp := echoHeaders(t, node.URL("/headers"), http.DefaultClient, map[string][]string{"X-Forwarded-For": {xff}})
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("X-Forwarded-For of %d bytes took %v", len(xff), took)
+		}
+		if n := strings.Count(got["X-Forwarded-For"], ",") + 1; n > 66 {
+			t.Errorf("X-Forwarded-For upstream has %d entries; the chain must be bounded", n)
+		}
+		if ip := resp.Header.Get("X-Client-IP"); strings.Contains(xff, "garbage") && ip != "127.0.0.1" && !strings.HasPrefix(ip, "_") && ip != "unknown" {
+			t.Errorf("garbage chain gave client %q", ip)
+		}
+	}
+
 	req, _ := http.NewRequest(http.MethodGet, node.URL("/matched"), nil)
 	req.Header["X-Forwarded-For"] = chain["X-Forwarded-For"]
 	mresp, err := http.DefaultClient.Do(req)
