@@ -34,6 +34,8 @@ import (
 
 // writeHeaders writes the emitted formats, all from the one chain in v.
 // The forwarding headers have been removed already.
+// It sets or deletes every canonical managed header (see
+// removeForwardingHeaders), so none the client sent survives.
 func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 	// The hops sent upstream are hops[v.client] down to hops[nearest]. A
 	// unix peer has no address to name; it is left out unless it is the
@@ -63,16 +65,21 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 				b = appendXFFNode(b, sentNode(v.hop(i)))
 			}
 			set("X-Forwarded-For", string(b))
+		} else {
+			delete(hdr, "X-Forwarded-For")
 		}
 		set("X-Forwarded-Proto", v.proto)
 		set("X-Forwarded-Host", v.host)
 		if v.port != "" {
 			set("X-Forwarded-Port", v.port)
+		} else {
+			delete(hdr, "X-Forwarded-Port")
 		}
 	} else {
 		hdr["X-Forwarded-For"] = nil
 		hdr["X-Forwarded-Proto"] = nil
 		hdr["X-Forwarded-Host"] = nil
+		delete(hdr, "X-Forwarded-Port")
 	}
 
 	if h.emit&rfc7239 != 0 {
@@ -90,6 +97,8 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 			b = appendForwardedNode(b, sentNode(v.hop(i)))
 		}
 		set("Forwarded", string(b))
+	} else {
+		delete(hdr, "Forwarded")
 	}
 }
 

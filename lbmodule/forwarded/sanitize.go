@@ -95,11 +95,19 @@ func equalHeaderName(k, name string) bool {
 // from h, whatever its spelling (trap: stripping only some lets the rest
 // through). From a trusted peer, the passable members spelled with hyphens
 // stay.
+//
+// The canonical spellings of the managed headers are left for writeHeaders,
+// which sets or deletes each of them: deleting a map key only to assign it
+// again was a tenth of the handler's time.
 func removeForwardingHeaders(h http.Header, trustedPeer bool) {
 	for k := range h {
 		switch classifyHeader(k) {
 		case notForwarding:
 			continue
+		case managed:
+			if isCanonicalManaged(k) {
+				continue
+			}
 		case passable:
 			if trustedPeer && strings.IndexByte(k, '_') < 0 {
 				continue
@@ -153,6 +161,19 @@ func connectionNamesForwarding(values []string) bool {
 			if classifyHeader(trimOWS(tok)) != notForwarding {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// canonicalManaged are the managed headers as Go's header map keys them;
+// writeHeaders always sets or deletes every one of them.
+var canonicalManaged = [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded"}
+
+func isCanonicalManaged(k string) bool {
+	for _, name := range canonicalManaged {
+		if k == name {
+			return true
 		}
 	}
 	return false
