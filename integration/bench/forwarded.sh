@@ -7,7 +7,6 @@
 source "$(dirname "$0")/lib.sh"
 
 start_backends 1
-admin=$(free_port)
 variants=(plain forwarded_edge forwarded_edge_both_formats forwarded_trusted_chain)
 declare -A port url hdr
 for v in "${variants[@]}"; do port[$v]=$(free_port); url[$v]="http://127.0.0.1:${port[$v]}/"; done
@@ -18,11 +17,7 @@ hdr[forwarded_trusted_chain]="X-Forwarded-For: 203.0.113.7, 10.0.0.1, 10.0.0.2"
 
 cat >"$work/Caddyfile" <<CADDY
 {
-	admin 127.0.0.1:$admin
-	default_bind 127.0.0.1
-	auto_https off
-	persist_config off
-	storage file_system $work/storage
+$(global_options)
 }
 :${port[plain]} {
 	reverse_proxy $upstreams

@@ -82,6 +82,13 @@ start_caddy() {
 	pids+=($caddy_pid)
 }
 
+# global_options prints the global-options lines every suite's Caddyfile
+# starts with: a private admin port, loopback only, no HTTPS, state in $work.
+admin=$(free_port)
+global_options() {
+	printf '\tadmin 127.0.0.1:%s\n\tdefault_bind 127.0.0.1\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n' "$admin" "$work/storage"
+}
+
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 quartiles() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{printf "%.3f-%.3f", a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'; }
 to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s

@@ -14,7 +14,6 @@ $pin_rest redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendo
 pids+=($!)
 wait_port "$redis_port"
 
-admin=$(free_port)
 variants=(stock_cookie sticky_cookie_memory sticky_cookie_redis sticky_app_cookie_memory sticky_app_cookie_redis)
 declare -A port url hdr
 for v in "${variants[@]}"; do port[$v]=$(free_port); url[$v]="http://127.0.0.1:${port[$v]}/"; done
@@ -22,11 +21,7 @@ secret=bench-secret-0123456789abcdef
 
 cat >"$work/Caddyfile" <<CADDY
 {
-	admin 127.0.0.1:$admin
-	default_bind 127.0.0.1
-	auto_https off
-	persist_config off
-	storage file_system $work/storage
+$(global_options)
 	session_store mem memory
 	session_store shared redis {
 		address 127.0.0.1:$redis_port
