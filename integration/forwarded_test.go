@@ -110,6 +110,20 @@ func TestForwardedAtTheEdgeStripsSpoofedHeaders(t *testing.T) {
 	if ip := resp.Header.Get("X-Client-IP"); ip != "127.0.0.1" {
 		t.Errorf("{http.forwarded.client_ip} = %q, want 127.0.0.1", ip)
 	}
+
+	// The port is the one the client connected to, whatever its Host says.
+	req, _ := http.NewRequest(http.MethodGet, node.URL("/headers"), nil)
+	req.Host = "example.com:1"
+	hresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var echoed map[string]string
+	_ = json.NewDecoder(hresp.Body).Decode(&echoed)
+	hresp.Body.Close()
+	if echoed["X-Forwarded-Port"] != port {
+		t.Errorf("Host example.com:1 gave X-Forwarded-Port %q, want the listener's %s", echoed["X-Forwarded-Port"], port)
+	}
 }
 
 func TestForwardedTrustedChainYieldsTheRealClient(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -37,11 +38,17 @@ func (s *Sticky) setCookie(w http.ResponseWriter, r *http.Request, st *requestSt
 	markPrivate(h)
 }
 
-// isHTTPS reports whether the client used HTTPS: TLS here, or a trusted
-// proxy in front says so.
+// isHTTPS reports whether the client used HTTPS: TLS here, the forwarded
+// handler's verdict, or a trusted proxy in front says so.
 func isHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
+	}
+	// The forwarded handler's verdict, also when it sends no X-Forwarded-Proto.
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if proto, ok := repl.GetString("http.forwarded.proto"); ok && proto != "" {
+			return proto == "https"
+		}
 	}
 	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
 		xfp := r.Header.Values("X-Forwarded-Proto")

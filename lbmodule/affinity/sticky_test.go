@@ -517,6 +517,9 @@ func TestCookieAttributes(t *testing.T) {
 		{"untrusted https claim is ignored", Sticky{}, func(r *http.Request) {
 			r.Header.Set("X-Forwarded-Proto", "https")
 		}, func(c *http.Cookie) bool { return !c.Secure }},
+		{"forwarded handler says https", Sticky{}, func(r *http.Request) {
+			r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("http.forwarded.proto", "https")
+		}, func(c *http.Cookie) bool { return c.Secure }},
 		{"secure option", Sticky{Secure: true}, func(*http.Request) {}, func(c *http.Cookie) bool { return c.Secure }},
 		{"samesite none implies Secure", Sticky{SameSite: "none"}, func(*http.Request) {}, func(c *http.Cookie) bool {
 			return c.Secure && c.SameSite == http.SameSiteNoneMode

@@ -109,6 +109,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // looksLikeRange tells an address argument of trusted_proxies from a
 // module name: module names hold no digits first, dots, colons or slashes.
 func looksLikeRange(arg string) bool {
+	if arg == "" {
+		return true // reported as not a CIDR by the caller
+	}
 	return arg == "private_ranges" || strings.ContainsAny(arg, "./:") || arg[0] >= '0' && arg[0] <= '9'
 }
 

@@ -22,20 +22,20 @@
 // are skipped while trusted; the first untrusted hop is the client. When
 // all are trusted, the left-most is. An entry that is not an address
 // ("unknown", an obfuscated name, garbage) is never trusted by address,
-// so it stops the walk: the client is then unknown, and Caddy's client_ip
-// gets the nearest known address. Nothing is trusted by default.
+// so it stops the walk: the client is then unknown and Caddy's client_ip
+// is empty, never a trusted hop's address. Nothing is trusted by default.
 //
 // Untrusted peer: every forwarding header, in every spelling (X_Forwarded_For
 // reaches PHP as HTTP_X_FORWARDED_FOR), is removed and fresh values are
 // set; Connection may not name them. Trusted peer: the accepted formats
 // are read; X-Forwarded-Proto, -Host and -Port take their right-most value,
 // and are sent as one value. Both formats accepted and disagreeing: the
-// peer is treated as untrusted (see Handler.Accept for why).
+// request is refused with 400; a field only one of them states is not
+// believed (see Handler.Accept for why).
 //
 // X-Forwarded-Port: the port the client used. At the edge it is the port
-// in the Host header, or the default port of the scheme when the Host has
-// none (443 after TLS termination), or the listener's port when there is
-// no Host at all. Behind a trusted proxy that forwards any of them: its
+// of the listener the client connected to (the Host header's port is the
+// client's say), or failing that the Host header's or the scheme's. Behind a trusted proxy that forwards any of them: its
 // X-Forwarded-Port, else the port in the host (forwarded, or the Host
 // header it passed on), else the default port of the scheme.
 //

@@ -118,6 +118,9 @@ func sentNode(n Node) Node {
 // client).
 func setClientIPVar(r *http.Request, addr netip.Addr) {
 	if !addr.IsValid() {
+		// Unknown client: whatever Caddy guessed before (its left-most
+		// X-Forwarded-For pick, say) must not stand.
+		caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, "")
 		return
 	}
 	if cur, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {

@@ -70,11 +70,13 @@ type Handler struct {
 	// With both accepted and both present, they must agree: on the client
 	// (when X-Forwarded-For and Forwarded are both there) and on the
 	// scheme, host and port (when both formats give one). If they
-	// disagree, the request is handled as coming from an untrusted peer:
-	// the peer becomes the client and every forwarding header is replaced.
-	// Preferring either format would let a client forge it through any
-	// trusted proxy that passes that format on unchanged (AWS ALB, for
-	// one, appends to X-Forwarded-For but passes Forwarded through).
+	// disagree, the request is refused with 400, and a scheme, host or
+	// port that only one format states is not believed. Preferring either
+	// format would let a client forge it through any trusted proxy that
+	// passes that format on unchanged (AWS ALB, for one, appends to
+	// X-Forwarded-For but passes Forwarded through); so would taking the
+	// peer for the client. Accept both only when every trusted proxy
+	// writes both.
 	Accept []string `json:"accept,omitempty"`
 
 	// Header formats sent upstream: "x_forwarded" (X-Forwarded-For,
@@ -217,8 +219,21 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // ServeHTTP decides the client, sanitizes the forwarding headers, writes
 // the emitted ones, and updates Caddy's client_ip and the placeholders.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// Once per request: a second pass (a nested route, an invoked named
+	// route) would read back this handler's own headers as a new chain.
+	if done, _ := caddyhttp.GetVar(r.Context(), doneVarKey).(bool); done {
+		return next.ServeHTTP(w, r)
+	}
+	caddyhttp.SetVar(r.Context(), doneVarKey, true)
 	var v verdict
 	h.decide(r, &v)
+	if v.conflict != "" {
+		if v.scratch != nil {
+			scratchPool.Put(v.scratch)
+		}
+		return caddyhttp.Error(http.StatusBadRequest,
+			fmt.Errorf("X-Forwarded-For/-Proto/-Host/-Port and Forwarded from trusted proxy %s disagree on %s", r.RemoteAddr, v.conflict))
+	}
 	removeForwardingHeaders(r.Header, v.trustedPeer)
 	removeForwardingConnectionTokens(r.Header)
 	h.writeHeaders(r.Header, &v)
@@ -254,3 +269,6 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )
+
+// doneVarKey marks a request this handler has already processed.
+const doneVarKey = "caddylb.forwarded.done"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -47,6 +48,15 @@ type result struct {
 // serve runs r through h as Caddy's server would prepare it.
 func serve(t testing.TB, h *Handler, r *http.Request) result {
 	t.Helper()
+	res, err := tryServe(h, r)
+	if err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return res
+}
+
+// tryServe is serve for requests the handler may refuse.
+func tryServe(h *Handler, r *http.Request) (result, error) {
 	repl := caddy.NewReplacer()
 	w := httptest.NewRecorder()
 	r = caddyhttp.PrepareRequest(r, repl, w, nil)
@@ -67,10 +77,8 @@ func serve(t testing.TB, h *Handler, r *http.Request) result {
 		}
 		return nil
 	})
-	if err := h.ServeHTTP(w, r, next); err != nil {
-		t.Fatalf("ServeHTTP: %v", err)
-	}
-	return res
+	err := h.ServeHTTP(w, r, next)
+	return res, err
 }
 
 func request(remoteAddr string, headers ...string) *http.Request {
@@ -179,10 +187,11 @@ func TestClientIsRightMostUntrusted(t *testing.T) {
 			[]string{"2001:db8:2::7, 2001:db8:1::2"}},
 		{"ipv4-mapped proxy", "10.0.0.1:1", []string{"198.51.100.9, ::ffff:10.0.0.2"}, "198.51.100.9",
 			[]string{"198.51.100.9, 10.0.0.2"}},
-		// an entry that cannot be checked stops the walk: the client is unknown
-		{"garbage", "10.0.0.1:1", []string{"198.51.100.9, <garbage>"}, "10.0.0.1", []string{"unknown"}},
-		{"unknown", "10.0.0.1:1", []string{"198.51.100.9, unknown, 10.0.0.2"}, "10.0.0.2", []string{"unknown, 10.0.0.2"}},
-		{"too long", "10.0.0.1:1", []string{strings.Repeat("10.0.0.2, ", MaxHeaderBytes/10+1)}, "10.0.0.1", []string{"unknown"}},
+		// an entry that cannot be checked stops the walk: the client is
+		// unknown, and client_ip is empty, never a trusted hop's address
+		{"garbage", "10.0.0.1:1", []string{"198.51.100.9, <garbage>"}, "", []string{"unknown"}},
+		{"unknown", "10.0.0.1:1", []string{"198.51.100.9, unknown, 10.0.0.2"}, "", []string{"unknown, 10.0.0.2"}},
+		{"too long", "10.0.0.1:1", []string{strings.Repeat("10.0.0.2, ", MaxHeaderBytes/10+1)}, "", []string{"unknown"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,8 +215,8 @@ func TestTooManyTrustedHopsMakeTheClientUnknown(t *testing.T) {
 		entries[i] = "10.0.1.1"
 	}
 	res := serve(t, h, request("10.0.0.1:1", "X-Forwarded-For", strings.Join(entries, ",")))
-	if res.placeholders["client_ip"] != "unknown" || res.clientIP != "10.0.1.1" {
-		t.Errorf("placeholder %q, client_ip %v; want unknown and the nearest known address", res.placeholders["client_ip"], res.clientIP)
+	if res.placeholders["client_ip"] != "unknown" || res.clientIP != "" {
+		t.Errorf("placeholder %q, client_ip %v; want unknown and an empty client_ip", res.placeholders["client_ip"], res.clientIP)
 	}
 	// the 64 hops read, and "unknown" for what lies beyond them
 	sent := strings.Split(res.header.Get("X-Forwarded-For"), ", ")
@@ -334,8 +343,8 @@ func TestForwardedFromTrustedPeer(t *testing.T) {
 func TestObfuscatedClient(t *testing.T) {
 	h := provision(t, &Handler{TrustedProxiesRaw: trusting("10.0.0.0/8"), Accept: []string{"forwarded"}, Emit: []string{"forwarded"}})
 	res := serve(t, h, request("10.0.0.1:1", "Forwarded", `for=_hidden;proto=https, for=10.0.0.2`))
-	if res.placeholders["client_ip"] != "_hidden" || res.clientIP != "10.0.0.2" {
-		t.Errorf("placeholder %q, client_ip %v; want _hidden, 10.0.0.2", res.placeholders["client_ip"], res.clientIP)
+	if res.placeholders["client_ip"] != "_hidden" || res.clientIP != "" {
+		t.Errorf("placeholder %q, client_ip %v; want _hidden and an empty client_ip", res.placeholders["client_ip"], res.clientIP)
 	}
 	assertHeader(t, res.header, "Forwarded", `for=_hidden;host=example.com;proto=https, for=10.0.0.2, for=10.0.0.1`)
 	// x_forwarded not emitted: present but nil, so reverse_proxy adds none
@@ -358,21 +367,33 @@ func TestBothFormatsMustAgree(t *testing.T) {
 	}{
 		{"agree", []string{"X-Forwarded-For", "198.51.100.9", "X-Forwarded-Proto", "https", "Forwarded", "for=198.51.100.9;proto=https"},
 			"198.51.100.9", "https"},
-		{"only one chain", []string{"X-Forwarded-Proto", "https", "Forwarded", "for=198.51.100.9"}, "198.51.100.9", "https"},
-		{"clients differ", []string{"X-Forwarded-For", "198.51.100.9", "Forwarded", "for=203.0.113.7"}, "10.0.0.1", "http"},
+		// a field only one format states could be the client's, passed on
+		// by a proxy that writes only the other format: not believed
+		{"only one chain", []string{"X-Forwarded-Proto", "https", "Forwarded", "for=198.51.100.9"}, "198.51.100.9", "http"},
+		{"host from one format only", []string{"X-Forwarded-For", "198.51.100.9", "Forwarded", "for=198.51.100.9;host=evil.example"},
+			"198.51.100.9", "http"},
+		// disagreement: refused, never the peer taken for the client
+		{"clients differ", []string{"X-Forwarded-For", "198.51.100.9", "Forwarded", "for=203.0.113.7"}, "", ""},
 		{"protos differ", []string{"X-Forwarded-For", "198.51.100.9", "X-Forwarded-Proto", "http", "Forwarded", "for=198.51.100.9;proto=https"},
-			"10.0.0.1", "http"},
-		{"hosts differ", []string{"X-Forwarded-Host", "a.example", "Forwarded", "for=198.51.100.9;host=b.example"}, "10.0.0.1", "http"},
-		{"ports differ", []string{"X-Forwarded-Port", "443", "Forwarded", `for=198.51.100.9;host="a.example:8443"`}, "10.0.0.1", "http"},
+			"", ""},
+		{"hosts differ", []string{"X-Forwarded-Host", "a.example", "Forwarded", "for=198.51.100.9;host=b.example"}, "", ""},
+		{"ports differ", []string{"X-Forwarded-Port", "443", "Forwarded", `for=198.51.100.9;host="a.example:8443"`}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := serve(t, h, request("10.0.0.1:1", tt.headers...))
-			if res.clientIP != tt.client || res.header.Get("X-Forwarded-Proto") != tt.proto {
-				t.Errorf("client_ip = %v, proto %q; want %s, %s", res.clientIP, res.header.Get("X-Forwarded-Proto"), tt.client, tt.proto)
+			res, err := tryServe(h, request("10.0.0.1:1", tt.headers...))
+			if tt.client == "" {
+				var he caddyhttp.HandlerError
+				if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || res.header != nil {
+					t.Fatalf("disagreeing formats: %v, want a 400 before the next handler", err)
+				}
+				return
 			}
-			if tt.client == "10.0.0.1" {
-				assertHeader(t, res.header, "X-Forwarded-For") // the peer is the client
+			if err != nil || res.clientIP != tt.client || res.header.Get("X-Forwarded-Proto") != tt.proto {
+				t.Errorf("client_ip = %v, proto %q, %v; want %s, %s", res.clientIP, res.header.Get("X-Forwarded-Proto"), err, tt.client, tt.proto)
+			}
+			if h := res.header.Get("X-Forwarded-Host"); strings.Contains(h, "evil") {
+				t.Errorf("X-Forwarded-Host %q believed from one format", h)
 			}
 		})
 	}
@@ -381,8 +402,8 @@ func TestBothFormatsMustAgree(t *testing.T) {
 func TestUnixPeer(t *testing.T) {
 	untrusted := provision(t, &Handler{Emit: []string{"x_forwarded", "forwarded"}})
 	res := serve(t, untrusted, request("@", "X-Forwarded-For", "203.0.113.7"))
-	if res.clientIP != "@" || res.placeholders["client_ip"] != "unknown" {
-		t.Errorf("client_ip = %v, placeholder %q; want the server's own value and unknown", res.clientIP, res.placeholders["client_ip"])
+	if res.clientIP != "" || res.placeholders["client_ip"] != "unknown" {
+		t.Errorf("client_ip = %v, placeholder %q; want empty (nothing Caddy guessed from the headers) and unknown", res.clientIP, res.placeholders["client_ip"])
 	}
 	assertHeader(t, res.header, "X-Forwarded-For", "unknown")
 	assertHeader(t, res.header, "Forwarded", "for=unknown;host=example.com;proto=http")

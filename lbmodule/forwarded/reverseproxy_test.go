@@ -91,13 +91,14 @@ func TestThroughReverseProxy(t *testing.T) {
 		headers := append([]string{"Connection", "X-Forwarded-Port, X-Forwarded-For"}, spoofed...)
 		got := forwardingOnly(get(t, "edge", headers...))
 		want := http.Header{
-			"X-Forwarded-For":     {"127.0.0.1"},
-			"X-Forwarded-Proto":   {"http"},
-			"X-Forwarded-Host":    {"app.example:8080"},
-			"X-Forwarded-Port":    {"8080"},
+			"X-Forwarded-For":   {"127.0.0.1"},
+			"X-Forwarded-Proto": {"http"},
+			"X-Forwarded-Host":  {"app.example:8080"},
+			// the port the client connected to, not the Host header's say
+			"X-Forwarded-Port":    {listenerPort(addrs["edge"])},
 			"Forwarded":           {`for=127.0.0.1;host="app.example:8080";proto=http`},
 			"X-Seen-Client-Ip":    {"127.0.0.1"},
-			"X-Seen-Placeholders": {"127.0.0.1 http app.example:8080 8080"},
+			"X-Seen-Placeholders": {"127.0.0.1 http app.example:8080 " + listenerPort(addrs["edge"])},
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("backend received\n%v\nwant\n%v", got, want)
@@ -131,7 +132,7 @@ func TestThroughReverseProxy(t *testing.T) {
 		want := http.Header{
 			"Forwarded":           {`for=127.0.0.1;host="app.example:8080";proto=http`},
 			"X-Seen-Client-Ip":    {"127.0.0.1"},
-			"X-Seen-Placeholders": {"127.0.0.1 http app.example:8080 8080"},
+			"X-Seen-Placeholders": {"127.0.0.1 http app.example:8080 " + listenerPort(addrs["forwarded_only"])},
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("backend received\n%v\nwant\n%v", got, want)
@@ -148,4 +149,9 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+func listenerPort(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }

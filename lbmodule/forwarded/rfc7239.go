@@ -288,7 +288,7 @@ func validHost(s string) bool {
 				return false
 			}
 			port = port[1:]
-			if _, ok := parsePort(port); !ok {
+			if !validPort(port) {
 				return false
 			}
 		}
@@ -296,7 +296,7 @@ func validHost(s string) bool {
 	}
 	if i := strings.IndexByte(s, ':'); i >= 0 {
 		host, port = s[:i], s[i+1:]
-		if _, ok := parsePort(port); !ok {
+		if !validPort(port) {
 			return false
 		}
 	}

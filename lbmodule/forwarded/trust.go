@@ -27,10 +27,15 @@ type verdict struct {
 
 	// clientNode is hops[client], kept after the scratch is returned.
 	clientNode Node
-	// clientAddr is the address for Caddy's client_ip: the client's, or
-	// when the chain names the client only "unknown" or by an obfuscated
-	// identifier, the nearest hop's address that is known.
+	// clientAddr is the address for Caddy's client_ip: the client's. It
+	// is invalid when the chain names the client only "unknown", by an
+	// obfuscated identifier, or not at all: never a trusted hop's address,
+	// which would let a client pass as the proxy in front of it.
 	clientAddr netip.Addr
+
+	// conflict names the field on which X-Forwarded-* and Forwarded from a
+	// trusted peer disagree; the request is refused.
+	conflict string
 
 	// proto, host and port are those the client used.
 	proto, host, port string
@@ -58,18 +63,18 @@ func (h *Handler) decide(r *http.Request, v *verdict) {
 	v.peer = peer
 	if h.trustsHop(r, 0, peer, unix) {
 		v.scratch = scratchPool.Get().(*scratch)
-		if c, ok := h.readClaims(r, v.scratch, peer, unix); ok {
-			v.trustedPeer = true
-			v.hops, v.client = c.hops, c.client
-			v.apply(c)
+		c, conflict := h.readClaims(r, v.scratch, peer, unix)
+		if conflict != "" {
+			v.conflict = conflict
+			return
 		}
+		v.trustedPeer = true
+		v.hops, v.client = c.hops, c.client
+		v.apply(c)
 	}
 	v.clientNode = v.hop(v.client)
-	for j := v.client; j >= 0; j-- {
-		if n := v.hop(j); n.IsIP() {
-			v.clientAddr = n.Addr.Unmap()
-			break
-		}
+	if v.clientNode.IsIP() {
+		v.clientAddr = v.clientNode.Addr.Unmap()
 	}
 }
 
@@ -104,10 +109,11 @@ func (v *verdict) apply(c claims) {
 	}
 }
 
-// readClaims reads the accepted formats from a trusted peer. ok is false
-// when both formats are accepted, present and disagree: the request is
-// then handled as if the peer were untrusted.
-func (h *Handler) readClaims(r *http.Request, s *scratch, peer Node, unix bool) (claims, bool) {
+// readClaims reads the accepted formats from a trusted peer. When both
+// formats are accepted, present and disagree, it names the field instead:
+// believing either would be spoofable through a proxy that passes the
+// other on unchanged, and so would taking the peer as the client.
+func (h *Handler) readClaims(r *http.Request, s *scratch, peer Node, unix bool) (claims, string) {
 	var x, f claims
 	if h.accept&xForwarded != 0 {
 		x = h.xForwardedClaims(r, s, peer, unix)
@@ -116,25 +122,37 @@ func (h *Handler) readClaims(r *http.Request, s *scratch, peer Node, unix bool) 
 		f = h.forwardedClaims(r, s, peer, unix)
 	}
 	if x.hops == nil {
-		return f, true
+		return f, ""
 	}
 	if f.hops == nil {
-		return x, true
+		return x, ""
 	}
 	if field := disagreement(&x, &f); field != "" {
-		if ce := h.logger.Check(zap.DebugLevel, "X-Forwarded-* and Forwarded disagree; handling the request as from an untrusted peer"); ce != nil {
+		if ce := h.logger.Check(zap.DebugLevel, "X-Forwarded-* and Forwarded disagree; refusing the request"); ce != nil {
 			ce.Write(zap.String("field", field), zap.String("remote_addr", r.RemoteAddr))
 		}
-		return claims{}, false
+		return claims{}, field
 	}
 	c := x
 	if !x.hasChain && f.hasChain {
 		c.hops, c.client, c.hasChain = f.hops, f.client, true
 	}
-	c.proto = firstNonEmpty(x.proto, f.proto)
-	c.host = firstNonEmpty(x.host, f.host)
-	c.port = firstNonEmpty(x.port, f.port)
-	return c, true
+	// With both formats in play, a field only one of them states may have
+	// been written by the client and passed on by a proxy that sets only
+	// the other format: believe only what both state.
+	c.proto = bothOrNone(x.proto, f.proto)
+	c.host = bothOrNone(x.host, f.host)
+	c.port = bothOrNone(x.port, f.port)
+	return c, ""
+}
+
+// bothOrNone is a when a and b agree, else "" (disagreement already
+// refused differing values, so only a missing one remains).
+func bothOrNone(a, b string) string {
+	if a == b {
+		return a
+	}
+	return ""
 }
 
 // disagreement names the first thing X-Forwarded-* and Forwarded both
@@ -187,8 +205,8 @@ func (h *Handler) xForwardedClaims(r *http.Request, s *scratch, peer Node, unix 
 	}
 	if p := lastListValue(r.Header["X-Forwarded-Port"]); validPort(p) {
 		c.port = p
-	} else if c.host != "" {
-		c.port = hostPort(c.host)
+	} else if p := hostPort(c.host); validPort(p) {
+		c.port = p
 	}
 	return c
 }
@@ -303,13 +321,13 @@ func ownView(r *http.Request) (proto, host, port string) {
 	if r.TLS != nil {
 		proto = "https"
 	}
+	// The port the client used is the one it connected to: the listener's.
+	// The Host header's port is the client's say and may be anything.
+	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && addr.Port > 0 {
+		return proto, host, strconv.Itoa(addr.Port)
+	}
 	if p := hostPort(host); validPort(p) {
 		return proto, host, p
-	}
-	if host == "" {
-		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && addr.Port > 0 {
-			return proto, host, strconv.Itoa(addr.Port)
-		}
 	}
 	return proto, host, defaultPort(proto)
 }
