@@ -70,6 +70,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 				}
 				vars[caddyhttp.ClientIPVarKey] = "192.0.2.1"
 				vars[caddyhttp.TrustedProxyVarKey] = false
+				delete(vars, doneVarKey) // each iteration is a new request
 				repl := caddy.NewReplacer()
 				repl.Map(httpVars) // as Caddy's server does, growing the provider list
 				rr := r.WithContext(context.WithValue(base, caddy.ReplacerCtxKey, repl))
