@@ -680,3 +680,36 @@ func TestTTLSlidesWithUseAndExpiresWithout(t *testing.T) {
 		t.Fatalf("idle session at 2.4s: outcome %q, want new (expired)", outcome)
 	}
 }
+
+func TestAddedUpstreamLeavesBindingsWhereTheyAre(t *testing.T) {
+	ctx := testContext(t)
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002")
+	for _, cfg := range []Sticky{{Secrets: []string{testSecret}}, {Header: "X-Session"}} {
+		s := provision(t, ctx, cfg)
+		type session struct {
+			cookie *http.Cookie
+			key    string
+			bound  string
+		}
+		var sessions []session
+		for i := range 20 {
+			r := newRequest()
+			key := "user-" + strings.Repeat("k", i)
+			r.Header.Set("X-Session", key)
+			w := httptest.NewRecorder()
+			up := s.Select(pool, r, w)
+			sessions = append(sessions, session{lbCookie(t, w, defaultCookieName), key, up.Dial})
+		}
+		grown := append(pool, testPool("127.0.0.1:9003")...)
+		for _, ss := range sessions {
+			r := newRequest()
+			if ss.cookie != nil {
+				r.AddCookie(ss.cookie)
+			}
+			r.Header.Set("X-Session", ss.key)
+			if got := s.Select(grown, r, httptest.NewRecorder()); got.Dial != ss.bound || outcomeOf(r) != outcomeHit {
+				t.Fatalf("%s: after adding an upstream a session moved from %s to %s (%q)", s.KeyMode(), ss.bound, got.Dial, outcomeOf(r))
+			}
+		}
+	}
+}
