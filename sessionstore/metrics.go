@@ -1,9 +1,9 @@
 package sessionstore
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddylb/caddylb/internal/promreg"
 )
 
 // storeMetrics are package-level so that every config's registry (Caddy
@@ -29,13 +29,5 @@ var storeMetrics = struct {
 
 // RegisterMetrics adds the store metrics to registry; registering twice is fine.
 func RegisterMetrics(registry prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{storeMetrics.latency, storeMetrics.errors} {
-		if err := registry.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return err
-			}
-		}
-	}
-	return nil
+	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors)
 }

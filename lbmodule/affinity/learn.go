@@ -41,14 +41,14 @@ func (Learn) CaddyModule() caddy.ModuleInfo {
 // Provision registers the handler for this config load.
 func (l *Learn) Provision(ctx caddy.Context) error {
 	l.registry = ctx.GetMetricsRegistry()
-	addLearnHandler(ctx)
+	claim(l.registry, learnHandlerKey)
 	return nil
 }
 
 // Cleanup unregisters it.
 func (l *Learn) Cleanup() error {
 	if l.registry != nil {
-		removeLearnHandler(l.registry)
+		release(l.registry, learnHandlerKey)
 		l.registry = nil
 	}
 	return nil

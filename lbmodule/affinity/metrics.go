@@ -1,9 +1,9 @@
 package affinity
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddylb/caddylb/internal/promreg"
 )
 
 // decisions counts every selection by outcome. It is package-level so that
@@ -28,11 +28,5 @@ func countDecision(outcome string) {
 }
 
 func registerMetrics(registry prometheus.Registerer) error {
-	if err := registry.Register(decisions); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(registry, decisions)
 }

@@ -3,66 +3,49 @@ package affinity
 import (
 	"sync"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// learnHandlers counts the sticky_learn handlers provisioned per config
-// load, so that an app_cookie policy can refuse a config that has none.
-// Caddy gives every config load its own metrics registry, which makes it
-// a key for "this config".
-var learnHandlers = struct {
+// perConfig counts things provisioned in one config load: sticky_learn
+// handlers, so that an app_cookie policy can refuse a config without one,
+// and sticky policies per store and namespace, so that two policies that
+// would read each other's sessions are reported. Caddy gives every config
+// load its own metrics registry, which makes it a key for "this config".
+var perConfig = struct {
 	sync.Mutex
-	n map[*prometheus.Registry]int
-}{n: map[*prometheus.Registry]int{}}
+	n map[configKey]int
+}{n: map[configKey]int{}}
 
-func addLearnHandler(ctx caddy.Context) {
-	learnHandlers.Lock()
-	learnHandlers.n[ctx.GetMetricsRegistry()]++
-	learnHandlers.Unlock()
+type configKey struct {
+	config *prometheus.Registry
+	what   string
 }
 
-func removeLearnHandler(reg *prometheus.Registry) {
-	learnHandlers.Lock()
-	if learnHandlers.n[reg]--; learnHandlers.n[reg] <= 0 {
-		delete(learnHandlers.n, reg)
-	}
-	learnHandlers.Unlock()
+// learnHandlerKey is what sticky_learn handlers are counted under.
+const learnHandlerKey = "sticky_learn"
+
+// claim counts one more of what in config and returns how many there were.
+func claim(config *prometheus.Registry, what string) int {
+	perConfig.Lock()
+	defer perConfig.Unlock()
+	k := configKey{config, what}
+	perConfig.n[k]++
+	return perConfig.n[k] - 1
 }
 
-func learnHandlerProvisioned(ctx caddy.Context) bool {
-	learnHandlers.Lock()
-	defer learnHandlers.Unlock()
-	return learnHandlers.n[ctx.GetMetricsRegistry()] > 0
+// release undoes one claim.
+func release(config *prometheus.Registry, what string) {
+	perConfig.Lock()
+	defer perConfig.Unlock()
+	k := configKey{config, what}
+	if perConfig.n[k]--; perConfig.n[k] <= 0 {
+		delete(perConfig.n, k)
+	}
 }
 
-// namespaces counts, per config load, the sticky policies using each store
-// and namespace, so that two policies that would read each other's
-// sessions are reported.
-var namespaces = struct {
-	sync.Mutex
-	n map[*prometheus.Registry]map[string]int
-}{n: map[*prometheus.Registry]map[string]int{}}
-
-// claimNamespace records one policy's store and namespace for this config
-// load and returns how many policies used it before.
-func claimNamespace(reg *prometheus.Registry, id string) int {
-	namespaces.Lock()
-	defer namespaces.Unlock()
-	if namespaces.n[reg] == nil {
-		namespaces.n[reg] = map[string]int{}
-	}
-	namespaces.n[reg][id]++
-	return namespaces.n[reg][id] - 1
-}
-
-func releaseNamespace(reg *prometheus.Registry, id string) {
-	namespaces.Lock()
-	defer namespaces.Unlock()
-	if namespaces.n[reg][id]--; namespaces.n[reg][id] <= 0 {
-		delete(namespaces.n[reg], id)
-	}
-	if len(namespaces.n[reg]) == 0 {
-		delete(namespaces.n, reg)
-	}
+// claimed reports how many of what config holds.
+func claimed(config *prometheus.Registry, what string) int {
+	perConfig.Lock()
+	defer perConfig.Unlock()
+	return perConfig.n[configKey{config, what}]
 }

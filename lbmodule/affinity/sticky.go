@@ -188,12 +188,12 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.registry = ctx.GetMetricsRegistry()
-	s.claimed = s.Store + "\x00" + s.namespace
-	if claimNamespace(s.registry, s.claimed) > 0 {
+	s.claimed = "namespace\x00" + s.Store + "\x00" + s.namespace
+	if claim(s.registry, s.claimed) > 0 {
 		s.logger.Warn("another lb_policy sticky in this config uses the same store and session namespace; if they proxy to different upstreams, each will move the other's sessions: give each its own `namespace` (and, for LB cookies, its own `cookie` name or `path`)",
 			zap.String("store", s.Store), zap.String("namespace", s.namespace))
 	}
-	if s.mode == keyAppCookie && !learnHandlerProvisioned(ctx) {
+	if s.mode == keyAppCookie && claimed(s.registry, learnHandlerKey) == 0 {
 		return fmt.Errorf("lb_policy sticky: app_cookie %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of reverse_proxy: add the line `sticky_learn` to the site block (or a {\"handler\": \"sticky_learn\"} route before reverse_proxy in JSON)", s.AppCookie)
 	}
 	return nil
@@ -303,7 +303,7 @@ func (s *Sticky) Validate() error {
 // Cleanup releases the store.
 func (s *Sticky) Cleanup() error {
 	if s.registry != nil {
-		releaseNamespace(s.registry, s.claimed)
+		release(s.registry, s.claimed)
 		s.registry = nil
 	}
 	if s.releaseStore != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"time"
 
@@ -121,7 +122,8 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 	}
 	var stores []*sessionstore.Store
 	var known []string
-	for _, group := range groupByStore(stickyProxies()) {
+	groups := groupByStore(stickyProxies())
+	for _, group := range groups {
 		for _, up := range group.upstreams {
 			known = append(known, up.Dial)
 			if up.Dial == req.Address {
@@ -132,7 +134,7 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 	if len(stores) == 0 && !draining {
 		// Undrain is allowed for any address, so that a flag left on an
 		// upstream since removed from the config can still be cleared.
-		for _, group := range groupByStore(stickyProxies()) {
+		for _, group := range groups {
 			stores = append(stores, group.store)
 		}
 	}
@@ -280,21 +282,12 @@ func groupByStore(proxies []stickyProxy) []*storeGroup {
 			if _, seen := g.modes[up.Dial]; !seen {
 				g.upstreams = append(g.upstreams, up)
 			}
-			if !contains(g.modes[up.Dial], p.policy.KeyMode()) {
+			if !slices.Contains(g.modes[up.Dial], p.policy.KeyMode()) {
 				g.modes[up.Dial] = append(g.modes[up.Dial], p.policy.KeyMode())
 			}
 		}
 	}
 	return groups
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func storeName(s *sessionstore.Store) string {
