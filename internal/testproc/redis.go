@@ -49,6 +49,33 @@ func startRedis(t testing.TB, password string) *Proc {
 	})
 }
 
+// StartRedisTLS starts redis-server serving TLS only, with the given
+// certificate and key (PEM files). Clients are not asked for certificates.
+func StartRedisTLS(t testing.TB, certFile, keyFile string) *Proc {
+	t.Helper()
+	bin := lookPath(t, "redis-server")
+	port := FreePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return Start(t, Spec{
+		Name: "redis-server-tls",
+		Path: bin,
+		Args: []string{
+			"--port", "0",
+			"--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", certFile,
+			"--tls-key-file", keyFile,
+			"--tls-auth-clients", "no",
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", t.TempDir(),
+		},
+		Addr: addr,
+		// A TCP accept is all that can be checked without a TLS client.
+		Ready: func() error { return DialTCP(addr) },
+	})
+}
+
 // PingRedis sends PING (after AUTH when password is set) over raw RESP and
 // answers nil if the reply is PONG.
 func PingRedis(addr, password string) error {
