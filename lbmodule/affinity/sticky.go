@@ -177,7 +177,7 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	s.fallback = mod.(reverseproxy.Selector)
 	switch s.fallback.(type) {
 	case *reverseproxy.CookieHashSelection, *Sticky:
-		return fmt.Errorf("fallback policy %T cannot be used with sticky: it would issue its own cookie; use least_conn, round_robin, random, client_ip_hash...", s.fallback)
+		return fmt.Errorf("fallback policy %T cannot be used with sticky: it would issue its own cookie; use least_conn, round_robin, random or client_ip_hash", s.fallback)
 	}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {

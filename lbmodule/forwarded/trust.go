@@ -366,10 +366,3 @@ func lastListValue(values []string) string {
 	}
 	return ""
 }
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
