@@ -176,11 +176,7 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 		// memory store) are counted and logged all the same.
 		err := fn(ctx)
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			s.errors[o].Inc()
-			if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
-				s.logger.Error("session store call failed", zap.String("store", s.name),
-					zap.String("op", opNames[o]), zap.Int64("errors_not_logged", suppressed), zap.Error(err))
-			}
+			s.report(o, "session store call failed", err)
 		}
 		return err
 	}
@@ -197,26 +193,30 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 		if s.breaker.succeed() {
 			s.logger.Info("session store reachable again", zap.String("store", s.name))
 		}
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			s.errors[o].Inc()
-			if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
-				s.logger.Error("session store holds a value that is not a binding; is the key prefix shared?",
-					zap.String("store", s.name), zap.Int64("errors_not_logged", suppressed), zap.Error(err))
-			}
+		if errors.Is(err, ErrMalformed) {
+			s.report(o, "session store holds a value that is not a binding; is the key prefix shared?", err)
 		}
 		return err
 	}
-	s.errors[o].Inc()
 	backoff := s.breaker.fail(time.Now())
-	if suppressed, ok := s.breaker.shouldLog(time.Now()); ok {
-		s.logger.Error("session store call failed; requests fall back until it answers",
-			zap.String("store", s.name),
-			zap.String("op", opNames[o]),
-			zap.Duration("retry_in", backoff),
-			zap.Int64("errors_not_logged", suppressed),
-			zap.Error(err))
-	}
+	s.report(o, "session store call failed; requests fall back until it answers", err, zap.Duration("retry_in", backoff))
 	return fmt.Errorf("session store %q: %s: %w", s.name, opNames[o], err)
+}
+
+// report counts a failed call and logs it, at most once per
+// errorLogInterval with the number of failures not logged since.
+func (s *Store) report(o op, msg string, err error, fields ...zap.Field) {
+	s.errors[o].Inc()
+	suppressed, ok := s.breaker.shouldLog(time.Now())
+	if !ok {
+		return
+	}
+	s.logger.Error(msg, append([]zap.Field{
+		zap.String("store", s.name),
+		zap.String("op", opNames[o]),
+		zap.Int64("errors_not_logged", suppressed),
+		zap.Error(err),
+	}, fields...)...)
 }
 
 const (
