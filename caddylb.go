@@ -4,6 +4,8 @@
 // brings every module and Caddyfile directive:
 //
 //   - sessionstore: the session_store app (memory, redis, memcached)
+//   - assetcdn: the asset_store app (s3, file), asset_offload,
+//     asset_serve, the asset_url template function, `caddy assets`
 //   - lbmodule/affinity: lb_policy sticky and the sticky_learn handler
 //   - lbmodule/forwarded: the forwarded handler (trusted-proxy headers)
 //   - lbmodule/lbadmin: the /lb/ admin API
@@ -11,6 +13,7 @@
 package caddylb
 
 import (
+	_ "github.com/caddylb/caddylb/assetcdn"
 	_ "github.com/caddylb/caddylb/caddyfile"
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"

@@ -1,6 +1,6 @@
 // Package caddyfile registers caddy-lb's Caddyfile surface in one place:
-// global options (session_store), handler directives (forwarded,
-// sticky_learn) and
+// global options (session_store, asset_store), handler directives (forwarded,
+// asset_offload, sticky_learn) and
 // where they sit in Caddy's directive order. The modules themselves parse
 // their own blocks (UnmarshalCaddyfile beside each module).
 package caddyfile
@@ -14,18 +14,24 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddylb/caddylb/assetcdn"
 	"github.com/caddylb/caddylb/lbmodule/affinity"
 	"github.com/caddylb/caddylb/lbmodule/forwarded"
-	"github.com/caddylb/caddylb/sessionstore"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("session_store", parseSessionStore)
+	httpcaddyfile.RegisterGlobalOption("asset_store", parseAssetStore)
 
 	httpcaddyfile.RegisterHandlerDirective("forwarded", parseForwarded)
 	// First of all: every later handler, matcher and log must see the
 	// real client and scheme.
 	httpcaddyfile.RegisterDirectiveOrder("forwarded", httpcaddyfile.Before, "tracing")
+
+	httpcaddyfile.RegisterHandlerDirective("asset_offload", parseAssetOffload)
+	// Files must be stored and replaced by references before the
+	// request is proxied.
+	httpcaddyfile.RegisterDirectiveOrder("asset_offload", httpcaddyfile.Before, "reverse_proxy")
 
 	httpcaddyfile.RegisterHandlerDirective("sticky_learn", parseStickyLearn)
 	// It must wrap the response before reverse_proxy writes it.
@@ -38,34 +44,59 @@ func init() {
 //		...backend options...
 //	}]
 func parseSessionStore(d *caddyfile.Dispenser, existingVal any) (any, error) {
-	app := sessionstore.App{StoresRaw: map[string]json.RawMessage{}}
+	return parseNamedStore(d, existingVal, "session_store", "memory|redis|memcached")
+}
+
+// parseAssetStore parses one object store declaration; repeats add stores:
+//
+//	asset_store <name> s3 {
+//		bucket <bucket>
+//		...
+//	}
+//	asset_store <name> file <dir> [{
+//		public_url <base url>
+//	}]
+func parseAssetStore(d *caddyfile.Dispenser, existingVal any) (any, error) {
+	return parseNamedStore(d, existingVal, "asset_store", "s3|file")
+}
+
+// namedStores is the JSON shape of both store apps: backend modules by
+// name in the "<option>.backends" namespace.
+type namedStores struct {
+	StoresRaw map[string]json.RawMessage `json:"stores,omitempty"`
+}
+
+// parseNamedStore adds one `<option> <name> <backend> ...` declaration to
+// the app of the same name, merging with earlier declarations.
+func parseNamedStore(d *caddyfile.Dispenser, existingVal any, option, backends string) (any, error) {
+	app := namedStores{StoresRaw: map[string]json.RawMessage{}}
 	if existingVal != nil {
 		prev, ok := existingVal.(httpcaddyfile.App)
 		if !ok {
-			return nil, d.Errf("existing session_store value of unexpected type %T", existingVal)
+			return nil, d.Errf("existing %s value of unexpected type %T", option, existingVal)
 		}
 		if err := json.Unmarshal(prev.Value, &app); err != nil {
-			return nil, d.Errf("merging session_store options: %v", err)
+			return nil, d.Errf("merging %s options: %v", option, err)
 		}
 	}
 	d.Next() // option name
 	if !d.NextArg() {
-		return nil, d.Err("session_store needs a name and a backend: session_store <name> <memory|redis|memcached>")
+		return nil, d.Errf("%s needs a name and a backend: %s <name> <%s>", option, option, backends)
 	}
 	name := d.Val()
 	if !d.NextArg() {
-		return nil, d.Errf("session_store %s needs a backend: memory, redis or memcached", name)
+		return nil, d.Errf("%s %s needs a backend: %s", option, name, backends)
 	}
 	backend := d.Val()
 	if _, dup := app.StoresRaw[name]; dup {
-		return nil, d.Errf("session_store %s is declared twice", name)
+		return nil, d.Errf("%s %s is declared twice", option, name)
 	}
-	unm, err := caddyfile.UnmarshalModule(d, "session_store.backends."+backend)
+	unm, err := caddyfile.UnmarshalModule(d, option+".backends."+backend)
 	if err != nil {
-		return nil, fmt.Errorf("session_store %s: %w", name, err)
+		return nil, fmt.Errorf("%s %s: %w", option, name, err)
 	}
 	app.StoresRaw[name] = caddyconfig.JSONModuleObject(unm, "backend", backend, nil)
-	return httpcaddyfile.App{Name: "session_store", Value: caddyconfig.JSON(app, nil)}, nil
+	return httpcaddyfile.App{Name: option, Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 func parseForwarded(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -74,6 +105,14 @@ func parseForwarded(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, err
 	}
 	return f, nil
+}
+
+func parseAssetOffload(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	o := new(assetcdn.Offload)
+	if err := o.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
 func parseStickyLearn(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

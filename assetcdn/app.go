@@ -1,0 +1,113 @@
+package assetcdn
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App provisions the named object stores declared with the `asset_store`
+// global option. Handlers, template functions and log writers look their
+// store up here by name.
+type App struct {
+	// The stores by name. Each is a backend module, "s3" or "file",
+	// named by its "backend" key.
+	StoresRaw map[string]json.RawMessage `json:"stores,omitempty" caddy:"namespace=asset_store.backends inline_key=backend"`
+
+	stores map[string]Store
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "asset_store",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision loads every store.
+func (a *App) Provision(ctx caddy.Context) error {
+	mods, err := ctx.LoadModule(a, "StoresRaw")
+	if err != nil {
+		return fmt.Errorf("loading asset stores: %v", err)
+	}
+	a.stores = make(map[string]Store)
+	for name, mod := range mods.(map[string]any) {
+		store, ok := mod.(Store)
+		if !ok {
+			return fmt.Errorf("asset store %q: module %T is not an object store", name, mod)
+		}
+		a.stores[name] = store
+	}
+	return nil
+}
+
+// Start implements caddy.App; stores connect lazily.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App; backends release their clients in Cleanup.
+func (a *App) Stop() error { return nil }
+
+// Store returns the store called name. An empty name means the only
+// declared store.
+func (a *App) Store(name string) (Store, error) {
+	if name == "" {
+		if len(a.stores) == 1 {
+			for _, s := range a.stores {
+				return s, nil
+			}
+		}
+		return nil, fmt.Errorf("no asset store named and %d declared (%v): name one with `store <name>`", len(a.stores), a.names())
+	}
+	s, ok := a.stores[name]
+	if !ok {
+		return nil, fmt.Errorf("asset store %q is not declared (declared: %v); add `asset_store %s <s3|file> ...` to the global options", name, a.names(), name)
+	}
+	return s, nil
+}
+
+func (a *App) names() []string {
+	names := make([]string, 0, len(a.stores))
+	for n := range a.stores {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns the store called name from the config being
+// provisioned; an empty name means the only declared store.
+func Lookup(ctx caddy.Context, name string) (Store, error) {
+	appVal, err := ctx.AppIfConfigured("asset_store")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, fmt.Errorf("asset store %q is not declared; add `asset_store %s <s3|file> ...` to the global options", name, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading asset_store app: %v", err)
+	}
+	return appVal.(*App).Store(name)
+}
+
+// escapeKey escapes each segment of a validated key for use in a URL path.
+func escapeKey(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

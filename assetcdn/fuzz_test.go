@@ -1,0 +1,57 @@
+package assetcdn
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// FuzzOffloadMultipart feeds arbitrary multipart bodies to the handler:
+// it must never panic, must answer with a status that names the problem,
+// and must leave no object behind when it refuses.
+func FuzzOffloadMultipart(f *testing.F) {
+	seeds := []string{
+		"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\nxx\r\n--b--\r\n",
+		"--b\r\nContent-Disposition: form-data; name=\"t\"\r\n\r\nv\r\n--b--\r\n",
+		"--b\r\nContent-Disposition: form-data; name=\"f[]\"; filename*=UTF-8''%C3%A9.pdf\r\n\r\n%PDF-1\r\n--b--\r\n",
+		"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"../../x\"\r\n\r\n<html>\r\n--b--\r\n",
+		"--b\r\n\r\n--b--",
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	store := newTestStore(f)
+	o := newTestOffload(f, store, func(o *Offload) {
+		o.MaxSize = 4096
+		o.MaxFiles = 3
+		o.MaxFieldsSize = 1024
+	})
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest(http.MethodPost, "/uploads", strings.NewReader(body))
+		req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+		rec, seen := serve(t, o, req, http.StatusOK)
+		switch rec.Code {
+		case http.StatusOK:
+			if !seen.called {
+				t.Fatal("200 without calling the backend")
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+			if seen.called {
+				t.Fatalf("backend called after %d", rec.Code)
+			}
+			if !strings.Contains(rec.Body.String(), `"error"`) {
+				t.Fatalf("%d without an error message", rec.Code)
+			}
+			if keys := objectKeys(t, store); len(keys) != 0 {
+				t.Fatalf("refused with %d but left %v", rec.Code, keys)
+			}
+		default:
+			t.Fatalf("unexpected status %d: %s", rec.Code, rec.Body)
+		}
+		// Accepted uploads are removed between runs to keep the store small.
+		for _, k := range objectKeys(t, store) {
+			_ = store.Delete(t.Context(), k)
+		}
+	})
+}

@@ -1,0 +1,45 @@
+package assetcdn
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddylb/caddylb/internal/promreg"
+)
+
+// Outcomes of an upload request.
+const (
+	outcomeStored       = "stored"
+	outcomeTooLarge     = "too_large"
+	outcomeTypeRefused  = "type_refused"
+	outcomeBadRequest   = "bad_request"
+	outcomeUnauthorized = "unauthorized"
+	outcomeClientGone   = "client_gone"
+	outcomeStoreError   = "store_error"
+)
+
+var (
+	uploads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "asset_offload",
+		Name:      "requests_total",
+		Help:      "Upload requests by outcome: stored, too_large, type_refused, bad_request, unauthorized, client_gone, store_error.",
+	}, []string{"outcome"})
+	uploadedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "asset_offload",
+		Name:      "stored_bytes_total",
+		Help:      "Bytes of files stored by asset_offload.",
+	})
+	cleanedUp = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "asset_offload",
+		Name:      "cleaned_up_objects_total",
+		Help:      "Stored files removed because the request failed or the backend did not accept them.",
+	})
+)
+
+func countUpload(outcome string) { uploads.WithLabelValues(outcome).Inc() }
+
+func registerOffloadMetrics(registry prometheus.Registerer) error {
+	return promreg.Register(registry, uploads, uploadedBytes, cleanedUp)
+}

@@ -1,0 +1,362 @@
+package assetcdn
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Offload{})
+}
+
+// Offload streams uploaded files to an object store as they arrive and
+// passes the request on with each file replaced by a signed reference
+// (key, URL, size, sha256, type, name), so every web server behind the
+// load balancer sees the same files. multipart/form-data is read part by
+// part, never spooled to disk; a PUT (or POST of a non-form type) body is
+// stored as one file.
+type Offload struct {
+	// The `asset_store` to write to. Default: the only one declared.
+	Store string `json:"store,omitempty"`
+
+	// Largest file in bytes. A bigger file is refused with 413 as soon
+	// as it passes the limit; its partial object is removed. Default
+	// 100 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// Most files in one request. Default 10.
+	MaxFiles int `json:"max_files,omitempty"`
+
+	// Largest total size of the plain (non-file) form fields, which are
+	// held in memory. Default 1 MiB.
+	MaxFieldsSize int64 `json:"max_fields_size,omitempty"`
+
+	// Content types accepted, matched against the type sniffed from the
+	// bytes (never the one the client declared): "image/png", "image/*"
+	// or "*/*". Wildcards never admit HTML, SVG, XML or JavaScript;
+	// list them exactly to accept them. Default: every type except those.
+	AllowTypes []string `json:"allow_types,omitempty"`
+
+	// The object key template: {uuid} {sha256} {ext} {yyyy} {mm} {dd}
+	// {HH}. The client's path never becomes part of the key. Default
+	// "uploads/{yyyy}/{mm}/{dd}/{uuid}{ext}".
+	Key string `json:"key,omitempty"`
+
+	// HMAC-SHA256 keys that sign each file reference, so the backend can
+	// trust it came from the load balancer. The first signs; list the
+	// old ones after it while the backend rotates. Use {env.*}
+	// placeholders. Required.
+	SignSecret []string `json:"sign_secret,omitempty"`
+
+	// "json" answers the client directly with 201 and the references as
+	// JSON instead of calling the next handler. Default: pass the
+	// request on.
+	Respond string `json:"respond,omitempty"`
+
+	// A URL asked before any byte is stored, with the original method,
+	// headers and URI (X-Forwarded-Method, X-Forwarded-Uri) and no body,
+	// like forward_auth. A 2xx answer lets the upload proceed; any other
+	// answer is relayed to the client.
+	Authorize string `json:"authorize,omitempty"`
+
+	// How long the authorization request may take. Default 10s.
+	AuthorizeTimeout caddy.Duration `json:"authorize_timeout,omitempty"`
+
+	// Backend response statuses after which the stored files are
+	// deleted, because the application did not accept them: codes like
+	// "422" or classes like "4xx". Default "5xx". A backend that cannot
+	// be reached always triggers clean-up.
+	CleanupOn []string `json:"cleanup_on,omitempty"`
+
+	// The form field name used for a raw (non-multipart) body. Default
+	// "file".
+	RawField string `json:"raw_field,omitempty"`
+
+	store      Store
+	keyTmpl    *KeyTemplate
+	secrets    [][]byte
+	authClient *http.Client
+	logger     *zap.Logger
+}
+
+// Defaults of Offload.
+const (
+	defaultMaxSize       = 100 << 20
+	defaultMaxFiles      = 10
+	defaultMaxFieldsSize = 1 << 20
+	defaultKeyTemplate   = "uploads/{yyyy}/{mm}/{dd}/{uuid}{ext}"
+	maxFormParts         = 1000
+)
+
+// CaddyModule returns the Caddy module information.
+func (Offload) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.asset_offload",
+		New: func() caddy.Module { return new(Offload) },
+	}
+}
+
+// Provision sets defaults, resolves secrets and finds the store.
+func (o *Offload) Provision(ctx caddy.Context) error {
+	o.logger = ctx.Logger()
+	if err := o.prepare(); err != nil {
+		return err
+	}
+	if err := registerOffloadMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering asset_offload metrics: %v", err)
+	}
+	var err error
+	if o.store, err = Lookup(ctx, o.Store); err != nil {
+		return fmt.Errorf("asset_offload: %v", err)
+	}
+	return nil
+}
+
+// prepare applies defaults and parses what does not need the config.
+func (o *Offload) prepare() error {
+	if o.MaxSize == 0 {
+		o.MaxSize = defaultMaxSize
+	}
+	if o.MaxFiles == 0 {
+		o.MaxFiles = defaultMaxFiles
+	}
+	if o.MaxFieldsSize == 0 {
+		o.MaxFieldsSize = defaultMaxFieldsSize
+	}
+	if o.Key == "" {
+		o.Key = defaultKeyTemplate
+	}
+	if o.RawField == "" {
+		o.RawField = "file"
+	}
+	if len(o.CleanupOn) == 0 {
+		o.CleanupOn = []string{"5xx"}
+	}
+	if o.AuthorizeTimeout == 0 {
+		o.AuthorizeTimeout = caddy.Duration(10 * time.Second)
+	}
+	var err error
+	if o.keyTmpl, err = ParseKeyTemplate(o.Key); err != nil {
+		return err
+	}
+	repl := caddy.NewReplacer()
+	o.secrets = nil
+	for i, s := range o.SignSecret {
+		v := repl.ReplaceAll(s, "")
+		if len(v) < 16 {
+			return fmt.Errorf("asset_offload: sign_secret #%d is %d bytes after placeholders; use at least 16 random bytes", i+1, len(v))
+		}
+		o.secrets = append(o.secrets, []byte(v))
+	}
+	if o.Authorize != "" {
+		o.authClient = &http.Client{
+			Timeout: time.Duration(o.AuthorizeTimeout),
+			// A redirect (to a login page) is the answer, not something to follow.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return nil
+}
+
+// Validate checks the options.
+func (o *Offload) Validate() error {
+	if len(o.secrets) == 0 {
+		return errors.New("asset_offload: sign_secret is required, so the backend can tell references from the load balancer from forged form fields; use e.g. sign_secret {env.UPLOAD_SIGNING_SECRET}")
+	}
+	if o.MaxSize < 0 || o.MaxFiles < 0 || o.MaxFieldsSize < 0 {
+		return errors.New("asset_offload: max_size, max_files and max_fields_size must be positive")
+	}
+	if o.Respond != "" && o.Respond != "json" {
+		return fmt.Errorf("asset_offload: respond %q: the only choice is json", o.Respond)
+	}
+	for _, c := range o.CleanupOn {
+		if _, _, err := parseStatusPattern(c); err != nil {
+			return fmt.Errorf("asset_offload: cleanup_on: %v", err)
+		}
+	}
+	for _, t := range o.AllowTypes {
+		if !strings.Contains(t, "/") && t != "*" {
+			return fmt.Errorf("asset_offload: allow_types %q is not a media type pattern like image/png or image/*", t)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP stores the files of an upload, then runs next with the
+// references in their place.
+func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	kind := o.bodyKind(r)
+	if kind == bodyNone {
+		return next.ServeHTTP(w, r)
+	}
+	if limit := o.requestLimit(kind); r.ContentLength > limit {
+		countUpload(outcomeTooLarge)
+		return o.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the %d bytes allowed", r.ContentLength, limit))
+	}
+	if o.authClient != nil {
+		if allowed, err := o.authorize(w, r); err != nil || !allowed {
+			countUpload(outcomeUnauthorized)
+			return err
+		}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, o.requestLimit(kind))
+	up := &upload{o: o, r: r, started: time.Now()}
+	var err error
+	if kind == bodyMultipart {
+		err = up.readMultipart()
+	} else {
+		err = up.readRaw()
+	}
+	if err != nil {
+		up.cleanup("request failed")
+		return o.failUpload(w, r, err)
+	}
+	countUpload(outcomeStored)
+	if o.Respond == "json" {
+		return up.respondJSON(w)
+	}
+	if err := up.rewriteRequest(); err != nil {
+		up.cleanup("rewriting the request failed")
+		return o.fail(w, http.StatusInternalServerError, err.Error())
+	}
+	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+	err = next.ServeHTTP(rec, r)
+	status := rec.Status()
+	if err != nil {
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) {
+			status = he.StatusCode
+		} else {
+			status = http.StatusBadGateway
+		}
+	}
+	if err != nil || o.cleanupAfter(status) {
+		up.cleanup("backend answered " + strconv.Itoa(status))
+	}
+	return err
+}
+
+// bodyKinds are how a request carries files.
+type bodyKind int
+
+const (
+	bodyNone bodyKind = iota
+	bodyMultipart
+	bodyRaw
+)
+
+// bodyKind decides whether the request is an upload: multipart/form-data
+// of any method, or the body of a PUT, or of a POST that is not an
+// ordinary form or JSON document.
+func (o *Offload) bodyKind(r *http.Request) bodyKind {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
+		return bodyNone
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch {
+	case mt == "multipart/form-data":
+		return bodyMultipart
+	case r.ContentLength == 0:
+		return bodyNone
+	case r.Method == http.MethodPut:
+		return bodyRaw
+	case mt == "application/x-www-form-urlencoded", mt == "application/json", mt == "":
+		return bodyNone
+	case r.Method == http.MethodPost:
+		return bodyRaw
+	}
+	return bodyNone
+}
+
+// requestLimit is the most a request body may carry: every file at its
+// limit, the fields, and generous room for multipart framing.
+func (o *Offload) requestLimit(kind bodyKind) int64 {
+	if kind == bodyRaw {
+		return o.MaxSize
+	}
+	const framing = 16 << 10
+	return int64(o.MaxFiles)*(o.MaxSize+framing) + o.MaxFieldsSize + maxFormParts*framing
+}
+
+// cleanupAfter reports whether a backend status means the files were not
+// accepted.
+func (o *Offload) cleanupAfter(status int) bool {
+	for _, p := range o.CleanupOn {
+		lo, hi, _ := parseStatusPattern(p)
+		if status >= lo && status <= hi {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStatusPattern reads "502" or "5xx" into an inclusive range.
+func parseStatusPattern(p string) (lo, hi int, err error) {
+	if len(p) == 3 && strings.HasSuffix(p, "xx") && p[0] >= '1' && p[0] <= '5' {
+		c := int(p[0]-'0') * 100
+		return c, c + 99, nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 100 || n > 599 {
+		return 0, 0, fmt.Errorf("%q is not a status code (e.g. 422) or class (e.g. 5xx)", p)
+	}
+	return n, n, nil
+}
+
+// failUpload maps an upload error to the status the client gets.
+func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, err error) error {
+	var ue *uploadError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ue):
+		countUpload(ue.outcome)
+		return o.fail(w, ue.status, ue.msg)
+	case errors.As(err, &mbe):
+		countUpload(outcomeTooLarge)
+		return o.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %d bytes allowed", mbe.Limit))
+	case r.Context().Err() != nil:
+		countUpload(outcomeClientGone)
+		o.logger.Info("client went away during upload; stored parts removed", zap.Error(err))
+		return nil
+	case errors.Is(err, ErrUnavailable):
+		countUpload(outcomeStoreError)
+		o.logger.Error("asset store unavailable", zap.Error(err))
+		return o.fail(w, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")
+	default:
+		countUpload(outcomeStoreError)
+		o.logger.Error("storing upload failed", zap.Error(err))
+		return o.fail(w, http.StatusBadGateway, "storing the upload failed: "+err.Error())
+	}
+}
+
+// fail answers with a JSON error. The backend is never called.
+func (o *Offload) fail(w http.ResponseWriter, status int, msg string) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Connection", "close") // the rest of the body is not read
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// cleanupContext outlives the request, so that a client that went away
+// still has its objects removed.
+func cleanupContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Offload)(nil)
+	_ caddy.Validator             = (*Offload)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Offload)(nil)
+)

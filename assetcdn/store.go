@@ -1,0 +1,160 @@
+package assetcdn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Store is an object store: S3-compatible storage or a local directory.
+// Keys are relative to the store's prefix and are checked by ValidateKey.
+// Every method is safe for concurrent use.
+type Store interface {
+	// Put streams body to key. size is the body length, or -1 when it is
+	// not known in advance (the body is then uploaded part by part, so
+	// memory stays bounded by the store's part size). When Put returns an
+	// error no object and no multipart upload is left behind. With
+	// opts.NoOverwrite an existing key fails with ErrExists.
+	Put(ctx context.Context, key string, body io.Reader, size int64, opts PutOptions) (ObjectInfo, error)
+
+	// Open returns the object for reading. Seeking is allowed, so
+	// http.ServeContent can answer Range requests. A missing key gives
+	// ErrNotFound.
+	Open(ctx context.Context, key string) (Object, error)
+
+	// Stat describes key without reading it. A missing key gives
+	// ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+
+	// Delete removes key. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// List calls fn for every object whose key starts with prefix, in
+	// key order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// PublicURL is the URL clients fetch key from (the store's
+	// public_url joined with the key), or "" when no public_url is set.
+	PublicURL(key string) string
+
+	// PresignGet returns a time-limited URL that allows a GET of key,
+	// for private buckets. Stores that cannot presign give
+	// ErrUnsupported.
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
+
+	// PresignPost returns a browser-form upload (S3 POST policy) that
+	// lets a client upload one object directly to the store, bypassing
+	// the load balancer. Stores that cannot presign give ErrUnsupported.
+	PresignPost(ctx context.Context, policy PostPolicy) (PresignedPost, error)
+}
+
+// PutOptions are the object's HTTP metadata and write rules.
+type PutOptions struct {
+	ContentType        string
+	ContentDisposition string
+	CacheControl       string
+	// User metadata (x-amz-meta-*), e.g. the sha256 of the content.
+	Metadata map[string]string
+	// Refuse to replace an existing object (ErrExists).
+	NoOverwrite bool
+}
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Key                string
+	Size               int64
+	ETag               string
+	ContentType        string
+	ContentDisposition string
+	CacheControl       string
+	LastModified       time.Time
+	Metadata           map[string]string
+}
+
+// Object is an open stored object.
+type Object interface {
+	io.ReadSeekCloser
+	Info() ObjectInfo
+}
+
+// PostPolicy is what a presigned POST upload allows.
+type PostPolicy struct {
+	// The exact key the client must upload to.
+	Key string
+	// The exact Content-Type the client must send ("" allows any).
+	ContentType string
+	// Allowed body sizes in bytes, inclusive.
+	MinSize, MaxSize int64
+	// How long the form stays valid.
+	Expiry time.Duration
+}
+
+// PresignedPost is an HTML-form upload: POST multipart/form-data to URL
+// with Fields, then the file in a part named "file" last.
+type PresignedPost struct {
+	URL    string            `json:"url"`
+	Fields map[string]string `json:"fields"`
+}
+
+// Errors every store returns, test with errors.Is.
+var (
+	ErrNotFound    = errors.New("object not found")
+	ErrExists      = errors.New("object already exists")
+	ErrUnsupported = errors.New("not supported by this store")
+	ErrInvalidKey  = errors.New("invalid object key")
+	// The store could not be reached or answered with a server error;
+	// handlers answer 502/503 and never call the backend.
+	ErrUnavailable = errors.New("object store unavailable")
+)
+
+// MaxKeyLength is S3's limit on key length in bytes.
+const MaxKeyLength = 1024
+
+// ValidateKey refuses keys that could escape the store's prefix or that
+// S3-compatible servers treat differently (versitygw rejects ".." and
+// folds "a//b" into "a/b"): empty, longer than 1024 bytes, invalid
+// UTF-8, control characters, a backslash, a leading "/", an empty, "."
+// or ".." segment.
+func ValidateKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	}
+	if len(key) > MaxKeyLength {
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidKey, len(key), MaxKeyLength)
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidKey, key)
+	}
+	for _, r := range key {
+		if r < 0x20 || r == 0x7f || r == '\\' {
+			return fmt.Errorf("%w: %q contains a control character or backslash", ErrInvalidKey, key)
+		}
+	}
+	for _, seg := range strings.Split(key, "/") {
+		switch seg {
+		case "", ".", "..":
+			return fmt.Errorf("%w: %q has an empty, '.' or '..' path segment", ErrInvalidKey, key)
+		}
+	}
+	return nil
+}
+
+// joinURL joins a public base URL and a key with exactly one slash,
+// escaping each key segment.
+func joinURL(base, key string) string {
+	if base == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/" + escapeKey(key)
+}
+
+// copier is implemented by stores that copy objects server-side.
+type copier interface {
+	// Copy copies src to dst with opts' metadata; ErrExists when
+	// opts.NoOverwrite and dst exists.
+	Copy(ctx context.Context, src, dst string, opts PutOptions) error
+}
