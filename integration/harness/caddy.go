@@ -192,6 +192,10 @@ func (c *Caddy) Restart(t testing.TB) {
 // Log is what Caddy wrote to stdout and stderr, across restarts.
 func (c *Caddy) Log() string { return c.proc.Log() }
 
+// Pid is the process id of the running caddy, for reading its memory
+// use from /proc.
+func (c *Caddy) Pid() int { return c.proc.Pid() }
+
 // adminClient talks to Caddy's admin endpoint; /load waits for the new
 // config to start, hence the longer timeout.
 var adminClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}

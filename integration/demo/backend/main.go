@@ -21,6 +21,7 @@
 //	/slow?ms=N      answers after N milliseconds (at most 5 s)
 //	/status?code=N  answers with status N
 //	/health         200 "ok"
+//	/upload         verifies asset_offload references (see upload.go)
 package main
 
 import (
@@ -118,6 +119,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("/slow", a.slow)
 	mux.HandleFunc("/status", a.status)
 	mux.HandleFunc("/health", a.health)
+	mux.HandleFunc("/upload", a.upload)
 	return a.withBackendHeader(mux)
 }
 
