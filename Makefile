@@ -40,8 +40,13 @@ deps:
 	fi
 	@[ -d integration/express/node_modules/express ] || \
 		(cd integration/express && npm ci --no-audit --no-fund)
-	@# --- Go tools the tests run. S3 tests will add here: ---
-	@# command -v versitygw >/dev/null 2>&1 || $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+	@# --- Go tools the tests run. ---
+	@# versitygw: the S3 server of the asset store tests. testproc finds it on
+	@# PATH or where go install puts it (GOBIN, else the first GOPATH's bin).
+	@gobin="$$($(GO) env GOBIN)"; [ -n "$$gobin" ] || gobin="$$($(GO) env GOPATH | cut -d: -f1)/bin"; \
+	command -v versitygw >/dev/null 2>&1 || [ -x "$$gobin/versitygw" ] || \
+		{ echo "installing versitygw v1.8.0 into $$gobin (about 2 minutes)"; \
+		  $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0; }
 
 test: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \

@@ -46,6 +46,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if !ok {
 			return fmt.Errorf("asset store %q: module %T is not an object store", name, mod)
 		}
+		if n, ok := store.(interface{ SetName(string) }); ok {
+			n.SetName(name) // so its errors and logs name the store
+		}
 		a.stores[name] = store
 	}
 	return nil

@@ -96,7 +96,6 @@ func multipartBody(t testing.TB, parts ...formPart) (io.Reader, string) {
 type backendSeen struct {
 	called bool
 	form   map[string][]string
-	status int
 }
 
 func (b *backendSeen) handler(status int) caddyhttp.Handler {
@@ -321,7 +320,7 @@ func TestOffloadRespondJSON(t *testing.T) {
 		t.Fatalf("status %d, backend called %v", rec.Code, seen.called)
 	}
 	var got struct {
-		Files  []FileReference    `json:"files"`
+		Files  []FileReference   `json:"files"`
 		Fields map[string]string `json:"fields"`
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {

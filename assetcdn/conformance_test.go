@@ -1,0 +1,501 @@
+package assetcdn
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddylb/caddylb/internal/testproc"
+)
+
+// The conformance suite: every Store backend must pass every case. The
+// S3 backend runs against a real versitygw.
+
+// storeFixture is one fresh, empty store for one case.
+type storeFixture struct {
+	store Store
+	// incompleteUploads lists unfinished multipart uploads under the
+	// store's prefix; nil for backends without multipart uploads.
+	incompleteUploads func(t *testing.T) []string
+	// presigns is true for backends that implement PresignGet/PresignPost.
+	presigns bool
+}
+
+// storeBackend makes fresh fixtures of one backend.
+type storeBackend struct {
+	name string
+	open func(t *testing.T) storeFixture
+}
+
+// conformancePublicURL is every fixture's public_url.
+const conformancePublicURL = "https://cdn.example.com/base"
+
+func conformanceBackends(t *testing.T) []storeBackend {
+	srv := testproc.StartVersityGW(t)
+	bucket := srv.CreateBucket(t, "conformance")
+	var seq atomic.Int64
+	return []storeBackend{
+		{name: "file", open: func(t *testing.T) storeFixture {
+			f := &FileStore{Root: t.TempDir(), PublicBaseURL: conformancePublicURL}
+			if err := f.Provision(caddyContext(t)); err != nil {
+				t.Fatalf("provisioning file store: %v", err)
+			}
+			return storeFixture{store: f}
+		}},
+		{name: "s3", open: func(t *testing.T) storeFixture {
+			prefix := fmt.Sprintf("case%d/", seq.Add(1))
+			s := newTestS3Store(t, srv, bucket, prefix)
+			return storeFixture{
+				store:             s,
+				incompleteUploads: func(t *testing.T) []string { return incompleteUploads(t, srv, bucket, prefix) },
+				presigns:          true,
+			}
+		}},
+	}
+}
+
+// newTestS3Store provisions an S3Store on srv with 5 MiB parts.
+func newTestS3Store(t testing.TB, srv *testproc.S3Server, bucket, prefix string) *S3Store {
+	t.Helper()
+	s := &S3Store{
+		Bucket:        bucket,
+		Endpoint:      srv.Endpoint,
+		Region:        srv.Region,
+		AccessKey:     srv.AccessKey,
+		SecretKey:     srv.SecretKey,
+		PathStyle:     true,
+		Prefix:        prefix,
+		PublicBaseURL: conformancePublicURL,
+		PartSize:      minS3PartSize,
+	}
+	if err := s.Provision(caddyContext(t)); err != nil {
+		t.Fatalf("provisioning s3 store: %v", err)
+	}
+	s.SetName("conformance")
+	t.Cleanup(func() { _ = s.Cleanup() })
+	return s
+}
+
+// incompleteUploads lists the keys of unfinished multipart uploads.
+func incompleteUploads(t *testing.T, srv *testproc.S3Server, bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	for u := range srv.Client(t).ListIncompleteUploads(t.Context(), bucket, prefix, true) {
+		if u.Err != nil {
+			t.Fatalf("listing incomplete uploads: %v", u.Err)
+		}
+		keys = append(keys, u.Key)
+	}
+	return keys
+}
+
+func TestStoreConformance(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, fx storeFixture)
+	}{
+		{"PutStatOpenSeek", testPutStatOpenSeek},
+		{"MetadataRoundTrip", testMetadataRoundTrip},
+		{"Overwrite", testOverwrite},
+		{"NoOverwrite", testNoOverwrite},
+		{"NoOverwriteMultipart", testNoOverwriteMultipart},
+		{"NotFound", testNotFound},
+		{"InvalidKeys", testInvalidKeys},
+		{"List", testList},
+		{"Delete", testDelete},
+		{"UnknownSizeStreaming", testUnknownSizeStreaming},
+		{"SizeMismatch", testSizeMismatch},
+		{"ReaderErrorLeavesNothing", testReaderErrorLeavesNothing},
+		{"CancelLeavesNothing", testCancelLeavesNothing},
+		{"PublicURL", testPublicURL},
+		{"PresignGet", testPresignGet},
+		{"PresignPost", testPresignPost},
+	}
+	for _, b := range conformanceBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { c.run(t, b.open(t)) })
+			}
+		})
+	}
+}
+
+// put stores body under key or fails the test.
+func put(t *testing.T, s Store, key string, body []byte, opts PutOptions) ObjectInfo {
+	t.Helper()
+	info, err := s.Put(t.Context(), key, bytes.NewReader(body), int64(len(body)), opts)
+	if err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+	return info
+}
+
+// readObject opens key and reads it whole.
+func readObject(t *testing.T, s Store, key string) []byte {
+	t.Helper()
+	obj, err := s.Open(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", key, err)
+	}
+	defer obj.Close()
+	b, err := io.ReadAll(obj)
+	if err != nil {
+		t.Fatalf("reading %q: %v", key, err)
+	}
+	return b
+}
+
+// expectGone checks that key does not exist.
+func expectGone(t *testing.T, s Store, key string) {
+	t.Helper()
+	if info, err := s.Stat(t.Context(), key); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat(%q) = %+v, %v; want ErrNotFound", key, info, err)
+	}
+}
+
+// expectNoIncompleteUploads checks that no multipart upload was left.
+func expectNoIncompleteUploads(t *testing.T, fx storeFixture) {
+	t.Helper()
+	if fx.incompleteUploads == nil {
+		return
+	}
+	if left := fx.incompleteUploads(t); len(left) > 0 {
+		t.Fatalf("multipart uploads left behind: %q", left)
+	}
+}
+
+func testPutStatOpenSeek(t *testing.T, fx storeFixture) {
+	s, key := fx.store, "a/b/hello.txt"
+	body := []byte("hello, world")
+	before := time.Now().Add(-2 * time.Second)
+	info := put(t, s, key, body, PutOptions{ContentType: "text/plain; charset=utf-8"})
+	if info.Key != key || info.Size != int64(len(body)) {
+		t.Fatalf("Put returned key %q size %d, want %q %d", info.Key, info.Size, key, len(body))
+	}
+	st, err := s.Stat(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Stat: %v", err)
+	}
+	if st.Size != int64(len(body)) || st.ContentType != "text/plain; charset=utf-8" {
+		t.Errorf("Stat size %d type %q, want %d text/plain; charset=utf-8", st.Size, st.ContentType, len(body))
+	}
+	if !strings.HasPrefix(st.ETag, `"`) || len(st.ETag) < 3 || st.ETag != info.ETag {
+		t.Errorf("Stat ETag %q, Put ETag %q: want the same quoted ETag", st.ETag, info.ETag)
+	}
+	if st.LastModified.Before(before) || st.LastModified.After(time.Now().Add(2*time.Second)) {
+		t.Errorf("LastModified %v is not about now", st.LastModified)
+	}
+
+	obj, err := s.Open(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer obj.Close()
+	if got := obj.Info(); got.Size != st.Size || got.ETag != st.ETag || got.ContentType != st.ContentType {
+		t.Errorf("Open Info %+v differs from Stat %+v", got, st)
+	}
+	seekRead := func(offset int64, whence int, n int, want string) {
+		t.Helper()
+		if _, err := obj.Seek(offset, whence); err != nil {
+			t.Fatalf("Seek(%d, %d): %v", offset, whence, err)
+		}
+		got := make([]byte, n)
+		if _, err := io.ReadFull(obj, got); err != nil || string(got) != want {
+			t.Fatalf("after Seek(%d, %d) read %q, %v; want %q", offset, whence, got, err, want)
+		}
+	}
+	seekRead(7, io.SeekStart, 5, "world")
+	seekRead(-5, io.SeekEnd, 5, "world")
+	seekRead(0, io.SeekStart, 5, "hello")
+	seekRead(2, io.SeekCurrent, 5, "world")
+	if end, err := obj.Seek(0, io.SeekEnd); err != nil || end != int64(len(body)) {
+		t.Fatalf("Seek to end = %d, %v; want %d", end, err, len(body))
+	}
+}
+
+func testMetadataRoundTrip(t *testing.T, fx storeFixture) {
+	s, key := fx.store, "docs/report.pdf"
+	opts := PutOptions{
+		ContentType:        "application/pdf",
+		ContentDisposition: `attachment; filename="report.pdf"`,
+		CacheControl:       "public, max-age=31536000, immutable",
+		Metadata:           map[string]string{"sha256": "abc123", "original-name": "Report Q3.pdf"},
+	}
+	put(t, s, key, []byte("%PDF-1.7 ..."), opts)
+	check := func(from string, got ObjectInfo) {
+		t.Helper()
+		if got.ContentType != opts.ContentType || got.ContentDisposition != opts.ContentDisposition || got.CacheControl != opts.CacheControl {
+			t.Errorf("%s: type %q disposition %q cache %q; want %q %q %q", from,
+				got.ContentType, got.ContentDisposition, got.CacheControl, opts.ContentType, opts.ContentDisposition, opts.CacheControl)
+		}
+		for k, v := range opts.Metadata {
+			if got.Metadata[k] != v {
+				t.Errorf("%s: metadata %q = %q, want %q (all: %v)", from, k, got.Metadata[k], v, got.Metadata)
+			}
+		}
+	}
+	st, err := s.Stat(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Stat: %v", err)
+	}
+	check("Stat", st)
+	obj, err := s.Open(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer obj.Close()
+	check("Open", obj.Info())
+}
+
+func testOverwrite(t *testing.T, fx storeFixture) {
+	put(t, fx.store, "x.txt", []byte("first"), PutOptions{})
+	put(t, fx.store, "x.txt", []byte("second, longer"), PutOptions{})
+	if got := readObject(t, fx.store, "x.txt"); string(got) != "second, longer" {
+		t.Fatalf("after overwrite read %q", got)
+	}
+}
+
+func testNoOverwrite(t *testing.T, fx storeFixture) {
+	s := fx.store
+	put(t, s, "once.txt", []byte("original"), PutOptions{NoOverwrite: true})
+	_, err := s.Put(t.Context(), "once.txt", strings.NewReader("replacement"), -1, PutOptions{NoOverwrite: true})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second Put with NoOverwrite: %v; want ErrExists", err)
+	}
+	if got := readObject(t, s, "once.txt"); string(got) != "original" {
+		t.Fatalf("object changed to %q by a refused Put", got)
+	}
+}
+
+func testNoOverwriteMultipart(t *testing.T, fx storeFixture) {
+	s := fx.store
+	// 11 MiB: three parts of 5 MiB; the condition is checked at completion.
+	if _, err := s.Put(t.Context(), "big.bin", patternReader(11<<20), -1, PutOptions{NoOverwrite: true}); err != nil {
+		t.Fatalf("multipart Put with NoOverwrite of a new key: %v", err)
+	}
+	_, err := s.Put(t.Context(), "big.bin", patternReader(12<<20), -1, PutOptions{NoOverwrite: true})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("multipart Put with NoOverwrite over an existing key: %v; want ErrExists", err)
+	}
+	if st, err := s.Stat(t.Context(), "big.bin"); err != nil || st.Size != 11<<20 {
+		t.Fatalf("after a refused Put Stat = %+v, %v; want the first object (%d bytes)", st, err, 11<<20)
+	}
+	expectNoIncompleteUploads(t, fx)
+}
+
+func testNotFound(t *testing.T, fx storeFixture) {
+	s := fx.store
+	expectGone(t, s, "missing/key.png")
+	if _, err := s.Open(t.Context(), "missing/key.png"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Open of a missing key: %v; want ErrNotFound", err)
+	}
+	if err := s.Delete(t.Context(), "missing/key.png"); err != nil {
+		t.Errorf("Delete of a missing key: %v; want nil", err)
+	}
+}
+
+func testInvalidKeys(t *testing.T, fx storeFixture) {
+	s := fx.store
+	for _, key := range []string{
+		"", "../escape", "a/../../b", "a//b", "/abs", "a/./b", "a/", `a\b`, "a\x00b", "a\nb",
+		"\xff\xfe", strings.Repeat("k", MaxKeyLength+1),
+	} {
+		if _, err := s.Put(t.Context(), key, strings.NewReader("x"), 1, PutOptions{}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Put(%q): %v; want ErrInvalidKey", key, err)
+		}
+		if _, err := s.Stat(t.Context(), key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Stat(%q): %v; want ErrInvalidKey", key, err)
+		}
+		if _, err := s.Open(t.Context(), key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Open(%q): %v; want ErrInvalidKey", key, err)
+		}
+		if err := s.Delete(t.Context(), key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Delete(%q): %v; want ErrInvalidKey", key, err)
+		}
+	}
+	var keys []string
+	if err := s.List(t.Context(), "", func(oi ObjectInfo) error { keys = append(keys, oi.Key); return nil }); err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(keys) != 0 {
+		t.Fatalf("invalid keys stored objects: %q", keys)
+	}
+}
+
+// listKeys lists prefix and returns the keys in the order List gave them.
+func listKeys(t *testing.T, s Store, prefix string) []string {
+	t.Helper()
+	keys := []string{}
+	err := s.List(t.Context(), prefix, func(oi ObjectInfo) error {
+		if oi.Size <= 0 || oi.ETag == "" || oi.LastModified.IsZero() {
+			t.Errorf("List gave %+v: want size, ETag and LastModified", oi)
+		}
+		keys = append(keys, oi.Key)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("List(%q): %v", prefix, err)
+	}
+	return keys
+}
+
+func testList(t *testing.T, fx storeFixture) {
+	s := fx.store
+	all := []string{"img/b/c.png", "img/a.png", "other/x.txt", "img/ba.png", "top.txt"}
+	for _, k := range all {
+		put(t, s, k, []byte("content of "+k), PutOptions{})
+	}
+	slices.Sort(all)
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", all},
+		{"img/", []string{"img/a.png", "img/b/c.png", "img/ba.png"}},
+		{"img/b", []string{"img/b/c.png", "img/ba.png"}},
+		{"none/", []string{}},
+	} {
+		if got := listKeys(t, s, c.prefix); !slices.Equal(got, c.want) {
+			t.Errorf("List(%q) = %q, want %q", c.prefix, got, c.want)
+		}
+	}
+	stop := errors.New("stop here")
+	n := 0
+	err := s.List(t.Context(), "", func(ObjectInfo) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("List with a failing callback: %v after %d calls; want the callback's error after 1", err, n)
+	}
+}
+
+func testDelete(t *testing.T, fx storeFixture) {
+	s := fx.store
+	put(t, s, "d/gone.txt", []byte("bye"), PutOptions{})
+	put(t, s, "d/kept.txt", []byte("stay"), PutOptions{})
+	if err := s.Delete(t.Context(), "d/gone.txt"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	expectGone(t, s, "d/gone.txt")
+	if got := listKeys(t, s, "d/"); !slices.Equal(got, []string{"d/kept.txt"}) {
+		t.Fatalf("after Delete List = %q", got)
+	}
+}
+
+// patternReader yields n pseudo-random bytes, the same for the same n,
+// through a plain io.Reader (no Seek, no WriterTo), as an HTTP body does.
+func patternReader(n int64) io.Reader {
+	return struct{ io.Reader }{io.LimitReader(rand.NewChaCha8([32]byte{byte(n)}), n)}
+}
+
+func testUnknownSizeStreaming(t *testing.T, fx storeFixture) {
+	const size = 20<<20 + 12345 // five parts of 5 MiB, the last short
+	s := fx.store
+	want := sha256.New()
+	if _, err := io.Copy(want, patternReader(size)); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Put(t.Context(), "stream/big.bin", patternReader(size), -1, PutOptions{ContentType: "application/octet-stream"})
+	if err != nil {
+		t.Fatalf("Put of %d bytes of unknown size: %v", size, err)
+	}
+	if st, err := s.Stat(t.Context(), "stream/big.bin"); err != nil || info.Size != size || st.Size != size || st.ETag != info.ETag {
+		t.Fatalf("Put gave size %d ETag %s; Stat gives %+v, %v; want size %d and the same ETag", info.Size, info.ETag, st, err, size)
+	}
+	obj, err := s.Open(t.Context(), "stream/big.bin")
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer obj.Close()
+	got := sha256.New()
+	if n, err := io.Copy(got, obj); err != nil || n != size {
+		t.Fatalf("read back %d bytes, %v; want %d", n, err, size)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("content read back differs from what was written")
+	}
+	expectNoIncompleteUploads(t, fx)
+}
+
+func testSizeMismatch(t *testing.T, fx storeFixture) {
+	s := fx.store
+	if _, err := s.Put(t.Context(), "short.txt", strings.NewReader("12345"), 10, PutOptions{}); err == nil {
+		t.Error("Put of 5 bytes announced as 10 succeeded")
+	}
+	expectGone(t, s, "short.txt")
+	if _, err := s.Put(t.Context(), "long.bin", patternReader(6<<20), 5<<20+1, PutOptions{}); err == nil {
+		t.Error("Put of 6 MiB announced as 5 MiB + 1 succeeded")
+	}
+	expectGone(t, s, "long.bin")
+	expectNoIncompleteUploads(t, fx)
+}
+
+// failingReader yields n bytes, then fails with err.
+type failingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		return n, f.err
+	}
+	return n, err
+}
+
+func testReaderErrorLeavesNothing(t *testing.T, fx storeFixture) {
+	s := fx.store
+	tooLarge := errors.New("http: request body too large")
+	for _, n := range []int64{1000, 12 << 20} { // within the first part; after two parts
+		body := &failingReader{r: patternReader(n), err: tooLarge}
+		_, err := s.Put(t.Context(), "fail/upload.bin", body, -1, PutOptions{})
+		if !errors.Is(err, tooLarge) {
+			t.Fatalf("Put whose body fails after %d bytes: %v; want the body's error", n, err)
+		}
+		expectGone(t, s, "fail/upload.bin")
+	}
+	expectNoIncompleteUploads(t, fx)
+}
+
+// cancellingReader cancels its context after n bytes and keeps yielding.
+type cancellingReader struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancellingReader) Read(p []byte) (int, error) {
+	m, err := c.r.Read(p)
+	if c.n -= int64(m); c.n <= 0 {
+		c.cancel()
+	}
+	return m, err
+}
+
+func testCancelLeavesNothing(t *testing.T, fx storeFixture) {
+	s := fx.store
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	body := &cancellingReader{r: patternReader(30 << 20), n: 7 << 20, cancel: cancel}
+	_, err := s.Put(ctx, "cancel/upload.bin", body, -1, PutOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Put cancelled mid-body: %v; want context.Canceled", err)
+	}
+	expectGone(t, s, "cancel/upload.bin")
+	expectNoIncompleteUploads(t, fx)
+}
+
+func testPublicURL(t *testing.T, fx storeFixture) {
+	want := conformancePublicURL + "/img/a%20b/c%3F.png"
+	if got := fx.store.PublicURL("img/a b/c?.png"); got != want {
+		t.Fatalf("PublicURL = %q, want %q", got, want)
+	}
+}

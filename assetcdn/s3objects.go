@@ -1,0 +1,215 @@
+package assetcdn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// objectName validates key and prepends the store's prefix.
+func (s *S3Store) objectName(op, key string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", &s3Error{store: s.name, op: op, key: key, class: ErrInvalidKey, err: err}
+	}
+	return s.prefix + key, nil
+}
+
+// fail wraps a failed S3 call with the store, operation and key, and
+// classifies it (ErrNotFound, ErrExists, ErrUnavailable).
+func (s *S3Store) fail(op, key string, err error) error {
+	return &s3Error{store: s.name, op: op, key: key, class: classifyS3Error(err), err: err}
+}
+
+// Stat describes key with a HEAD request.
+func (s *S3Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	name, err := s.objectName("HEAD", key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	oi, err := s.client.api.StatObject(ctx, s.bucket, name, minio.StatObjectOptions{})
+	if err != nil {
+		return ObjectInfo{}, s.fail("HEAD", key, err)
+	}
+	return s.objectInfo(oi), nil
+}
+
+// Open starts a GET of key and waits for the response headers, so a
+// missing key or an unreachable store is reported here rather than on the
+// first Read. Seeking is lazy: a Read after Seek issues a ranged GET.
+func (s *S3Store) Open(ctx context.Context, key string) (Object, error) {
+	name, err := s.objectName("GET", key)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := s.client.api.GetObject(ctx, s.bucket, name, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, s.fail("GET", key, err)
+	}
+	oi, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, s.fail("GET", key, err)
+	}
+	return &s3Object{Object: obj, info: s.objectInfo(oi)}, nil
+}
+
+// s3Object is an open object with its metadata.
+type s3Object struct {
+	*minio.Object
+	info ObjectInfo
+}
+
+// Info describes the object as it was when opened.
+func (o *s3Object) Info() ObjectInfo { return o.info }
+
+// Delete removes key. S3 answers a DELETE of a missing key with success.
+func (s *S3Store) Delete(ctx context.Context, key string) error {
+	name, err := s.objectName("DELETE", key)
+	if err != nil {
+		return err
+	}
+	if err := s.client.api.RemoveObject(ctx, s.bucket, name, minio.RemoveObjectOptions{}); err != nil {
+		if classifyS3Error(err) == ErrNotFound {
+			return nil
+		}
+		return s.fail("DELETE", key, err)
+	}
+	return nil
+}
+
+// List walks every object under prefix in key order (S3 lists keys in
+// UTF-8 byte order). The ObjectInfo has Key, Size, ETag and LastModified
+// only: S3 listings carry no content type or metadata; Stat has them.
+func (s *S3Store) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
+	if prefix != "" {
+		if err := ValidateKey(prefix + "x"); err != nil {
+			return &s3Error{store: s.name, op: "LIST", key: prefix, class: ErrInvalidKey, err: err}
+		}
+	}
+	// Cancelling ctx stops minio-go's listing goroutine when fn fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	objects := s.client.api.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{
+		Prefix:    s.prefix + prefix,
+		Recursive: true,
+	})
+	for oi := range objects {
+		if oi.Err != nil {
+			return s.fail("LIST", prefix, oi.Err)
+		}
+		if strings.HasSuffix(oi.Key, "/") {
+			continue // a "directory" marker, not an object
+		}
+		if err := fn(s.objectInfo(oi)); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// objectInfo converts minio's description, stripping the prefix from the
+// key and quoting the ETag as HTTP does. User metadata keys come back
+// in lower case (S3 metadata names are case-insensitive).
+func (s *S3Store) objectInfo(oi minio.ObjectInfo) ObjectInfo {
+	info := ObjectInfo{
+		Key:          strings.TrimPrefix(oi.Key, s.prefix),
+		Size:         oi.Size,
+		ETag:         quoteETag(oi.ETag),
+		ContentType:  oi.ContentType,
+		LastModified: oi.LastModified,
+	}
+	if oi.Metadata != nil {
+		info.ContentDisposition = oi.Metadata.Get("Content-Disposition")
+		info.CacheControl = oi.Metadata.Get("Cache-Control")
+	}
+	if len(oi.UserMetadata) > 0 {
+		info.Metadata = make(map[string]string, len(oi.UserMetadata))
+		for k, v := range oi.UserMetadata {
+			info.Metadata[strings.ToLower(k)] = v
+		}
+	}
+	return info
+}
+
+// quoteETag turns minio-go's bare ETag into the HTTP form, "…".
+func quoteETag(etag string) string {
+	if etag == "" || strings.HasPrefix(etag, `"`) || strings.HasPrefix(etag, `W/"`) {
+		return etag
+	}
+	return `"` + etag + `"`
+}
+
+// PublicURL joins public_url and key; the prefix is not added, since
+// public_url points at the prefix folder.
+func (s *S3Store) PublicURL(key string) string { return joinURL(s.publicURL, key) }
+
+// S3 accepts presigned URLs valid from one second to seven days.
+const maxPresignExpiry = 7 * 24 * time.Hour
+
+func checkPresignExpiry(expiry time.Duration) error {
+	if expiry < time.Second || expiry > maxPresignExpiry {
+		return fmt.Errorf("expiry %s: must be between 1s and 7 days", expiry)
+	}
+	return nil
+}
+
+// PresignGet returns a URL that allows GET of key until expiry passes.
+// It is computed locally; the store is not contacted.
+func (s *S3Store) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	name, err := s.objectName("presign GET", key)
+	if err != nil {
+		return "", err
+	}
+	if err := checkPresignExpiry(expiry); err != nil {
+		return "", &s3Error{store: s.name, op: "presign GET", key: key, err: err}
+	}
+	u, err := s.client.api.PresignedGetObject(ctx, s.bucket, name, expiry, nil)
+	if err != nil {
+		return "", s.fail("presign GET", key, err)
+	}
+	return u.String(), nil
+}
+
+// PresignPost returns an HTML-form upload for exactly policy.Key, limited
+// to policy.ContentType (when set) and to sizes MinSize..MaxSize (when
+// MaxSize > 0). The store enforces the policy when the form is posted.
+func (s *S3Store) PresignPost(ctx context.Context, policy PostPolicy) (PresignedPost, error) {
+	const op = "presign POST"
+	name, err := s.objectName(op, policy.Key)
+	if err != nil {
+		return PresignedPost{}, err
+	}
+	bad := func(err error) (PresignedPost, error) {
+		return PresignedPost{}, &s3Error{store: s.name, op: op, key: policy.Key, err: err}
+	}
+	if err := checkPresignExpiry(policy.Expiry); err != nil {
+		return bad(err)
+	}
+	if policy.MinSize < 0 || (policy.MaxSize > 0 && policy.MinSize > policy.MaxSize) {
+		return bad(fmt.Errorf("size range %d..%d is empty", policy.MinSize, policy.MaxSize))
+	}
+	pp := minio.NewPostPolicy()
+	errs := []error{
+		pp.SetBucket(s.bucket),
+		pp.SetKey(name),
+		pp.SetExpires(time.Now().UTC().Add(policy.Expiry)),
+	}
+	if policy.ContentType != "" {
+		errs = append(errs, pp.SetContentType(policy.ContentType))
+	}
+	if policy.MaxSize > 0 {
+		errs = append(errs, pp.SetContentLengthRange(policy.MinSize, policy.MaxSize))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return bad(err)
+	}
+	u, fields, err := s.client.api.PresignedPostPolicy(ctx, pp)
+	if err != nil {
+		return PresignedPost{}, s.fail(op, policy.Key, err)
+	}
+	return PresignedPost{URL: u.String(), Fields: fields}, nil
+}
