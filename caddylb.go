@@ -6,6 +6,8 @@
 //   - sessionstore: the session_store app (memory, redis, memcached)
 //   - lbmodule/affinity: lb_policy sticky and the sticky_learn handler
 //   - lbmodule/forwarded: the forwarded handler (trusted-proxy headers)
+//   - lbmodule/upstreamtls: transport reencrypt (verified TLS to upstreams)
+//     and the caddy lb-cert command
 //   - lbmodule/lbadmin: the /lb/ admin API
 //   - caddyfile: directive and global option registration
 package caddylb
@@ -15,5 +17,6 @@ import (
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
+	_ "github.com/caddylb/caddylb/lbmodule/upstreamtls"
 	_ "github.com/caddylb/caddylb/sessionstore"
 )
