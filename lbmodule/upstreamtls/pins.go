@@ -55,8 +55,7 @@ func parsePins(texts []string) ([]spkiPin, error) {
 
 // PinOf is the pin_spki value of cert: base64 SHA-256 of its public key.
 func PinOf(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(sum[:])
+	return encodePin(sha256.Sum256(cert.RawSubjectPublicKeyInfo))
 }
 
 // matchesAnyPin reports whether cert's public key is one of pins.
@@ -68,4 +67,8 @@ func matchesAnyPin(cert *x509.Certificate, pins []spkiPin) bool {
 		}
 	}
 	return false
+}
+
+func encodePin(pin spkiPin) string {
+	return base64.StdEncoding.EncodeToString(pin[:])
 }
