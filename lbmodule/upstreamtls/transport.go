@@ -88,7 +88,9 @@ func (r *Reencrypt) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.TrustInternal == "" && len(pins) == 0 && !r.hasTrustPool() {
+	// Read before the embedded Provision: loading the pool clears CARaw.
+	trustPool := r.hasTrustPool()
+	if r.TrustInternal == "" && len(pins) == 0 && !trustPool {
 		r.TrustInternal = caddypki.DefaultCAID
 	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -98,9 +100,12 @@ func (r *Reencrypt) Provision(ctx caddy.Context) error {
 		return err
 	}
 	r.verifier = &verifier{pins: pins}
-	if r.hasTrustPool() {
+	if trustPool {
 		if cfg := r.Transport.TLSClientConfig; cfg != nil {
 			r.verifier.pool = cfg.RootCAs
+		}
+		if r.verifier.pool == nil {
+			return errors.New("tls_trust_pool gave no certificate pool")
 		}
 	}
 	if err := r.provisionInternalCA(ctx); err != nil {
@@ -113,6 +118,7 @@ func (r *Reencrypt) Provision(ctx caddy.Context) error {
 // hasTrustPool reports whether tls_trust_pool (or its deprecated forms)
 // names trusted roots.
 func (r *Reencrypt) hasTrustPool() bool {
+	//lint:ignore SA1019 the deprecated forms still name roots the user trusts
 	return r.TLS.CARaw != nil || len(r.TLS.RootCAPool) > 0 || len(r.TLS.RootCAPEMFiles) > 0
 }
 

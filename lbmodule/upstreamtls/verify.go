@@ -69,6 +69,9 @@ func (v *verifier) verify(certs []*x509.Certificate, name string) error {
 		return &verifyError{reasonPinMismatch, errors.New("public key " + PinOf(leaf) + " matches no pin_spki")}
 	}
 	if !v.hasAnchor() {
+		if len(v.pins) == 0 { // never reached by a provisioned transport: refuse rather than trust all
+			return &verifyError{reasonUnknownAuthority, errors.New("nothing is trusted: no CA and no pin_spki")}
+		}
 		return nil
 	}
 	intermediates := x509.NewCertPool()

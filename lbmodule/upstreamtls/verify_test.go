@@ -44,6 +44,7 @@ func TestVerifyClassifiesReasons(t *testing.T) {
 		{"trust pool", &verifier{pool: poolOf(other.root)}, []*x509.Certificate{foreign, other.inter}, "127.0.0.1", ""},
 		{"internal or pool", &verifier{internalRoot: internal, pool: poolOf(other.root)}, []*x509.Certificate{foreign, other.inter}, "127.0.0.1", ""},
 		{"internal CA without a root yet", &verifier{internalRoot: func() *x509.Certificate { return nil }}, []*x509.Certificate{good, ca.inter}, "127.0.0.1", reasonUnknownAuthority},
+		{"nothing trusted", &verifier{}, []*x509.Certificate{self}, "127.0.0.1", reasonUnknownAuthority},
 		{"no certificate", &verifier{internalRoot: internal}, nil, "127.0.0.1", reasonNoCertificate},
 	}
 	for _, tt := range tests {
