@@ -290,3 +290,75 @@ func TestReencryptVerifiesBackends(t *testing.T) {
 		t.Logf("caddy log:\n%s", node.Log())
 	}
 }
+
+// TestReencryptRenewsClientCertificate: with a short client_cert_lifetime
+// the backend that requires mutual TLS sees a new client certificate
+// (another serial) within the lifetime, and no request fails meanwhile.
+func TestReencryptRenewsClientCertificate(t *testing.T) {
+	backend := testproc.FreeAddr(t)
+	node := harness.StartCaddyWith(t, `{
+	{{.Global}}
+}
+:{{.HTTPPort}} {
+	reverse_proxy {{.X.backend}} {
+		transport reencrypt {
+			client_cert internal
+			client_cert_lifetime 12s
+		}
+	}
+}
+`, map[string]any{"backend": backend})
+	issued := lbCert(t, node, "127.0.0.1")
+	tlsBackend(t, backend, &tls.Config{
+		Certificates: []tls.Certificate{loadPair(t, issued)},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    caPool(t, issued),
+	}, true)
+
+	serials := map[string]bool{}
+	deadline := time.Now().Add(20 * time.Second) // renewal is due after 8s
+	for len(serials) < 2 && time.Now().Before(deadline) {
+		resp, body := getStatus(t, node.URL("/"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /: %d %q while the client certificate renews", resp.StatusCode, body)
+		}
+		serials[resp.Header.Get("X-Client-Serial")] = true
+		time.Sleep(250 * time.Millisecond)
+	}
+	if len(serials) < 2 {
+		t.Fatalf("the backend saw only client certificate %v in 20s; a 12s certificate renews after 8s", serials)
+	}
+	if !logHas(node, `"issued upstream client certificate"`) {
+		t.Error("no log line for the issued client certificate")
+	}
+}
+
+// TestReencryptRefusesPlaintextConfig: configurations that could send
+// plain or unverified traffic fail to load; the running config stays.
+func TestReencryptRefusesPlaintextConfig(t *testing.T) {
+	node := harness.StartCaddy(t, "{\n\t{{.Global}}\n}\n:{{.HTTPPort}} {\n\trespond ok\n}\n")
+	tests := []struct{ name, transport, upstream, want string }{
+		{"http upstream", "transport reencrypt", "http://127.0.0.1:9", "scheme is HTTP"},
+		{"skip verify", "transport reencrypt {\n\t\t\ttls_insecure_skip_verify\n\t\t}", "127.0.0.1:9", "tls_insecure_skip_verify"},
+		{"except ports", "transport reencrypt {\n\t\t\ttls_except_ports 9\n\t\t}", "127.0.0.1:9", "tls_except_ports"},
+		{"h2c", "transport reencrypt", "h2c://127.0.0.1:9", "h2c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			caddyfile := fmt.Sprintf("{\n\tadmin %s\n\thttp_port %d\n\tskip_install_trust\n}\n:%d {\n\treverse_proxy %s {\n\t\t%s\n\t}\n}\n",
+				node.AdminAddr, node.HTTPPort, node.HTTPPort, tt.upstream, tt.transport)
+			resp, err := http.Post(node.AdminURL("/load"), "text/caddyfile", strings.NewReader(caddyfile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 || !strings.Contains(string(body), tt.want) {
+				t.Fatalf("POST /load: %s %s, want a refusal containing %q", resp.Status, body, tt.want)
+			}
+		})
+	}
+	if resp, body := getStatus(t, node.URL("/")); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("after the refusals: %d %q, want the old config's ok", resp.StatusCode, body)
+	}
+}
