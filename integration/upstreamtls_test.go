@@ -63,11 +63,13 @@ func tlsBackend(t *testing.T, addr string, cfg *tls.Config, closeEach bool) {
 			w.Header().Set("X-Client-CN", c.Subject.CommonName)
 			w.Header().Set("X-Client-Serial", c.SerialNumber.Text(16))
 		}
+		w.Header().Set("X-Backend-Proto", r.Proto)
 		fmt.Fprintf(w, "tls backend %s", addr)
 	}))
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.TLS = cfg
+	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 }
@@ -252,6 +254,9 @@ func TestReencryptVerifiesBackends(t *testing.T) {
 		resp, body := getStatus(t, node.URL(path))
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "tls backend") {
 			t.Errorf("GET %s: %d %q, want 200 from the TLS backend", path, resp.StatusCode, body)
+		}
+		if proto := resp.Header.Get("X-Backend-Proto"); proto != "HTTP/2.0" {
+			t.Errorf("GET %s reached the backend over %s, want HTTP/2.0 (ALPN kept)", path, proto)
 		}
 		if path == "/mtls" && resp.Header.Get("X-Client-CN") != "caddy-lb" {
 			t.Errorf("the mTLS backend saw client %q, want caddy-lb", resp.Header.Get("X-Client-CN"))
