@@ -58,13 +58,15 @@ vet:
 	$(GO) vet ./...
 
 # Go benchmarks, then wrk through the built binary: sticky against stock
-# lb_policy cookie, forwarded against none, each in one run. Figures go in
+# lb_policy cookie, forwarded against none, reencrypt against transport
+# http with TLS, each in one run. Figures go in
 # BENCHMARKS.md.
 bench: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/...
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/sticky.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/forwarded.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/reencrypt.sh
 
 # A short run of every fuzz target (go test runs their seeds on every test).
 FUZZTIME ?= 20s
@@ -76,6 +78,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXForwardedFor$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseForwarded$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeHTTP$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePin$$' -fuzztime $(FUZZTIME) ./lbmodule/upstreamtls/
 
 clean:
 	rm -rf $(BIN) integration/demo/var

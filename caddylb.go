@@ -8,6 +8,8 @@
 //     asset_serve, the asset_url template function, `caddy assets`
 //   - lbmodule/affinity: lb_policy sticky and the sticky_learn handler
 //   - lbmodule/forwarded: the forwarded handler (trusted-proxy headers)
+//   - lbmodule/upstreamtls: transport reencrypt (verified TLS to upstreams)
+//     and the caddy lb-cert command
 //   - lbmodule/lbadmin: the /lb/ admin API
 //   - caddyfile: directive and global option registration
 package caddylb
@@ -18,5 +20,6 @@ import (
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
+	_ "github.com/caddylb/caddylb/lbmodule/upstreamtls"
 	_ "github.com/caddylb/caddylb/sessionstore"
 )

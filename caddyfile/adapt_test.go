@@ -82,6 +82,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"sticky inline arg", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky lb\n\t}\n}\n", "in a block"},
 		{"bad ttl", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tttl soon\n\t\t}\n\t}\n}\n", "ttl soon"},
 		{"cookie two args", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tcookie a b\n\t\t}\n\t}\n}\n", "takes one argument"},
+		{"reencrypt to http://", ":80 {\n\treverse_proxy http://a:1 {\n\t\ttransport reencrypt\n\t}\n}\n", "scheme is HTTP"},
+		{"reencrypt bad pin", ":80 {\n\treverse_proxy a:1 {\n\t\ttransport reencrypt {\n\t\t\tpin_spki abc\n\t\t}\n\t}\n}\n", `pin_spki "abc"`},
 		{"sticky_learn args", ":80 {\n\tsticky_learn now\n\treverse_proxy a:1\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {
