@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -200,9 +201,10 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if kind == bodyNone {
 		return next.ServeHTTP(w, r)
 	}
+	clientBody := r.Body // read past the limit only to linger after a refusal
 	if limit := o.requestLimit(kind); r.ContentLength > limit {
 		countUpload(outcomeTooLarge)
-		return o.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the %d bytes allowed", r.ContentLength, limit))
+		return o.refuse(w, r, clientBody, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the %d bytes allowed", r.ContentLength, limit))
 	}
 	if o.authClient != nil {
 		if allowed, err := o.authorize(w, r); err != nil || !allowed {
@@ -220,7 +222,7 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if err != nil {
 		up.cleanup("request failed")
-		return o.failUpload(w, r, err)
+		return o.failUpload(w, r, clientBody, err)
 	}
 	countUpload(outcomeStored)
 	if o.Respond == "json" {
@@ -315,16 +317,16 @@ func parseStatusPattern(p string) (lo, hi int, err error) {
 }
 
 // failUpload maps an upload error to the status the client gets.
-func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, err error) error {
+func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody io.Reader, err error) error {
 	var ue *uploadError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ue):
 		countUpload(ue.outcome)
-		return o.fail(w, ue.status, ue.msg)
+		return o.refuse(w, r, clientBody, ue.status, ue.msg)
 	case errors.As(err, &mbe):
 		countUpload(outcomeTooLarge)
-		return o.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %d bytes allowed", mbe.Limit))
+		return o.refuse(w, r, clientBody, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the %d bytes allowed", mbe.Limit))
 	case r.Context().Err() != nil:
 		countUpload(outcomeClientGone)
 		o.logger.Info("client went away during upload; stored parts removed", zap.Error(err))
@@ -346,6 +348,34 @@ func (o *Offload) fail(w http.ResponseWriter, status int, msg string) error {
 	w.Header().Set("Connection", "close") // the rest of the body is not read
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// Lingering after a refusal, as nginx's lingering_close: an upload
+// refused while its body is still arriving (413, 415) is answered at
+// once, but a client that is still sending reads that answer only once
+// it is done writing. Closing the connection with unread data makes the
+// kernel send a reset, which destroys the answer in the client's buffer:
+// the user sees "connection reset" instead of "file too large". So the
+// rest of the body is read and discarded, up to lingerBytes for at most
+// lingerTime, before the connection closes. HTTP/2 needs none of this:
+// the stream is reset on its own, the connection stays.
+const (
+	lingerBytes = 64 << 20
+	lingerTime  = 5 * time.Second
+)
+
+// refuse answers an upload that is not taken and lingers (see
+// lingerBytes) on HTTP/1.x.
+func (o *Offload) refuse(w http.ResponseWriter, r *http.Request, clientBody io.Reader, status int, msg string) error {
+	rc := http.NewResponseController(w)
+	// Full duplex keeps the body readable once the answer is written.
+	linger := r.ProtoMajor == 1 && rc.EnableFullDuplex() == nil
+	err := o.fail(w, status, msg)
+	if linger && err == nil && rc.Flush() == nil {
+		_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
+		_, _ = io.CopyN(io.Discard, clientBody, lingerBytes)
+	}
+	return err
 }
 
 // cleanupContext outlives the request, so that a client that went away
