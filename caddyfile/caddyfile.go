@@ -1,6 +1,6 @@
 // Package caddyfile registers caddy-lb's Caddyfile surface in one place:
 // global options (session_store, asset_store), handler directives (forwarded,
-// asset_offload, sticky_learn) and
+// asset_urls, asset_offload, sticky_learn, asset_presign, asset_serve) and
 // where they sit in Caddy's directive order. The modules themselves parse
 // their own blocks (UnmarshalCaddyfile beside each module).
 package caddyfile
@@ -36,6 +36,20 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("sticky_learn", parseStickyLearn)
 	// It must wrap the response before reverse_proxy writes it.
 	httpcaddyfile.RegisterDirectiveOrder("sticky_learn", httpcaddyfile.Before, "reverse_proxy")
+
+	httpcaddyfile.RegisterHandlerDirective("asset_urls", parseAssetURLs)
+	// Its placeholders must exist before map, header, redir and the
+	// proxy's header_up read them.
+	httpcaddyfile.RegisterDirectiveOrder("asset_urls", httpcaddyfile.Before, "map")
+
+	// Both answer on their own and never call the next handler: they
+	// come after asset_offload (which stores what is POSTed to the same
+	// paths) and before reverse_proxy, which would otherwise take their
+	// requests.
+	httpcaddyfile.RegisterHandlerDirective("asset_presign", parseAssetPresign)
+	httpcaddyfile.RegisterDirectiveOrder("asset_presign", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterHandlerDirective("asset_serve", parseAssetServe)
+	httpcaddyfile.RegisterDirectiveOrder("asset_serve", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // parseSessionStore parses one store declaration; repeats add stores:
@@ -121,4 +135,28 @@ func parseStickyLearn(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, erro
 		return nil, err
 	}
 	return l, nil
+}
+
+func parseAssetURLs(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	u := new(assetcdn.URLs)
+	if err := u.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func parseAssetPresign(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(assetcdn.Presign)
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func parseAssetServe(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(assetcdn.Serve)
+	if err := s.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

@@ -1,0 +1,327 @@
+package assetcdn
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Presign{})
+}
+
+// Presign hands browsers a presigned S3 POST form, so large files go
+// straight to the bucket instead of through the load balancer. The
+// client POSTs a JSON request:
+//
+//	{"filename": "cat.png", "content_type": "image/png", "size": 48213}
+//
+// and gets 200 with
+//
+//	{"url": ..., "fields": {...}, "key": ..., "public_url": ..., "expires_at": ...}
+//
+// then POSTs multipart/form-data to url with every field and the file
+// last, in a part named "file". The key is generated here from the key
+// template, never taken from the client. The form only admits exactly
+// that key, exactly the declared Content-Type and at most the declared
+// size, until it expires.
+//
+// The bytes are never seen by the load balancer, so the type checked
+// against allow_types is the one the client declared, not one sniffed
+// from the content: a client can store other bytes under an allowed
+// type. Serve such files with asset_serve (nosniff, sandbox) or from a
+// separate domain. Use asset_offload where the type must be verified.
+//
+// The file store cannot presign: requests get 501.
+type Presign struct {
+	// The `asset_store` to upload to. Default: the only one declared.
+	Store string `json:"store,omitempty"`
+
+	// Largest declared size in bytes. Default 100 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// Content types accepted, matched against the declared type:
+	// "image/png", "image/*" or "*/*". Wildcards never admit HTML, SVG,
+	// XML or JavaScript; list them exactly to accept them. Default: every
+	// type except those.
+	AllowTypes []string `json:"allow_types,omitempty"`
+
+	// The object key template: {uuid} {ext} {yyyy} {mm} {dd} {HH}.
+	// {sha256} is not available: the content is never seen. {ext} comes
+	// from the declared filename, else from the declared type. Default
+	// "uploads/{yyyy}/{mm}/{dd}/{uuid}{ext}".
+	Key string `json:"key,omitempty"`
+
+	// How long the form stays valid. Default 15m.
+	Expiry caddy.Duration `json:"expiry,omitempty"`
+
+	// A URL asked before the request is answered, with the original
+	// method, headers and URI and no body, exactly as asset_offload's
+	// authorize. A 2xx answer lets the request proceed; any other answer
+	// is relayed to the client. Without it, protect the route with a
+	// preceding forward_auth or similar.
+	Authorize string `json:"authorize,omitempty"`
+
+	// How long the authorization request may take. Default 10s.
+	AuthorizeTimeout caddy.Duration `json:"authorize_timeout,omitempty"`
+
+	store   Store
+	keyTmpl *KeyTemplate
+	// gate is an Offload used for its authorization request and its JSON
+	// error answers, so both behave exactly as asset_offload's.
+	gate   *Offload
+	logger *zap.Logger
+}
+
+// Limits of Presign.
+const (
+	defaultPresignPostExpiry = 15 * time.Minute
+	maxPresignRequestBytes   = 8 << 10
+)
+
+// presignRequest is what the client declares about the file.
+type presignRequest struct {
+	Filename    string `json:"filename"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+}
+
+// presignAnswer is the form the client uploads with.
+type presignAnswer struct {
+	URL       string            `json:"url"`
+	Fields    map[string]string `json:"fields"`
+	Key       string            `json:"key"`
+	PublicURL string            `json:"public_url,omitempty"`
+	ExpiresAt time.Time         `json:"expires_at"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Presign) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.asset_presign",
+		New: func() caddy.Module { return new(Presign) },
+	}
+}
+
+// Provision sets defaults and finds the store.
+func (p *Presign) Provision(ctx caddy.Context) error {
+	p.logger = ctx.Logger()
+	store, err := Lookup(ctx, p.Store)
+	if err != nil {
+		return fmt.Errorf("asset_presign: %v", err)
+	}
+	if _, ok := store.(*FileStore); ok {
+		p.logger.Warn("asset_presign with a file store: presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
+	}
+	return p.prepare(store)
+}
+
+// prepare applies defaults and parses what does not need the config.
+func (p *Presign) prepare(store Store) error {
+	p.store = store
+	if p.logger == nil {
+		p.logger = zap.NewNop()
+	}
+	if p.MaxSize == 0 {
+		p.MaxSize = defaultMaxSize
+	}
+	if p.Key == "" {
+		p.Key = defaultKeyTemplate
+	}
+	if p.Expiry == 0 {
+		p.Expiry = caddy.Duration(defaultPresignPostExpiry)
+	}
+	var err error
+	if p.keyTmpl, err = ParseKeyTemplate(p.Key); err != nil {
+		return fmt.Errorf("asset_presign: %v", err)
+	}
+	if p.keyTmpl.UsesHash() {
+		return fmt.Errorf("asset_presign: key %q uses {sha256}, but the content is uploaded straight to the store and never seen; use {uuid}", p.Key)
+	}
+	p.gate = &Offload{Authorize: p.Authorize, AuthorizeTimeout: p.AuthorizeTimeout}
+	if err := p.gate.prepare(); err != nil {
+		return fmt.Errorf("asset_presign: %v", err)
+	}
+	p.gate.logger = p.logger
+	return nil
+}
+
+// Validate checks the options.
+func (p *Presign) Validate() error {
+	if p.MaxSize < 0 {
+		return fmt.Errorf("asset_presign: max_size %d must be positive", p.MaxSize)
+	}
+	if d := time.Duration(p.Expiry); d < time.Second || d > 7*24*time.Hour {
+		return fmt.Errorf("asset_presign: expiry %s must be between 1s and 7 days", d)
+	}
+	for _, t := range p.AllowTypes {
+		if !strings.Contains(t, "/") && t != "*" {
+			return fmt.Errorf("asset_presign: allow_types %q is not a media type pattern like image/png or image/*", t)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP answers a presign request. It never calls next.
+func (p *Presign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return p.gate.fail(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; POST a JSON request", r.Method))
+	}
+	// Only JSON: a cross-site HTML form cannot send it without a CORS
+	// preflight, so another site cannot make a logged-in browser ask.
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return p.gate.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json", r.Header.Get("Content-Type")))
+	}
+	if p.gate.authClient != nil {
+		if allowed, err := p.gate.authorize(w, r); err != nil || !allowed {
+			return err
+		}
+	}
+	req, err := parsePresignRequest(http.MaxBytesReader(w, r.Body, maxPresignRequestBytes))
+	if err != nil {
+		return p.gate.fail(w, http.StatusBadRequest, err.Error())
+	}
+	ctype, status, err := p.check(req)
+	if err != nil {
+		return p.gate.fail(w, status, err.Error())
+	}
+	now := time.Now()
+	key := p.keyTmpl.Render(KeyValues{UUID: NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: now})
+	expiry := time.Duration(p.Expiry)
+	form, err := p.store.PresignPost(r.Context(), PostPolicy{Key: key, ContentType: ctype, MinSize: 1, MaxSize: req.Size, Expiry: expiry})
+	if err != nil {
+		return p.presignError(w, key, err)
+	}
+	p.logger.Debug("presigned upload", zap.String("key", key), zap.String("content_type", ctype), zap.Int64("size", req.Size))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(presignAnswer{
+		URL: form.URL, Fields: form.Fields, Key: key,
+		PublicURL: p.store.PublicURL(key), ExpiresAt: now.Add(expiry).UTC().Truncate(time.Second),
+	})
+}
+
+// parsePresignRequest reads the client's JSON declaration strictly: one
+// object, known fields only.
+func parsePresignRequest(body io.Reader) (presignRequest, error) {
+	var req presignRequest
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, fmt.Errorf("request body is larger than %d bytes", mbe.Limit)
+		}
+		return req, fmt.Errorf(`request body is not {"filename": ..., "content_type": ..., "size": ...}: %v`, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errors.New("request body has data after the JSON object")
+	}
+	return req, nil
+}
+
+// check validates the declaration and returns the normalized type, or
+// the status and reason of the refusal.
+func (p *Presign) check(req presignRequest) (string, int, error) {
+	if req.ContentType == "" {
+		return "", http.StatusBadRequest, errors.New("content_type is required")
+	}
+	// Parameters are dropped: the form must carry exactly the type
+	// stored, and S3 compares it as a string.
+	mt, _, err := mime.ParseMediaType(req.ContentType)
+	if err != nil || !strings.Contains(mt, "/") || len(req.ContentType) > 255 {
+		return "", http.StatusBadRequest, fmt.Errorf("content_type %q is not a media type like image/png", req.ContentType)
+	}
+	if !TypeAllowed(mt, p.AllowTypes) {
+		return "", http.StatusUnsupportedMediaType, fmt.Errorf("content_type %s is not allowed here", mt)
+	}
+	if req.Size < 1 {
+		return "", http.StatusBadRequest, fmt.Errorf("size %d: declare the file's size in bytes, at least 1", req.Size)
+	}
+	if req.Size > p.MaxSize {
+		return "", http.StatusRequestEntityTooLarge, fmt.Errorf("size %d is larger than the %d bytes allowed", req.Size, p.MaxSize)
+	}
+	return mt, 0, nil
+}
+
+// presignError answers a failed PresignPost.
+func (p *Presign) presignError(w http.ResponseWriter, key string, err error) error {
+	switch {
+	case errors.Is(err, ErrUnsupported):
+		return p.gate.fail(w, http.StatusNotImplemented, "this asset store cannot presign uploads (a file store cannot; use S3, or asset_offload to upload through the load balancer)")
+	case errors.Is(err, ErrUnavailable):
+		p.logger.Error("asset store unavailable", zap.String("key", key), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		return p.gate.fail(w, http.StatusServiceUnavailable, "asset store unavailable; try again later")
+	default:
+		p.logger.Error("presigning upload failed", zap.String("key", key), zap.Error(err))
+		return p.gate.fail(w, http.StatusBadGateway, "presigning the upload failed: "+err.Error())
+	}
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	asset_presign [<matcher>] {
+//		store <name>
+//		max_size <size>
+//		allow_types <mime pattern>...
+//		key <template>
+//		expiry <duration>
+//		authorize <url>
+//		authorize_timeout <duration>
+//	}
+func (p *Presign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("asset_presign takes no arguments besides a matcher, got %q", d.Val())
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.Errf("asset_presign %s needs a value", opt)
+		}
+		var err error
+		switch opt {
+		case "store":
+			p.Store, err = single(d, opt, args)
+		case "max_size":
+			p.MaxSize, err = parseSize(d, opt, args)
+		case "allow_types":
+			p.AllowTypes = append(p.AllowTypes, args...)
+		case "key":
+			p.Key, err = single(d, opt, args)
+		case "expiry":
+			p.Expiry, err = parseDuration(d, opt, args)
+		case "authorize":
+			p.Authorize, err = single(d, opt, args)
+		case "authorize_timeout":
+			p.AuthorizeTimeout, err = parseDuration(d, opt, args)
+		default:
+			return d.Errf("asset_presign: unknown option %q", opt)
+		}
+		if err != nil {
+			return d.Errf("asset_presign %s: %v", opt, err)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Presign)(nil)
+	_ caddy.Validator             = (*Presign)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Presign)(nil)
+	_ caddyfile.Unmarshaler       = (*Presign)(nil)
+)

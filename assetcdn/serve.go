@@ -1,0 +1,393 @@
+package assetcdn
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Serve{})
+}
+
+// Serve answers GET and HEAD requests for stored files. The URL path,
+// minus strip_prefix, is the object key. In redirect mode the client is
+// sent to the file's public (CDN) URL, or to a presigned URL for private
+// buckets; in proxy mode the file is streamed from the store with Range
+// and conditional request support.
+//
+// Files a user uploaded are untrusted: proxied answers carry
+// `X-Content-Type-Options: nosniff` and, for every type a browser could
+// run script in (HTML, SVG, XML, plain text, unknown types), a
+// `Content-Security-Policy` with `sandbox`, so a stored file can never act
+// with the site's origin. Redirect targets are served by the bucket or
+// CDN, which should live on a separate domain for the same reason.
+type Serve struct {
+	// The `asset_store` to read from. Default: the only one declared.
+	Store string `json:"store,omitempty"`
+
+	// "proxy" streams the file from the store through the load balancer;
+	// "redirect" answers 307 with the file's public URL (the store's
+	// public_url joined with the key) or, with `private`, a presigned
+	// URL. Default "proxy", which works with every store; a redirect
+	// whose target is this same path is served as proxy instead.
+	Mode string `json:"mode,omitempty"`
+
+	// The URL path prefix removed before the rest of the path becomes
+	// the key, matched on a segment boundary: with "/media", the request
+	// "/media/uploads/a.png" reads the key "uploads/a.png". Requests
+	// outside the prefix get 404. Default: the path of the store's
+	// public_url (e.g. "/media" for `public_url /media`), so the URLs the
+	// store hands out map back to their keys. Alternatively wrap the
+	// handler in `handle_path /media/*`, which strips the prefix first.
+	StripPrefix *string `json:"strip_prefix,omitempty"`
+
+	// The Cache-Control header of proxied files stored without one.
+	// Files uploaded by `caddy assets sync` carry their own (immutable).
+	// Default "public, max-age=3600".
+	CacheControl string `json:"cache_control,omitempty"`
+
+	// Redirect to presigned URLs, for buckets that are not publicly
+	// readable. Only with mode redirect; the file store cannot presign.
+	Private bool `json:"private,omitempty"`
+
+	// How long a presigned redirect URL stays valid. Browsers may cache
+	// the redirect for half this time. Default 15m.
+	PresignExpiry caddy.Duration `json:"presign_expiry,omitempty"`
+
+	store       Store
+	stripPrefix string
+	logger      *zap.Logger
+}
+
+// Modes of Serve.
+const (
+	modeProxy    = "proxy"
+	modeRedirect = "redirect"
+)
+
+// Defaults of Serve.
+const (
+	defaultServeCacheControl    = "public, max-age=3600"
+	defaultRedirectCacheControl = "public, max-age=300"
+	defaultPresignGetExpiry     = 15 * time.Minute
+)
+
+// sandboxPolicy is the Content-Security-Policy of proxied files that a
+// browser could render as a document: no script, no plugins, a unique
+// opaque origin (sandbox without allow-same-origin), inline styles and
+// same-origin images so that plain documents still look right.
+const sandboxPolicy = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
+
+// CaddyModule returns the Caddy module information.
+func (Serve) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.asset_serve",
+		New: func() caddy.Module { return new(Serve) },
+	}
+}
+
+// Provision sets defaults and finds the store.
+func (s *Serve) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	store, err := Lookup(ctx, s.Store)
+	if err != nil {
+		return fmt.Errorf("asset_serve: %v", err)
+	}
+	return s.prepare(store)
+}
+
+// prepare applies defaults for store and checks the options against it.
+func (s *Serve) prepare(store Store) error {
+	s.store = store
+	if s.Mode == "" {
+		s.Mode = modeProxy
+	}
+	if s.CacheControl == "" {
+		s.CacheControl = defaultServeCacheControl
+	}
+	if s.PresignExpiry == 0 {
+		s.PresignExpiry = caddy.Duration(defaultPresignGetExpiry)
+	}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	if s.StripPrefix != nil {
+		s.stripPrefix = *s.StripPrefix
+	} else {
+		s.stripPrefix = publicURLPath(store)
+	}
+	s.stripPrefix = strings.TrimRight(s.stripPrefix, "/")
+	if s.stripPrefix != "" && !strings.HasPrefix(s.stripPrefix, "/") {
+		return fmt.Errorf("asset_serve: strip_prefix %q must start with '/'", s.stripPrefix)
+	}
+	switch s.Mode {
+	case modeProxy:
+		if s.Private {
+			return errors.New("asset_serve: private applies to mode redirect only; mode proxy reads private buckets with the store's credentials")
+		}
+	case modeRedirect:
+		if _, ok := store.(*FileStore); ok && s.Private {
+			return errors.New("asset_serve: private needs presigned URLs, which a file store cannot make; use mode proxy")
+		}
+		if !s.Private && store.PublicURL("probe") == "" {
+			return errors.New("asset_serve: mode redirect needs the store's public_url, or `private` to redirect to presigned URLs")
+		}
+	default:
+		return fmt.Errorf("asset_serve: mode %q: choose proxy or redirect", s.Mode)
+	}
+	if d := time.Duration(s.PresignExpiry); d < time.Second || d > 7*24*time.Hour {
+		return fmt.Errorf("asset_serve: presign_expiry %s must be between 1s and 7 days", d)
+	}
+	return nil
+}
+
+// publicURLPath is the path of the store's public_url, "" when it has
+// none or it is just "/".
+func publicURLPath(store Store) string {
+	base := store.PublicURL("k")
+	if base == "" {
+		return ""
+	}
+	u, err := url.Parse(strings.TrimSuffix(base, "/k"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimRight(u.Path, "/")
+}
+
+// ServeHTTP answers with the stored file. It never calls next: a path
+// under the handler's matcher that names no file is a 404.
+func (s *Serve) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("asset_serve: method %s not allowed; stored files are read with GET or HEAD", r.Method))
+	}
+	key, ok := KeyFromPath(r.URL.Path, s.stripPrefix)
+	if !ok {
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("asset_serve: path %q names no object key under %q", r.URL.Path, s.stripPrefix))
+	}
+	if s.Mode == modeRedirect {
+		return s.redirect(w, r, key)
+	}
+	return s.proxy(w, r, key)
+}
+
+// KeyFromPath maps a decoded URL path to an object key: the path minus
+// prefix (matched on a segment boundary) and the slash after it. It
+// reports false for paths outside the prefix and for keys ValidateKey
+// refuses (".." segments, empty segments, control characters), and for
+// uploads still being written (".staging/"), so a path can never name
+// anything outside the store's keys.
+func KeyFromPath(urlPath, prefix string) (string, bool) {
+	prefix = strings.TrimRight(prefix, "/")
+	rest, found := strings.CutPrefix(urlPath, prefix)
+	if !found || !strings.HasPrefix(rest, "/") {
+		return "", false
+	}
+	key := rest[1:]
+	if ValidateKey(key) != nil || strings.HasPrefix(key, stagingKey("")) {
+		return "", false
+	}
+	return key, true
+}
+
+// redirect sends the client to the file's public or presigned URL. The
+// file is not looked up first: the CDN or bucket answers 404 itself.
+func (s *Serve) redirect(w http.ResponseWriter, r *http.Request, key string) error {
+	target, cacheControl := s.store.PublicURL(key), defaultRedirectCacheControl
+	if s.Private {
+		expiry := time.Duration(s.PresignExpiry)
+		var err error
+		if target, err = s.store.PresignGet(r.Context(), key, expiry); err != nil {
+			return s.storeError(w, key, "presigning a GET", err)
+		}
+		// Cached no longer than half the URL's life, and only by this
+		// browser: a presigned URL is a credential.
+		cacheControl = "private, max-age=" + strconv.Itoa(int(expiry.Seconds()/2))
+	}
+	if pointsAtItself(target, r) {
+		return s.proxy(w, r, key)
+	}
+	w.Header().Set("Cache-Control", cacheControl)
+	http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+	return nil
+}
+
+// pointsAtItself reports whether a redirect to target would come back to
+// this handler, as with a file store whose public_url is the path
+// asset_serve answers on.
+func pointsAtItself(target string, r *http.Request) bool {
+	u, err := url.Parse(target)
+	if err != nil {
+		return false
+	}
+	sameHost := u.Host == "" || strings.EqualFold(u.Host, r.Host)
+	return sameHost && path.Clean(u.Path) == path.Clean(r.URL.Path)
+}
+
+// proxy streams the file with http.ServeContent, which answers Range
+// (RFC 9110 section 14) and conditional requests (section 13: If-None-Match
+// against the ETag set here, If-Modified-Since against LastModified).
+func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error {
+	obj, err := s.store.Open(r.Context(), key)
+	if err != nil {
+		return s.storeError(w, key, "opening", err)
+	}
+	defer obj.Close()
+	info := obj.Info()
+	setObjectHeaders(w.Header(), info, s.CacheControl)
+	http.ServeContent(w, r, path.Base(key), info.LastModified, obj)
+	return nil
+}
+
+// setObjectHeaders describes the stored file. Content-Type is always set,
+// so ServeContent never sniffs the bytes.
+func setObjectHeaders(h http.Header, info ObjectInfo, defaultCacheControl string) {
+	ctype := info.ContentType
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	h.Set("Content-Type", ctype)
+	h.Set("X-Content-Type-Options", "nosniff")
+	if etag := info.ETag; etag != "" {
+		if !strings.HasPrefix(etag, `"`) && !strings.HasPrefix(etag, `W/"`) {
+			etag = `"` + etag + `"`
+		}
+		h.Set("Etag", etag)
+	}
+	if info.CacheControl != "" {
+		h.Set("Cache-Control", info.CacheControl)
+	} else {
+		h.Set("Cache-Control", defaultCacheControl)
+	}
+	if info.ContentDisposition != "" {
+		h.Set("Content-Disposition", info.ContentDisposition)
+	}
+	if !passiveType(ctype) {
+		h.Set("Content-Security-Policy", sandboxPolicy)
+	}
+}
+
+// passiveType reports whether a browser opening a file of this type
+// directly cannot run script in it: raster images, audio, video, fonts,
+// and stylesheets and scripts (which only run when a page of some origin
+// includes them, under that page's policy). PDF is passive too: browsers
+// run PDF viewers isolated from the site, and Chrome's viewer does not
+// render under `sandbox`.
+func passiveType(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	major, _, _ := strings.Cut(mt, "/")
+	switch {
+	case activeContent[mt] && mt != "text/javascript" && mt != "application/javascript":
+		return false
+	case major == "image", major == "audio", major == "video", major == "font":
+		return true
+	}
+	switch mt {
+	case "text/css", "text/javascript", "application/javascript", "application/pdf", "application/wasm":
+		return true
+	}
+	return false
+}
+
+// storeError answers a failed store call: 404 for a missing or invalid
+// key, 503 when the store cannot be reached, 502 for anything else.
+func (s *Serve) storeError(w http.ResponseWriter, key, op string, err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrInvalidKey):
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
+	case errors.Is(err, ErrUnavailable):
+		s.logger.Error("asset store unavailable", zap.String("key", key), zap.String("op", op), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("asset_serve: asset store unavailable while %s %q; try again later: %w", op, key, err))
+	case errors.Is(err, ErrUnsupported):
+		return caddyhttp.Error(http.StatusNotImplemented, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
+	default:
+		s.logger.Error("asset store error", zap.String("key", key), zap.String("op", op), zap.Error(err))
+		return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
+	}
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	asset_serve [<matcher>] {
+//		store <name>
+//		mode redirect|proxy
+//		strip_prefix <path prefix>
+//		cache_control <header value>
+//		private
+//		presign_expiry <duration>
+//	}
+func (s *Serve) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("asset_serve takes no arguments besides a matcher, got %q", d.Val())
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		var err error
+		switch opt {
+		case "private":
+			if len(args) != 0 {
+				return d.Errf("asset_serve private takes no value")
+			}
+			s.Private = true
+			continue
+		case "store":
+			s.Store, err = single(d, opt, args)
+		case "mode":
+			s.Mode, err = single(d, opt, args)
+		case "strip_prefix":
+			var v string
+			if v, err = single(d, opt, args); err == nil {
+				s.StripPrefix = &v
+			}
+		case "cache_control":
+			s.CacheControl = strings.Join(args, " ")
+			if s.CacheControl == "" {
+				err = d.Errf("cache_control needs a value")
+			}
+		case "presign_expiry":
+			s.PresignExpiry, err = parseDuration(d, opt, args)
+		default:
+			return d.Errf("asset_serve: unknown option %q", opt)
+		}
+		if err != nil {
+			return d.Errf("asset_serve %s: %v", opt, err)
+		}
+	}
+	return nil
+}
+
+// parseDuration reads a duration like 15m or 1h.
+func parseDuration(d *caddyfile.Dispenser, opt string, args []string) (caddy.Duration, error) {
+	v, err := single(d, opt, args)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%q is not a positive duration like 15m", v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Serve)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Serve)(nil)
+	_ caddyfile.Unmarshaler       = (*Serve)(nil)
+)

@@ -1,0 +1,294 @@
+package assetcdn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// putTestObject stores content under key with the given options.
+func putTestObject(t testing.TB, s Store, key string, content []byte, opts PutOptions) ObjectInfo {
+	t.Helper()
+	info, err := s.Put(context.Background(), key, bytes.NewReader(content), int64(len(content)), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func newTestServe(t testing.TB, store Store, configure func(*Serve)) *Serve {
+	t.Helper()
+	s := new(Serve)
+	if configure != nil {
+		configure(s)
+	}
+	if err := s.prepare(store); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serveAsset runs the handler and renders a returned error the way
+// Caddy does: its status, no body.
+func serveAsset(t testing.TB, s *Serve, req *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if err := s.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Error("asset_serve called the next handler")
+		return nil
+	})); err != nil {
+		var he caddyhttp.HandlerError
+		if !errors.As(err, &he) {
+			t.Fatalf("error without a status: %v", err)
+		}
+		rec.WriteHeader(he.StatusCode)
+		rec.Body.WriteString(err.Error())
+	}
+	return rec
+}
+
+func TestServeProxy(t *testing.T) {
+	store := newTestStore(t)
+	png := pngBytes(2000)
+	info := putTestObject(t, store, "uploads/a.png", png, PutOptions{ContentType: "image/png", ContentDisposition: `inline; filename="Me.png"`})
+	putTestObject(t, store, "uploads/page.html", []byte("<script>alert(1)</script>"), PutOptions{ContentType: "text/html"})
+	putTestObject(t, store, "assets/app.0123456789ab.js", []byte("console.log(1)"), PutOptions{ContentType: "text/javascript", CacheControl: "public, max-age=31536000, immutable"})
+	s := newTestServe(t, store, func(s *Serve) { p := "/media"; s.StripPrefix = &p })
+
+	rec := serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/media/uploads/a.png", nil))
+	h := rec.Header()
+	if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), png) {
+		t.Fatalf("GET: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	for name, want := range map[string]string{
+		"Content-Type":            "image/png",
+		"Etag":                    info.ETag,
+		"Cache-Control":           defaultServeCacheControl,
+		"Content-Disposition":     `inline; filename="Me.png"`,
+		"X-Content-Type-Options":  "nosniff",
+		"Content-Security-Policy": "",
+	} {
+		if got := h.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if h.Get("Last-Modified") == "" {
+		t.Error("no Last-Modified")
+	}
+
+	rec = serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/media/uploads/page.html", nil))
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "sandbox") || !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("HTML served with CSP %q, want a sandbox", csp)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "text/html" {
+		t.Errorf("HTML Content-Type %q", ct)
+	}
+
+	rec = serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/media/assets/app.0123456789ab.js", nil))
+	if cc := rec.Header().Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
+		t.Errorf("object's own Cache-Control not kept: %q", cc)
+	}
+}
+
+func TestServeRangeAndConditional(t *testing.T) {
+	store := newTestStore(t)
+	content := []byte("0123456789abcdefghij")
+	info := putTestObject(t, store, "f.txt", content, PutOptions{ContentType: "text/plain"})
+	s := newTestServe(t, store, nil)
+
+	req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+	req.Header.Set("Range", "bytes=5-9")
+	rec := serveAsset(t, s, req)
+	if rec.Code != http.StatusPartialContent || rec.Body.String() != "56789" || rec.Header().Get("Content-Range") != "bytes 5-9/20" {
+		t.Fatalf("range: %d %q %q", rec.Code, rec.Body, rec.Header().Get("Content-Range"))
+	}
+
+	req = httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+	req.Header.Set("If-None-Match", info.ETag)
+	if rec = serveAsset(t, s, req); rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
+		t.Fatalf("If-None-Match: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+
+	req = httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+	req.Header.Set("If-Modified-Since", info.LastModified.Add(time.Hour).UTC().Format(http.TimeFormat))
+	if rec = serveAsset(t, s, req); rec.Code != http.StatusNotModified {
+		t.Fatalf("If-Modified-Since: %d", rec.Code)
+	}
+
+	req = httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+	req.Header.Set("If-None-Match", `"other"`)
+	if rec = serveAsset(t, s, req); rec.Code != http.StatusOK || rec.Body.String() != string(content) {
+		t.Fatalf("stale If-None-Match: %d", rec.Code)
+	}
+
+	rec = serveAsset(t, s, httptest.NewRequest(http.MethodHead, "/f.txt", nil))
+	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("Content-Length") != "20" {
+		t.Fatalf("HEAD: %d, %d bytes, length %q", rec.Code, rec.Body.Len(), rec.Header().Get("Content-Length"))
+	}
+}
+
+func TestServeRefusals(t *testing.T) {
+	store := newTestStore(t)
+	putTestObject(t, store, "media/x.png", pngBytes(10), PutOptions{ContentType: "image/png"})
+	putTestObject(t, store, ".staging/abc", pngBytes(10), PutOptions{})
+	s := newTestServe(t, store, func(s *Serve) { p := "/media"; s.StripPrefix = &p })
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/media/missing.png", http.StatusNotFound},
+		{http.MethodGet, "/media/../media/x.png", http.StatusNotFound},
+		{http.MethodGet, "/media/a/../../x.png", http.StatusNotFound},
+		{http.MethodGet, "/media//x.png", http.StatusNotFound},
+		{http.MethodGet, "/media/", http.StatusNotFound},
+		{http.MethodGet, "/mediax.png", http.StatusNotFound},
+		{http.MethodGet, "/other/x.png", http.StatusNotFound},
+		{http.MethodGet, "/media/.caddylb-meta/x.png", http.StatusNotFound},
+		{http.MethodGet, "/media/.staging/abc", http.StatusNotFound},
+		{http.MethodPost, "/media/x.png", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/media/x.png", http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Method, req.URL.Path = tt.method, tt.path
+		rec := serveAsset(t, s, req)
+		if rec.Code != tt.want {
+			t.Errorf("%s %s: %d, want %d", tt.method, tt.path, rec.Code, tt.want)
+		}
+		if tt.want == http.StatusMethodNotAllowed && rec.Header().Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: Allow %q", tt.method, rec.Header().Get("Allow"))
+		}
+	}
+}
+
+// failingStore answers every read with err.
+type failingStore struct {
+	*FileStore
+	err error
+}
+
+func (f failingStore) Open(context.Context, string) (Object, error) { return nil, f.err }
+
+func TestServeStoreErrors(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{ErrUnavailable, http.StatusServiceUnavailable},
+		{io.ErrUnexpectedEOF, http.StatusBadGateway},
+		{ErrNotFound, http.StatusNotFound},
+	} {
+		s := newTestServe(t, failingStore{newTestStore(t), tt.err}, nil)
+		rec := serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/a.png", nil))
+		if rec.Code != tt.want {
+			t.Errorf("%v: %d, want %d", tt.err, rec.Code, tt.want)
+		}
+		if tt.want == http.StatusServiceUnavailable && (rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "unavailable")) {
+			t.Errorf("503 without Retry-After or message: %q", rec.Body)
+		}
+	}
+}
+
+func TestServeRedirect(t *testing.T) {
+	store := newTestStore(t) // public_url https://cdn.example.com/
+	s := newTestServe(t, store, func(s *Serve) { s.Mode = modeRedirect })
+	rec := serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/img/a%20b.png", nil))
+	if rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != "https://cdn.example.com/img/a%20b.png" {
+		t.Fatalf("redirect: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	if cc := rec.Header().Get("Cache-Control"); !strings.HasPrefix(cc, "public, max-age=") {
+		t.Errorf("redirect Cache-Control %q", cc)
+	}
+
+	// A file store served by asset_serve itself: the redirect would loop,
+	// so the file is proxied.
+	local := newTestStore(t)
+	local.PublicBaseURL = "/media"
+	putTestObject(t, local, "x.txt", []byte("hi"), PutOptions{ContentType: "text/plain"})
+	s = newTestServe(t, local, func(s *Serve) { s.Mode = modeRedirect })
+	if s.stripPrefix != "/media" {
+		t.Fatalf("default strip_prefix %q, want the public_url path /media", s.stripPrefix)
+	}
+	rec = serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/media/x.txt", nil))
+	if rec.Code != http.StatusOK || rec.Body.String() != "hi" {
+		t.Fatalf("self-redirect not proxied: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+}
+
+func TestServeProvisionErrors(t *testing.T) {
+	noURL := newTestStore(t)
+	noURL.PublicBaseURL = ""
+	for name, tt := range map[string]struct {
+		store Store
+		cfg   func(*Serve)
+		want  string
+	}{
+		"bad mode":              {newTestStore(t), func(s *Serve) { s.Mode = "copy" }, `mode "copy"`},
+		"redirect no url":       {noURL, func(s *Serve) { s.Mode = modeRedirect }, "public_url"},
+		"private file store":    {newTestStore(t), func(s *Serve) { s.Mode, s.Private = modeRedirect, true }, "cannot make"},
+		"private proxy":         {newTestStore(t), func(s *Serve) { s.Private = true }, "mode redirect only"},
+		"relative strip prefix": {newTestStore(t), func(s *Serve) { p := "media"; s.StripPrefix = &p }, "must start with '/'"},
+	} {
+		s := new(Serve)
+		tt.cfg(s)
+		if err := s.prepare(tt.store); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, tt.want)
+		}
+	}
+}
+
+func TestServeUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`asset_serve {
+		store media
+		mode redirect
+		strip_prefix /files
+		cache_control public, max-age=60
+		private
+		presign_expiry 10m
+	}`)
+	var s Serve
+	if err := s.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if s.Store != "media" || s.Mode != "redirect" || s.StripPrefix == nil || *s.StripPrefix != "/files" ||
+		s.CacheControl != "public, max-age=60" || !s.Private || time.Duration(s.PresignExpiry) != 10*time.Minute {
+		t.Fatalf("parsed %+v", s)
+	}
+	for _, bad := range []string{"asset_serve x", "asset_serve {\n mode\n}", "asset_serve {\n colour red\n}", "asset_serve {\n presign_expiry soon\n}"} {
+		if err := new(Serve).UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzKeyFromPath(f *testing.F) {
+	for _, p := range []string{"/media/a.png", "/media/../x", "/media//a", "/media/.staging/x", "/mediax", "/media/a/./b", "/media/\x00", "/media/a\\..\\b"} {
+		f.Add(p, "/media")
+	}
+	f.Fuzz(func(t *testing.T, urlPath, prefix string) {
+		key, ok := KeyFromPath(urlPath, prefix)
+		if !ok {
+			return
+		}
+		if err := ValidateKey(key); err != nil {
+			t.Fatalf("%q gave invalid key %q: %v", urlPath, key, err)
+		}
+		if !strings.HasSuffix(urlPath, "/"+key) || !strings.HasPrefix(urlPath, strings.TrimRight(prefix, "/")+"/") {
+			t.Fatalf("%q under %q gave key %q that is not its tail", urlPath, prefix, key)
+		}
+		for _, seg := range strings.Split(key, "/") {
+			if seg == ".." || seg == "." || seg == "" {
+				t.Fatalf("%q gave key %q with segment %q", urlPath, key, seg)
+			}
+		}
+	})
+}
