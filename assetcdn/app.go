@@ -1,12 +1,14 @@
 package assetcdn
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -24,6 +26,7 @@ type App struct {
 	StoresRaw map[string]json.RawMessage `json:"stores,omitempty" caddy:"namespace=asset_store.backends inline_key=backend"`
 
 	stores map[string]Store
+	cfg    context.Context // the config's context, which WhenStarted keys on
 }
 
 // CaddyModule returns the Caddy module information.
@@ -36,6 +39,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision loads every store.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.cfg = ctx.Context
 	mods, err := ctx.LoadModule(a, "StoresRaw")
 	if err != nil {
 		return fmt.Errorf("loading asset stores: %v", err)
@@ -54,8 +58,55 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start implements caddy.App; stores connect lazily.
-func (a *App) Start() error { return nil }
+// Start implements caddy.App; stores connect lazily. It runs the
+// functions given to WhenStarted for this config.
+func (a *App) Start() error {
+	startHooks.mu.Lock()
+	hooks := startHooks.byConfig[a.cfg]
+	delete(startHooks.byConfig, a.cfg)
+	startHooks.mu.Unlock()
+	for _, h := range hooks {
+		h.fn(a)
+	}
+	return nil
+}
+
+// startHooks are the functions waiting for the asset_store app of a
+// config to start, by the config's context.
+var startHooks = struct {
+	mu       sync.Mutex
+	byConfig map[context.Context][]*startHook
+}{byConfig: make(map[context.Context][]*startHook)}
+
+type startHook struct{ fn func(*App) }
+
+// WhenStarted calls fn with the asset_store app of the config whose
+// context is cfg, once that config starts; never, if it does not start
+// or declares no asset_store. Modules provisioned before the config's
+// apps exist (log writers are) use it to find their store. The returned
+// function forgets fn; call it in Cleanup.
+func WhenStarted(cfg context.Context, fn func(*App)) (cancel func()) {
+	h := &startHook{fn: fn}
+	startHooks.mu.Lock()
+	startHooks.byConfig[cfg] = append(startHooks.byConfig[cfg], h)
+	startHooks.mu.Unlock()
+	return func() {
+		startHooks.mu.Lock()
+		defer startHooks.mu.Unlock()
+		hooks := startHooks.byConfig[cfg]
+		for i, other := range hooks {
+			if other == h {
+				hooks = append(hooks[:i], hooks[i+1:]...)
+				break
+			}
+		}
+		if len(hooks) == 0 {
+			delete(startHooks.byConfig, cfg)
+		} else {
+			startHooks.byConfig[cfg] = hooks
+		}
+	}
+}
 
 // Stop implements caddy.App; backends release their clients in Cleanup.
 func (a *App) Stop() error { return nil }

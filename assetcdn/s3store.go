@@ -85,6 +85,7 @@ type S3Store struct {
 	publicURL string
 	client    *s3Client
 	poolKey   string
+	released  bool       // Cleanup ran
 	parts     *sync.Pool // *[]byte buffers of PartSize bytes
 	logger    *zap.Logger
 }
@@ -209,12 +210,15 @@ func (s *S3Store) Validate() error {
 }
 
 // Cleanup releases this config's reference to the shared client; the last
-// one closes it. It is safe after a failed or partial Provision.
+// one closes its idle connections. The store stays usable (it dials
+// anew), so a log writer can still flush through it at shutdown, when
+// the order of module cleanups is not defined. It is safe after a failed
+// or partial Provision, and safe to call twice.
 func (s *S3Store) Cleanup() error {
-	if s.client == nil {
+	if s.client == nil || s.released {
 		return nil
 	}
-	s.client = nil
+	s.released = true
 	_, err := s3Clients.Delete(s.poolKey)
 	return err
 }
