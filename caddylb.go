@@ -11,6 +11,7 @@
 //   - lbmodule/upstreamtls: transport reencrypt (verified TLS to upstreams)
 //     and the caddy lb-cert command
 //   - lbmodule/lbadmin: the /lb/ admin API
+//   - logship: the s3 log writer (log { output s3 }), ships logs to an asset store
 //   - caddyfile: directive and global option registration
 package caddylb
 
@@ -21,5 +22,6 @@ import (
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
 	_ "github.com/caddylb/caddylb/lbmodule/upstreamtls"
+	_ "github.com/caddylb/caddylb/logship"
 	_ "github.com/caddylb/caddylb/sessionstore"
 )

@@ -1,0 +1,357 @@
+package integration
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/caddylb/caddylb/integration/harness"
+	"github.com/caddylb/caddylb/internal/testproc"
+)
+
+// logshipSite ships the access log of a reverse proxy to a versitygw
+// bucket. Requests are /seq/<node>/<n>, so the shipped lines tell which
+// request they are.
+const logshipSite = `{
+	{{.Global}}
+	asset_store logs s3 {
+		bucket {{.X.bucket}}
+		endpoint {{.X.endpoint}}
+		region {{.X.region}}
+		access_key {{.X.access_key}}
+		secret_key {{.X.secret_key}}
+		path_style
+	}
+}
+:{{.HTTPPort}} {
+	log {
+		output s3 logs {
+			prefix shipped
+			host {{.X.host}}
+			name access
+			roll_size {{.X.roll_size}}
+			roll_interval {{.X.roll_interval}}
+			max_backoff 500ms
+			flush_timeout 5s
+		}
+	}
+	reverse_proxy {{.X.upstreams}}
+}
+`
+
+// logshipEnv is a versitygw with a bucket and a demo backend.
+type logshipEnv struct {
+	s3        *testproc.S3Server
+	bucket    string
+	upstreams string
+}
+
+func startLogshipEnv(t *testing.T) *logshipEnv {
+	t.Helper()
+	s3 := testproc.StartVersityGW(t)
+	return &logshipEnv{
+		s3:        s3,
+		bucket:    s3.CreateBucket(t, "logs"),
+		upstreams: harness.Upstreams(harness.StartBackends(t, 1)),
+	}
+}
+
+// startNode starts a Caddy that ships as host, rolling small files so a
+// test sees many uploads.
+func (e *logshipEnv) startNode(t *testing.T, host string) *harness.Caddy {
+	t.Helper()
+	return harness.StartCaddyWith(t, logshipSite, e.config(host, "4KiB", "500ms"))
+}
+
+func (e *logshipEnv) config(host, rollSize, rollInterval string) map[string]any {
+	return map[string]any{
+		"bucket": e.bucket, "endpoint": e.s3.Endpoint, "region": e.s3.Region,
+		"access_key": e.s3.AccessKey, "secret_key": e.s3.SecretKey,
+		"host": host, "upstreams": e.upstreams,
+		"roll_size": rollSize, "roll_interval": rollInterval,
+	}
+}
+
+// sendSeq sends GET /seq/<host>/<n> for n in [from, to), one at a time,
+// and fails the test unless each is answered 200.
+func sendSeq(t *testing.T, c *harness.Caddy, host string, from, to int) {
+	t.Helper()
+	if err := trySendSeq(c, host, from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trySendSeq is sendSeq for other goroutines than the test's.
+func trySendSeq(c *harness.Caddy, host string, from, to int) error {
+	client := harness.NewClient()
+	for n := from; n < to; n++ {
+		resp, err := client.Get(c.URL(fmt.Sprintf("/seq/%s/%d", host, n)))
+		if err != nil {
+			return fmt.Errorf("%s request %d: %v", host, n, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s request %d: %s", host, n, resp.Status)
+		}
+	}
+	return nil
+}
+
+var seqURI = regexp.MustCompile(`^/seq/([^/]+)/(\d+)$`)
+
+// shippedObject is one object in the bucket: its key and the request
+// numbers of its lines, by host.
+type shippedObject struct {
+	key  string
+	seqs map[string][]int
+}
+
+// shipped lists the bucket under shipped/ in key order, checks that
+// every object is gzipped JSON access log lines, and returns them.
+func (e *logshipEnv) shipped(t *testing.T) []shippedObject {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := e.s3.Client(t)
+	var objs []shippedObject
+	for info := range client.ListObjects(ctx, e.bucket, minio.ListObjectsOptions{Prefix: "shipped/", Recursive: true}) {
+		if info.Err != nil {
+			t.Fatalf("listing the bucket: %v", info.Err)
+		}
+		obj, err := client.GetObject(ctx, e.bucket, info.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatalf("GET %s: %v", info.Key, err)
+		}
+		objs = append(objs, shippedObject{key: info.Key, seqs: readShippedLog(t, info.Key, obj)})
+		obj.Close()
+	}
+	sort.Slice(objs, func(i, j int) bool { return objs[i].key < objs[j].key })
+	return objs
+}
+
+func readShippedLog(t *testing.T, key string, r io.Reader) map[string][]int {
+	t.Helper()
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		t.Fatalf("object %s is not gzip: %v", key, err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("object %s: gunzip: %v", key, err)
+	}
+	seqs := map[string][]int{}
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(body), "\n"), "\n") {
+		var entry struct {
+			Request struct{ URI string } `json:"request"`
+			Status  int                  `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("object %s: line %q is not a JSON access log entry: %v", key, line, err)
+		}
+		if m := seqURI.FindStringSubmatch(entry.Request.URI); m != nil {
+			n, _ := strconv.Atoi(m[2])
+			seqs[m[1]] = append(seqs[m[1]], n)
+		}
+	}
+	return seqs
+}
+
+// keyPattern is the default key template with prefix "shipped" and name
+// "access".
+var keyPattern = regexp.MustCompile(`^shipped/([^/]+)/\d{4}/\d{2}/\d{2}/\d{2}/access-\d{8}T\d{6}\.\d{3}Z-[0-9a-f-]{36}\.log\.gz$`)
+
+// seqsOf concatenates host's request numbers over the objects under
+// its key prefix, in key order, checking every key's shape.
+func seqsOf(t *testing.T, objs []shippedObject, host string) []int {
+	t.Helper()
+	var all []int
+	for _, o := range objs {
+		m := keyPattern.FindStringSubmatch(o.key)
+		if m == nil {
+			t.Fatalf("key %q does not follow the default template", o.key)
+		}
+		if m[1] != host {
+			if len(o.seqs[host]) > 0 {
+				t.Fatalf("object %s under host %s holds requests of %s", o.key, m[1], host)
+			}
+			continue
+		}
+		all = append(all, o.seqs[host]...)
+	}
+	return all
+}
+
+// waitShipped waits until host's requests 0..n-1 are all in the bucket
+// and returns what was shipped for host, in key order.
+func (e *logshipEnv) waitShipped(t *testing.T, host string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		seqs := seqsOf(t, e.shipped(t), host)
+		if missing := missingSeqs(seqs, n); len(missing) == 0 {
+			return seqs
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d requests never arrived in the bucket, e.g. %v", host, len(missing), n, missing[:min(len(missing), 10)])
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func missingSeqs(seqs []int, n int) []int {
+	seen := make(map[int]bool, len(seqs))
+	for _, s := range seqs {
+		seen[s] = true
+	}
+	var missing []int
+	for i := range n {
+		if !seen[i] {
+			missing = append(missing, i)
+		}
+	}
+	return missing
+}
+
+// assertInOrderNoDuplicates fails unless seqs is 0..n-1 exactly once each,
+// in order.
+func assertInOrderNoDuplicates(t *testing.T, host string, seqs []int, n int) {
+	t.Helper()
+	if len(seqs) != n {
+		t.Fatalf("%s: %d lines shipped for %d requests (duplicates)", host, len(seqs), n)
+	}
+	for i, s := range seqs {
+		if s != i {
+			t.Fatalf("%s: line %d in key order is request %d: order lost (%v...)", host, i, s, seqs[max(0, i-3):min(len(seqs), i+3)])
+		}
+	}
+}
+
+// metric reads one caddylb_logship series from the admin endpoint.
+func metric(t *testing.T, c *harness.Caddy, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(c.AdminURL("/metrics"))
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+func TestLogshipRealRequestsArriveGzipped(t *testing.T) {
+	e := startLogshipEnv(t)
+	c := e.startNode(t, "node1")
+	sendSeq(t, c, "node1", 0, 300)
+	seqs := e.waitShipped(t, "node1", 300)
+	assertInOrderNoDuplicates(t, "node1", seqs, 300)
+	if files := metric(t, c, "caddylb_logship_shipped_files_total"); files < 2 {
+		t.Fatalf("caddylb_logship_shipped_files_total = %v, want the uploads counted", files)
+	}
+	if strings.Contains(c.Log(), e.s3.SecretKey) {
+		t.Fatal("Caddy's own log contains the store's secret key")
+	}
+}
+
+func TestLogshipStoreDownThenBack(t *testing.T) {
+	e := startLogshipEnv(t)
+	c := e.startNode(t, "node1")
+	sendSeq(t, c, "node1", 0, 100)
+	e.waitShipped(t, "node1", 100)
+
+	e.s3.Kill()
+	sendSeq(t, c, "node1", 100, 400)
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, c, "caddylb_logship_upload_failures_total") < 2 || metric(t, c, "caddylb_logship_pending_files") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("with the store down: failures %v, pending files %v; want both counted",
+				metric(t, c, "caddylb_logship_upload_failures_total"), metric(t, c, "caddylb_logship_pending_files"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	e.s3.Restart(t)
+	sendSeq(t, c, "node1", 400, 500)
+	seqs := e.waitShipped(t, "node1", 500)
+	assertInOrderNoDuplicates(t, "node1", seqs, 500)
+	if dropped := metric(t, c, "caddylb_logship_dropped_bytes_total"); dropped != 0 {
+		t.Fatalf("caddylb_logship_dropped_bytes_total = %v with a spool far from full", dropped)
+	}
+}
+
+func TestLogshipKill9WhileSpoolingLosesNothing(t *testing.T) {
+	e := startLogshipEnv(t)
+	c := e.startNode(t, "node1")
+
+	// Store down: rolled files pile up and the newest lines sit in the
+	// file being written when Caddy is killed.
+	e.s3.Kill()
+	sendSeq(t, c, "node1", 0, 300)
+	c.Kill()
+	e.s3.Restart(t)
+	c.Restart(t)
+
+	// Store up: kill again while the uploader is busy.
+	sendSeq(t, c, "node1", 300, 600)
+	c.Kill()
+	c.Restart(t)
+	sendSeq(t, c, "node1", 600, 700)
+
+	seqs := e.waitShipped(t, "node1", 700)
+	// At least once, and keys are derived from spool file names, so a
+	// repeated upload overwrites its object: no line twice.
+	assertInOrderNoDuplicates(t, "node1", seqs, 700)
+}
+
+func TestLogshipFlushOnReloadAndShutdown(t *testing.T) {
+	e := startLogshipEnv(t)
+	// Files that never roll by themselves: only the reload and the
+	// shutdown ship them.
+	c := harness.StartCaddyWith(t, logshipSite, e.config("node1", "64MiB", "1h"))
+	sendSeq(t, c, "node1", 0, 100)
+	time.Sleep(time.Second)
+	if seqs := seqsOf(t, e.shipped(t), "node1"); len(seqs) != 0 {
+		t.Fatalf("%d lines shipped before any roll", len(seqs))
+	}
+	c.ReloadWith(t, logshipSite, e.config("node1", "32MiB", "1h"))
+	e.waitShipped(t, "node1", 100)
+	sendSeq(t, c, "node1", 100, 200)
+	c.Stop()
+	seqs := seqsOf(t, e.shipped(t), "node1")
+	assertInOrderNoDuplicates(t, "node1", seqs, 200)
+}
+
+func TestLogshipTwoNodesOneBucket(t *testing.T) {
+	e := startLogshipEnv(t)
+	nodes := map[string]*harness.Caddy{"node1": e.startNode(t, "node1"), "node2": e.startNode(t, "node2")}
+	errs := make(chan error)
+	for host, c := range nodes {
+		go func() { errs <- trySendSeq(c, host, 0, 300) }()
+	}
+	for range nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for host := range nodes {
+		seqs := e.waitShipped(t, host, 300)
+		assertInOrderNoDuplicates(t, host, seqs, 300)
+	}
+}

@@ -1,0 +1,132 @@
+package logship
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caddylb/caddylb/assetcdn"
+)
+
+// DefaultKey is the object key template of a shipped spool file.
+const DefaultKey = "{prefix}/{host}/{yyyy}/{mm}/{dd}/{HH}/{name}-{ts}-{uuid}.log.gz"
+
+// keyTemplate renders object keys. Placeholders: {prefix}, {host},
+// {name}, {uuid} (of the spool file), {ts} (the spool file's creation
+// time, UTC, 20060102T150405.000Z), {yyyy} {mm} {dd} {HH} {MM} (parts of
+// that time). Empty path segments, as an empty prefix leaves, are
+// dropped.
+type keyTemplate struct {
+	parts []keyPart
+}
+
+type keyPart struct {
+	literal     string
+	placeholder string
+}
+
+// keyValues are what one spool file's key is rendered from.
+type keyValues struct {
+	Prefix, Host, Name, UUID string
+	Time                     time.Time
+}
+
+var keyPlaceholders = map[string]bool{
+	"prefix": true, "host": true, "name": true, "uuid": true, "ts": true,
+	"yyyy": true, "mm": true, "dd": true, "HH": true, "MM": true,
+}
+
+// parseKeyTemplate parses tmpl. It must contain {uuid}, so that two
+// spool files never share a key, and {ts}, so that keys sort in the
+// order the files were written.
+func parseKeyTemplate(tmpl string) (keyTemplate, error) {
+	var t keyTemplate
+	rest := tmpl
+	for rest != "" {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			t.parts = append(t.parts, keyPart{literal: rest})
+			break
+		}
+		if open > 0 {
+			t.parts = append(t.parts, keyPart{literal: rest[:open]})
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return keyTemplate{}, fmt.Errorf("key template %q: unclosed '{'", tmpl)
+		}
+		name := rest[open+1 : open+end]
+		if !keyPlaceholders[name] {
+			return keyTemplate{}, fmt.Errorf("key template %q: unknown placeholder {%s}", tmpl, name)
+		}
+		t.parts = append(t.parts, keyPart{placeholder: name})
+		rest = rest[open+end+1:]
+	}
+	if !t.uses("uuid") || !t.uses("ts") {
+		return keyTemplate{}, fmt.Errorf("key template %q must contain {ts} and {uuid}", tmpl)
+	}
+	return t, nil
+}
+
+func (t keyTemplate) uses(name string) bool {
+	for _, p := range t.parts {
+		if p.placeholder == name {
+			return true
+		}
+	}
+	return false
+}
+
+// render builds the key for v and checks it with assetcdn.ValidateKey.
+func (t keyTemplate) render(v keyValues) (string, error) {
+	var b strings.Builder
+	utc := v.Time.UTC()
+	for _, p := range t.parts {
+		switch p.placeholder {
+		case "":
+			b.WriteString(p.literal)
+		case "prefix":
+			b.WriteString(v.Prefix)
+		case "host":
+			b.WriteString(segmentSafe(v.Host))
+		case "name":
+			b.WriteString(segmentSafe(v.Name))
+		case "uuid":
+			b.WriteString(v.UUID)
+		case "ts":
+			b.WriteString(utc.Format(stampLayout))
+		case "yyyy":
+			b.WriteString(utc.Format("2006"))
+		case "mm":
+			b.WriteString(utc.Format("01"))
+		case "dd":
+			b.WriteString(utc.Format("02"))
+		case "HH":
+			b.WriteString(utc.Format("15"))
+		case "MM":
+			b.WriteString(utc.Format("04"))
+		}
+	}
+	segs := strings.Split(b.String(), "/")
+	kept := segs[:0]
+	for _, s := range segs {
+		if s != "" {
+			kept = append(kept, s)
+		}
+	}
+	key := strings.Join(kept, "/")
+	if err := assetcdn.ValidateKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// segmentSafe keeps a host or log name inside one key segment.
+func segmentSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < 0x20 || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,372 @@
+package logship
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/caddylb/caddylb/assetcdn"
+)
+
+// flakyStore is a FileStore whose Put fails while down or for the next
+// failures calls, and which records the keys it accepted.
+type flakyStore struct {
+	*assetcdn.FileStore
+	mu       sync.Mutex
+	down     bool
+	failures int
+	keys     []string
+}
+
+func newFlakyStore(t *testing.T) *flakyStore {
+	t.Helper()
+	fs := &assetcdn.FileStore{Root: t.TempDir()}
+	if err := fs.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	return &flakyStore{FileStore: fs}
+}
+
+func (s *flakyStore) Put(ctx context.Context, key string, body io.Reader, size int64, opts assetcdn.PutOptions) (assetcdn.ObjectInfo, error) {
+	s.mu.Lock()
+	fail := s.down || s.failures > 0
+	if s.failures > 0 {
+		s.failures--
+	}
+	s.mu.Unlock()
+	if fail {
+		return assetcdn.ObjectInfo{}, fmt.Errorf("test store: %w", assetcdn.ErrUnavailable)
+	}
+	info, err := s.FileStore.Put(ctx, key, body, size, opts)
+	if err == nil {
+		s.mu.Lock()
+		s.keys = append(s.keys, key)
+		s.mu.Unlock()
+	}
+	return info, err
+}
+
+func (s *flakyStore) setDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
+
+func (s *flakyStore) acceptedKeys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.keys...)
+}
+
+// lines reads every object under prefix, in key order, gunzipped, as
+// lines.
+func (s *flakyStore) lines(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	err := s.List(context.Background(), "", func(oi assetcdn.ObjectInfo) error {
+		obj, err := s.Open(context.Background(), oi.Key)
+		if err != nil {
+			return err
+		}
+		defer obj.Close()
+		zr, err := gzip.NewReader(obj)
+		if err != nil {
+			return fmt.Errorf("%s: %v", oi.Key, err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil {
+			return err
+		}
+		out = append(out, strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func testSettings() settings {
+	return settings{
+		store: "logs", prefix: "p", key: DefaultKey, host: "node1", name: "access",
+		rollSize: 1 << 20, spoolMax: 8 << 20, onFull: onFullDropOldest,
+		rollInterval: time.Hour, flushTimeout: 5 * time.Second, maxBackoff: 50 * time.Millisecond,
+	}
+}
+
+// startTestSlot runs a slot on dir with store as the looked-up store,
+// without Caddy; the returned func closes its shipper.
+func startTestSlot(t *testing.T, dir string, st settings, store assetcdn.Store) (*slot, func()) {
+	t.Helper()
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := parseKeyTemplate(st.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.configure(st.rollSize, st.spoolMax, st.onFull)
+	reg := registration{cfg: context.Background(), settings: st, tmpl: tmpl}
+	// No registrations: the slot uploads to the store it remembered, as
+	// after its config stopped.
+	sl := &slot{dir: dir, spool: sp, last: reg, cached: store, cachedN: st.store}
+	sl.shipper = startShipper(sl)
+	var once sync.Once
+	closeFn := func() {
+		once.Do(func() {
+			sl.shipper.close(st.flushTimeout)
+			sp.lock.Close()
+		})
+	}
+	t.Cleanup(closeFn)
+	return sl, closeFn
+}
+
+func writeLines(t *testing.T, w io.Writer, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if _, err := fmt.Fprintf(w, "line %06d\n", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func wantLines(t *testing.T, got []string, from, to int) {
+	t.Helper()
+	if len(got) != to-from {
+		t.Fatalf("got %d lines, want %d", len(got), to-from)
+	}
+	for i, l := range got {
+		if want := fmt.Sprintf("line %06d", from+i); l != want {
+			t.Fatalf("line %d is %q, want %q (order lost)", i, l, want)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func spoolFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != lockName {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+func TestShipsRolledFilesInOrderAndDeletesThem(t *testing.T) {
+	store := newFlakyStore(t)
+	st := testSettings()
+	st.rollSize = 100 // a few lines per file
+	dir := t.TempDir()
+	sl, closeFn := startTestSlot(t, dir, st, store)
+	writeLines(t, sl.spool, 0, 200)
+	closeFn()
+	wantLines(t, store.lines(t), 0, 200)
+	keys := store.acceptedKeys()
+	if len(keys) < 10 {
+		t.Fatalf("%d objects; roll_size 100 should give more than 10", len(keys))
+	}
+	for i, k := range keys {
+		if !strings.HasPrefix(k, "p/node1/") || !strings.HasSuffix(k, ".log.gz") || !strings.Contains(k, "/access-") {
+			t.Fatalf("key %q does not follow the template", k)
+		}
+		if i > 0 && k <= keys[i-1] {
+			t.Fatalf("keys not in upload order: %q after %q", k, keys[i-1])
+		}
+	}
+	if left := spoolFiles(t, dir); len(left) != 0 {
+		t.Fatalf("spool not empty after everything was shipped: %v", left)
+	}
+	if got := metricValue(shippedFiles.WithLabelValues(dir)); int(got) != len(keys) {
+		t.Fatalf("shipped_files_total %v, want %d", got, len(keys))
+	}
+}
+
+func TestRollsByTime(t *testing.T) {
+	store := newFlakyStore(t)
+	st := testSettings()
+	st.rollInterval = 50 * time.Millisecond
+	sl, _ := startTestSlot(t, t.TempDir(), st, store)
+	writeLines(t, sl.spool, 0, 3)
+	waitFor(t, "a time-rolled upload", func() bool { return len(store.acceptedKeys()) == 1 })
+	wantLines(t, store.lines(t), 0, 3)
+}
+
+func TestRetriesUntilTheStoreIsBackInOrder(t *testing.T) {
+	store := newFlakyStore(t)
+	store.setDown(true)
+	st := testSettings()
+	st.rollSize = 200
+	dir := t.TempDir()
+	sl, closeFn := startTestSlot(t, dir, st, store)
+	writeLines(t, sl.spool, 0, 100)
+	waitFor(t, "failed attempts", func() bool { return metricValue(uploadFailures.WithLabelValues(dir)) >= 3 })
+	if n := len(store.acceptedKeys()); n != 0 {
+		t.Fatalf("%d uploads accepted while the store was down", n)
+	}
+	if files, _ := sl.spool.stats(); files < 5 {
+		t.Fatalf("%d pending files, want the rolled files kept", files)
+	}
+	store.setDown(false)
+	writeLines(t, sl.spool, 100, 150)
+	closeFn()
+	wantLines(t, store.lines(t), 0, 150)
+}
+
+func TestCloseGivesUpAtTheFlushTimeoutAndTheNextStartShips(t *testing.T) {
+	store := newFlakyStore(t)
+	store.setDown(true)
+	st := testSettings()
+	st.flushTimeout = 300 * time.Millisecond
+	dir := t.TempDir()
+	sl, closeFn := startTestSlot(t, dir, st, store)
+	writeLines(t, sl.spool, 0, 10)
+	start := time.Now()
+	closeFn()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("close took %v with flush_timeout 300ms", took)
+	}
+	if len(spoolFiles(t, dir)) != 1 {
+		t.Fatalf("spool holds %v, want the one unshipped file", spoolFiles(t, dir))
+	}
+	store.setDown(false)
+	_, closeFn = startTestSlot(t, dir, st, store)
+	closeFn()
+	wantLines(t, store.lines(t), 0, 10)
+}
+
+func TestRecoversWhatACrashLeft(t *testing.T) {
+	dir := t.TempDir()
+	st := testSettings()
+	st.rollSize = 40
+	// A "crashed" process: files rolled, one being written, none shipped.
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.configure(st.rollSize, st.spoolMax, st.onFull)
+	writeLines(t, sp, 0, 9) // 12 bytes a line: files of 4 lines, one open
+	first := sp.next()
+	if err := sp.compress(first); err != nil {
+		t.Fatal(err)
+	}
+	// A compression cut short, and a rolled copy not yet deleted.
+	os.WriteFile(filepath.Join(dir, first.base+suffixTmp), []byte("partial"), 0o640)
+	os.WriteFile(filepath.Join(dir, first.base+suffixRolled), []byte("line 000000\n"), 0o640)
+	sp.lock.Close() // the kernel does this when a process dies
+
+	store := newFlakyStore(t)
+	_, closeFn := startTestSlot(t, dir, st, store)
+	closeFn()
+	wantLines(t, store.lines(t), 0, 9)
+}
+
+func TestSpoolDirIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.lock.Close()
+	if _, err := openSpool(dir, metricsFor(dir)); err == nil {
+		t.Fatal("a second spool on a locked directory opened")
+	}
+}
+
+func TestSpoolFullPolicies(t *testing.T) {
+	for _, policy := range []string{onFullDropOldest, onFullRefuseNew} {
+		t.Run(policy, func(t *testing.T) {
+			store := newFlakyStore(t)
+			store.setDown(true)
+			st := testSettings()
+			st.rollSize, st.spoolMax, st.onFull = 120, 480, policy
+			st.flushTimeout = 10 * time.Millisecond
+			dir := t.TempDir()
+			sl, closeFn := startTestSlot(t, dir, st, store)
+			writeLines(t, sl.spool, 0, 100) // 1200 bytes into 480
+			if _, total := sl.spool.stats(); total > st.spoolMax {
+				t.Fatalf("spool holds %d bytes, over spool_max %d", total, st.spoolMax)
+			}
+			oldest := metricValue(droppedBytes.WithLabelValues(dir, reasonDropOldest))
+			refused := metricValue(droppedBytes.WithLabelValues(dir, reasonRefuseNew))
+			closeFn()
+			store.setDown(false)
+			st.flushTimeout = 5 * time.Second
+			_, closeFn = startTestSlot(t, dir, st, store)
+			closeFn()
+			got := store.lines(t)
+			kept := float64(12 * len(got))
+			if kept+oldest+refused != 1200 {
+				t.Fatalf("kept %v + dropped oldest %v + refused %v bytes != 1200 written", kept, oldest, refused)
+			}
+			switch policy {
+			case onFullDropOldest:
+				if oldest == 0 || refused != 0 || got[len(got)-1] != "line 000099" {
+					t.Fatalf("drop_oldest: dropped %v oldest, %v new; last line %q", oldest, refused, got[len(got)-1])
+				}
+			case onFullRefuseNew:
+				if refused == 0 || oldest != 0 || got[0] != "line 000000" {
+					t.Fatalf("refuse_new: dropped %v oldest, %v new; first line %q", oldest, refused, got[0])
+				}
+			}
+		})
+	}
+}
+
+func TestRetriedUploadKeepsItsKey(t *testing.T) {
+	store := newFlakyStore(t)
+	store.failures = 2
+	st := testSettings()
+	sl, closeFn := startTestSlot(t, t.TempDir(), st, store)
+	writeLines(t, sl.spool, 0, 5)
+	f := func() string { sl.spool.mu.Lock(); defer sl.spool.mu.Unlock(); return sl.spool.curBase }()
+	closeFn()
+	keys := store.acceptedKeys()
+	if len(keys) != 1 || !strings.HasSuffix(keys[0], "-"+f[len(stampLayout)+1:]+".log.gz") {
+		t.Fatalf("keys %v, want one ending in the spool file's uuid %s", keys, f)
+	}
+	if !bytes.Contains([]byte(keys[0]), []byte(f[:len(stampLayout)])) {
+		t.Fatalf("key %q lacks the spool file's time %s", keys[0], f[:len(stampLayout)])
+	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}

@@ -1,0 +1,186 @@
+package logship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/assetcdn"
+)
+
+// Caddy v2.11.9 keeps every log writer it opens in a process-wide pool
+// and never closes them, on reload or shutdown. So the writer's life is
+// kept here instead, driven by the module's Provision and Cleanup: one
+// slot per spool directory for the life of the process (its spool
+// accepts entries even when no config uses it, and the next process
+// ships them), and one shipper while at least one loaded config uses the
+// slot. A reload provisions the new config before it cleans up the old
+// one, so a shipper whose settings do not change keeps running.
+var registry = struct {
+	mu    sync.Mutex
+	slots map[string]*slot
+}{slots: make(map[string]*slot)}
+
+// settings are what a provisioned Writer asks of its spool directory.
+type settings struct {
+	store, prefix, key, host, name         string
+	rollSize, spoolMax                     int64
+	rollInterval, flushTimeout, maxBackoff time.Duration
+	onFull                                 string
+}
+
+// registration is one provisioned Writer using a slot.
+type registration struct {
+	cfg      context.Context // its config's context: tells the active config
+	settings settings
+	tmpl     keyTemplate
+}
+
+// slot is one spool directory.
+type slot struct {
+	dir   string
+	spool *spool
+
+	mu      sync.Mutex
+	regs    []registration // configs using the slot, oldest first
+	last    registration   // the settings in force: the newest registration
+	shipper *shipper       // nil while no config uses the slot
+	cached  assetcdn.Store // the store last looked up, for shutdown
+	cachedN string         // its name
+}
+
+// acquire registers a provisioned Writer with the slot of dir, opening
+// the spool and starting its shipper if needed. A changed setting rolls
+// the current file, so that entries written before and after the change
+// are in different files. Object keys are made at upload time, with the
+// settings in force then.
+func acquire(dir string, reg registration) (*slot, error) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	sl := registry.slots[dir]
+	if sl == nil {
+		sp, err := openSpool(dir, metricsFor(dir))
+		if err != nil {
+			return nil, err
+		}
+		sl = &slot{dir: dir, spool: sp}
+		registry.slots[dir] = sl
+	}
+	sl.mu.Lock()
+	for _, r := range sl.regs {
+		if r.cfg == reg.cfg && r.settings != reg.settings {
+			sl.mu.Unlock()
+			return nil, fmt.Errorf("two s3 log writers of one config use spool directory %s with different settings; give each its own spool_dir", dir)
+		}
+	}
+	changed := len(sl.regs) > 0 && sl.last.settings != reg.settings
+	sl.regs = append(sl.regs, reg)
+	sl.last = reg
+	sl.mu.Unlock()
+
+	st := reg.settings
+	sl.spool.configure(st.rollSize, st.spoolMax, st.onFull)
+	if sl.shipper == nil {
+		sl.shipper = startShipper(sl)
+	} else if changed {
+		sl.spool.roll()
+	}
+	return sl, nil
+}
+
+// release unregisters the Writer of config cfg. The last one out rolls
+// the current file and uploads what it can within flush_timeout.
+func release(sl *slot, cfg context.Context) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	sl.mu.Lock()
+	before := sl.last.settings
+	for i, r := range sl.regs {
+		if r.cfg == cfg {
+			sl.regs = append(sl.regs[:i], sl.regs[i+1:]...)
+			break
+		}
+	}
+	remaining := len(sl.regs)
+	if remaining > 0 {
+		sl.last = sl.regs[remaining-1]
+	}
+	after, sh := sl.last.settings, sl.shipper
+	if remaining == 0 {
+		sl.shipper = nil
+	}
+	sl.mu.Unlock()
+
+	if remaining == 0 {
+		if sh != nil {
+			sh.close(after.flushTimeout)
+		}
+		return
+	}
+	if before != after { // a config that failed to load is undone
+		sl.spool.configure(after.rollSize, after.spoolMax, after.onFull)
+		sl.spool.roll()
+	}
+}
+
+// current returns the settings in force.
+func (sl *slot) current() registration {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.last
+}
+
+// errNotRunning: no config using the slot has started yet, so the
+// asset_store app cannot be asked (see store).
+var errNotRunning = errors.New("waiting for the config to start")
+
+// store returns the asset store to upload to and the settings in force.
+//
+// A log writer is provisioned while Caddy opens the logs, before it
+// creates the config's apps: asking for the asset_store app then would
+// load it into a map that does not exist yet. So the store is looked up
+// in Caddy's active config once that is the newest config using this
+// slot (during a reload the old config's stores are about to be cleaned
+// up), and remembered for the shutdown, when no config is active any
+// more.
+func (sl *slot) store() (assetcdn.Store, registration, error) {
+	active := caddy.ActiveContext()
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	cur := sl.last
+	if len(sl.regs) > 0 {
+		if active.Context == nil || cur.cfg != active.Context {
+			return nil, cur, errNotRunning
+		}
+		st, err := assetcdn.Lookup(active, cur.settings.store)
+		if err != nil {
+			return nil, cur, err
+		}
+		sl.cached, sl.cachedN = st, cur.settings.store
+		return st, cur, nil
+	}
+	if sl.cached != nil && sl.cachedN == cur.settings.store {
+		return sl.cached, cur, nil
+	}
+	return nil, cur, errNotRunning
+}
+
+// remember keeps store, called name, for the uploads made after every
+// config using the slot is gone (the shutdown flush).
+func (sl *slot) remember(store assetcdn.Store, name string) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.cached, sl.cachedN = store, name
+}
+
+// logger is Caddy's default logger at the time of the call. A log
+// writer is provisioned while the logs themselves are being set up, when
+// ctx.Logger() can hand out a logger whose cores do not exist yet.
+func logger() *zap.Logger {
+	return caddy.Log().Named("logship")
+}
