@@ -14,6 +14,10 @@ for bin in "$caddy" "$backend"; do
 	fi
 done
 
+# asset_offload signs file references with this secret and the demo
+# backends verify them with it.
+export UPLOAD_SIGNING_SECRET="${UPLOAD_SIGNING_SECRET:-demo-only-upload-secret-change-me}"
+
 pids=()
 cleanup() {
 	trap - EXIT INT TERM
@@ -37,6 +41,8 @@ cat <<MSG
 caddy-lb demo: backends b1..b3 on 127.0.0.1:9001-9003, Caddy on :8080, admin on localhost:2019.
   open http://localhost:8080/login     to get a session from one backend
   then http://localhost:8080/whoami    "known": true means you stayed on that backend
+  curl -F photo=@some.png http://localhost:8080/upload   stores the file in ./var/assets, the backend gets a signed reference
+  ./var/logs/demo/...                  the access log of :8080, shipped every 10 s
 Ctrl-C stops everything.
 
 MSG
