@@ -266,13 +266,16 @@ func testOverwrite(t *testing.T, fx storeFixture) {
 
 func testNoOverwrite(t *testing.T, fx storeFixture) {
 	s := fx.store
-	put(t, s, "once.txt", []byte("original"), PutOptions{NoOverwrite: true})
-	_, err := s.Put(t.Context(), "once.txt", strings.NewReader("replacement"), -1, PutOptions{NoOverwrite: true})
+	put(t, s, "once.txt", []byte("original"), PutOptions{NoOverwrite: true, ContentType: "text/plain"})
+	_, err := s.Put(t.Context(), "once.txt", strings.NewReader("replacement"), -1, PutOptions{NoOverwrite: true, ContentType: "text/html"})
 	if !errors.Is(err, ErrExists) {
 		t.Fatalf("second Put with NoOverwrite: %v; want ErrExists", err)
 	}
 	if got := readObject(t, s, "once.txt"); string(got) != "original" {
 		t.Fatalf("object changed to %q by a refused Put", got)
+	}
+	if st, err := s.Stat(t.Context(), "once.txt"); err != nil || st.ContentType != "text/plain" {
+		t.Fatalf("after a refused Put the Content-Type is %q (%v); want the first object's text/plain", st.ContentType, err)
 	}
 }
 

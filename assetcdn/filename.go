@@ -57,17 +57,64 @@ func truncateUTF8(s string, n int) string {
 }
 
 // keyExtension is the {ext} of a key: the original name's extension when
-// it is short and plain ASCII, else one registered for the stored type,
-// else "".
+// it is short, plain ASCII and names the stored type (a PNG sent as
+// "x.html" is stored as ".png": anything that types files by extension,
+// a file_server over a file store or a synced copy, must not serve it as
+// HTML), else the usual one for the stored type, else "".
 func keyExtension(filename, contentType string) string {
 	ext := strings.ToLower(path.Ext(filename))
-	if len(ext) >= 2 && len(ext) <= 11 && isAlnum(ext[1:]) {
+	if len(ext) >= 2 && len(ext) <= 11 && isAlnum(ext[1:]) && extensionType(ext) == contentType {
+		return ext
+	}
+	if ext, ok := preferredExtensions[contentType]; ok {
 		return ext
 	}
 	if exts, _ := mime.ExtensionsByType(contentType); len(exts) > 0 {
 		return exts[0]
 	}
 	return ""
+}
+
+// preferredExtensions are the usual extensions of common types, where
+// mime.ExtensionsByType would give the first in sort order (".jfif").
+var preferredExtensions = map[string]string{
+	"image/jpeg":      ".jpg",
+	"image/png":       ".png",
+	"image/gif":       ".gif",
+	"image/webp":      ".webp",
+	"image/avif":      ".avif",
+	"image/bmp":       ".bmp",
+	"image/x-icon":    ".ico",
+	"application/pdf": ".pdf",
+	"application/zip": ".zip",
+	"text/plain":      ".txt",
+	"text/csv":        ".csv",
+	"video/mp4":       ".mp4",
+	"video/webm":      ".webm",
+	"audio/mpeg":      ".mp3",
+	"audio/wave":      ".wav",
+	"audio/ogg":       ".ogg",
+	"font/woff2":      ".woff2",
+}
+
+// extensionType is the media type (no parameters) an extension names,
+// or "".
+func extensionType(ext string) string {
+	byExt, _, _ := mime.ParseMediaType(mime.TypeByExtension(ext))
+	if byExt == "" {
+		// Go's table lacks some common types.
+		switch ext {
+		case ".md", ".markdown":
+			byExt = "text/markdown"
+		case ".docx":
+			byExt = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+		case ".xlsx":
+			byExt = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+		case ".pptx":
+			byExt = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+		}
+	}
+	return byExt
 }
 
 func isAlnum(s string) bool {
@@ -110,20 +157,7 @@ func DetectContentType(head []byte, filename string) string {
 	if sniffed == "" {
 		sniffed = "application/octet-stream"
 	}
-	byExt, _, _ := mime.ParseMediaType(mime.TypeByExtension(strings.ToLower(path.Ext(filename))))
-	if byExt == "" {
-		// Go's table lacks some common types.
-		switch strings.ToLower(path.Ext(filename)) {
-		case ".md", ".markdown":
-			byExt = "text/markdown"
-		case ".docx":
-			byExt = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-		case ".xlsx":
-			byExt = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-		case ".pptx":
-			byExt = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-		}
-	}
+	byExt := extensionType(strings.ToLower(path.Ext(filename)))
 	if refinedTypes[sniffed][byExt] {
 		return byExt
 	}
@@ -180,15 +214,28 @@ func inlineType(contentType string) bool {
 	return false
 }
 
-// contentDisposition carries the sanitized original name, in both the
-// plain and the RFC 5987 form for non-ASCII names.
+// contentDisposition carries the sanitized original name. A non-ASCII
+// name goes in both forms RFC 6266 section 4.3 recommends: an ASCII
+// fallback in filename= for old clients, the UTF-8 name in filename*=
+// (RFC 5987), which current browsers prefer.
 func contentDisposition(contentType, filename string) string {
 	disp := "attachment"
 	if inlineType(contentType) {
 		disp = "inline"
 	}
-	if v := mime.FormatMediaType(disp, map[string]string{"filename": filename}); v != "" {
+	v := mime.FormatMediaType(disp, map[string]string{"filename": filename})
+	if v == "" {
+		return disp
+	}
+	if !strings.Contains(v, "filename*=") {
 		return v
 	}
-	return disp
+	fallback := strings.Map(func(r rune) rune {
+		if r > 0x7e || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, filename)
+	plain := mime.FormatMediaType(disp, map[string]string{"filename": fallback})
+	return plain + strings.TrimPrefix(v, disp)
 }

@@ -129,3 +129,34 @@ func TestKeyTemplateAcceptsCaddyfileUUIDShorthand(t *testing.T) {
 		t.Fatalf("Render = %q", got)
 	}
 }
+
+func TestKeyExtensionFollowsTheStoredType(t *testing.T) {
+	tests := []struct{ filename, ctype, want string }{
+		{"Me.PNG", "image/png", ".png"},
+		{"photo.jpeg", "image/jpeg", ".jpeg"},
+		{"photo", "image/jpeg", ".jpg"},
+		{"x.html", "image/png", ".png"}, // a PNG named .html is stored as .png
+		{"report.pdf.exe", "application/pdf", ".pdf"},
+		{"notes.md", "text/markdown", ".md"},
+		{"a.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", ".docx"},
+		{"blob.weird", "application/x-unknown-type", ""},
+	}
+	for _, tc := range tests {
+		if got := keyExtension(tc.filename, tc.ctype); got != tc.want {
+			t.Errorf("keyExtension(%q, %q) = %q, want %q", tc.filename, tc.ctype, got, tc.want)
+		}
+	}
+}
+
+func TestContentDispositionCarriesBothNameForms(t *testing.T) {
+	tests := []struct{ ctype, filename, want string }{
+		{"image/png", "Me.PNG", "inline; filename=Me.PNG"},
+		{"application/zip", "a b.zip", `attachment; filename="a b.zip"`},
+		{"application/pdf", "résumé.pdf", `inline; filename=r_sum_.pdf; filename*=utf-8''r%C3%A9sum%C3%A9.pdf`},
+	}
+	for _, tc := range tests {
+		if got := contentDisposition(tc.ctype, tc.filename); got != tc.want {
+			t.Errorf("contentDisposition(%q, %q) = %q, want %q", tc.ctype, tc.filename, got, tc.want)
+		}
+	}
+}

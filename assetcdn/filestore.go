@@ -161,16 +161,8 @@ func (f *FileStore) Put(ctx context.Context, key string, body io.Reader, size in
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("file asset store: writing %q: %w", key, err)
 	}
-	meta := fileMeta{
-		ContentType:        opts.ContentType,
-		ContentDisposition: opts.ContentDisposition,
-		CacheControl:       opts.CacheControl,
-		ETag:               `"` + hex.EncodeToString(sum.Sum(nil)) + `"`,
-		Metadata:           opts.Metadata,
-	}
-	if err := f.writeMeta(key, meta); err != nil {
-		return ObjectInfo{}, err
-	}
+	// The data is placed first: a refused NoOverwrite must not touch the
+	// existing object's metadata.
 	if opts.NoOverwrite {
 		err = os.Link(tmp.Name(), dst)
 		if errors.Is(err, fs.ErrExist) {
@@ -181,6 +173,17 @@ func (f *FileStore) Put(ctx context.Context, key string, body io.Reader, size in
 	}
 	if err != nil {
 		return ObjectInfo{}, fmt.Errorf("file asset store: placing %q: %v", key, err)
+	}
+	meta := fileMeta{
+		ContentType:        opts.ContentType,
+		ContentDisposition: opts.ContentDisposition,
+		CacheControl:       opts.CacheControl,
+		ETag:               `"` + hex.EncodeToString(sum.Sum(nil)) + `"`,
+		Metadata:           opts.Metadata,
+	}
+	if err := f.writeMeta(key, meta); err != nil {
+		_ = os.Remove(dst) // no object without its metadata
+		return ObjectInfo{}, err
 	}
 	return f.Stat(ctx, key)
 }
@@ -194,11 +197,24 @@ func (f *FileStore) writeMeta(key string, meta fileMeta) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, buf, 0o640); err != nil {
+	// A temporary file of its own: concurrent writes of one key must not
+	// interleave in a shared one.
+	tmp, err := os.CreateTemp(filepath.Join(f.root, fileTmpDir), "meta-*")
+	if err != nil {
 		return fmt.Errorf("file asset store: metadata of %q: %v", key, err)
 	}
-	return os.Rename(tmp, p)
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(buf)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		return fmt.Errorf("file asset store: metadata of %q: %v", key, err)
+	}
+	return nil
 }
 
 func (f *FileStore) readMeta(key string) fileMeta {

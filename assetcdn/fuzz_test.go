@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzOffloadMultipart feeds arbitrary multipart bodies to the handler:
@@ -52,6 +53,49 @@ func FuzzOffloadMultipart(f *testing.F) {
 		// Accepted uploads are removed between runs to keep the store small.
 		for _, k := range objectKeys(t, store) {
 			_ = store.Delete(t.Context(), k)
+		}
+	})
+}
+
+// FuzzParseKeyTemplate: a template the parser accepts renders keys that
+// ValidateKey accepts, whatever the extension and time.
+func FuzzParseKeyTemplate(f *testing.F) {
+	for _, seed := range []string{defaultKeyTemplate, "{sha256}{ext}", "a/{http.request.uuid}{ext}", "{yyyy}/{mm}/{dd}/{HH}/{uuid}", "../{uuid}", "a//{uuid}", "{uuid", "{nope}{uuid}", "x\x00{uuid}"} {
+		f.Add(seed, ".png")
+	}
+	f.Fuzz(func(t *testing.T, tmpl, ext string) {
+		kt, err := ParseKeyTemplate(tmpl)
+		if err != nil {
+			return
+		}
+		key := kt.Render(KeyValues{UUID: NewUUID(), SHA256: strings.Repeat("ab", 32), Ext: keyExtension(SanitizeFilename("f"+ext), ""), Time: time.Now()})
+		if err := ValidateKey(key); err != nil {
+			t.Fatalf("template %q accepted but renders invalid key %q: %v", tmpl, key, err)
+		}
+	})
+}
+
+// FuzzParseManifest: any document either fails or gives a manifest
+// whose entries are relative paths (or full URLs), never absolute ones.
+func FuzzParseManifest(f *testing.F) {
+	for _, seed := range []string{
+		`{"img/logo.png": "img/logo.3f2a9c1b.png"}`,
+		`{"src/main.ts": {"file": "assets/main-4f3a.js", "css": ["assets/main.css"]}}`,
+		`{"files": {}, "assets": {"logo.png": "logo-3f2a.png"}}`,
+		`{"a": "//cdn.example.com/a.js", "b": "/b.js", "c": "./c.js", "d": 1}`,
+		`null`, `[]`, `{"a": {"file": ""}}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		m, err := ParseManifest([]byte(doc))
+		if err != nil {
+			return
+		}
+		for logical, file := range m {
+			if strings.HasPrefix(logical, "/") || (strings.HasPrefix(file, "/") && !isFullURL(file)) || file == "" {
+				t.Fatalf("entry %q -> %q is not relative", logical, file)
+			}
 		}
 	})
 }

@@ -154,7 +154,9 @@ func (o *Offload) prepare() error {
 	repl := caddy.NewReplacer()
 	o.secrets = nil
 	for i, s := range o.SignSecret {
-		v := repl.ReplaceAll(s, "")
+		// ReplaceKnown: a random secret may contain braces that are not
+		// placeholders; ReplaceAll would silently drop them.
+		v := repl.ReplaceKnown(s, "")
 		if len(v) < 16 {
 			return fmt.Errorf("asset_offload: sign_secret #%d is %d bytes after placeholders; use at least 16 random bytes", i+1, len(v))
 		}
@@ -202,6 +204,10 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	clientBody := r.Body // read past the limit only to linger after a refusal
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		countUpload(outcomeBadRequest)
+		return o.refuse(w, r, clientBody, http.StatusUnsupportedMediaType, fmt.Sprintf("uploads with Content-Encoding %q are not accepted; send the file as it is", ce))
+	}
 	if limit := o.requestLimit(kind); r.ContentLength > limit {
 		countUpload(outcomeTooLarge)
 		return o.refuse(w, r, clientBody, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than the %d bytes allowed", r.ContentLength, limit))
@@ -230,7 +236,7 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if err := up.rewriteRequest(); err != nil {
 		up.cleanup("rewriting the request failed")
-		return o.fail(w, http.StatusInternalServerError, err.Error())
+		return o.fail(w, r, http.StatusInternalServerError, err.Error())
 	}
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err = next.ServeHTTP(rec, r)
@@ -243,7 +249,10 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			status = http.StatusBadGateway
 		}
 	}
-	if err != nil || o.cleanupAfter(status) {
+	// 499 is reverse_proxy's "client went away": the backend may have
+	// saved the references already, so the files stay (an orphan costs
+	// storage; a deleted file the application refers to loses data).
+	if err != nil || (status != 499 && o.cleanupAfter(status)) {
 		up.cleanup("backend answered " + strconv.Itoa(status))
 	}
 	return err
@@ -273,7 +282,7 @@ func (o *Offload) bodyKind(r *http.Request) bodyKind {
 		return bodyNone
 	case r.Method == http.MethodPut:
 		return bodyRaw
-	case mt == "application/x-www-form-urlencoded", mt == "application/json", mt == "":
+	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"), mt == "":
 		return bodyNone
 	case r.Method == http.MethodPost:
 		return bodyRaw
@@ -334,18 +343,23 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 	case errors.Is(err, ErrUnavailable):
 		countUpload(outcomeStoreError)
 		o.logger.Error("asset store unavailable", zap.Error(err))
-		return o.fail(w, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")
+		return o.fail(w, r, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")
 	default:
 		countUpload(outcomeStoreError)
 		o.logger.Error("storing upload failed", zap.Error(err))
-		return o.fail(w, http.StatusBadGateway, "storing the upload failed: "+err.Error())
+		return o.fail(w, r, http.StatusBadGateway, "storing the upload failed: "+err.Error())
 	}
 }
 
-// fail answers with a JSON error. The backend is never called.
-func (o *Offload) fail(w http.ResponseWriter, status int, msg string) error {
+// fail answers with a JSON error. The backend is never called. On
+// HTTP/1.x the connection closes after the answer, since the rest of the
+// body may not have been read; an HTTP/2 stream ends on its own, and
+// "Connection: close" there would end the client's other streams too.
+func (o *Offload) fail(w http.ResponseWriter, r *http.Request, status int, msg string) error {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Connection", "close") // the rest of the body is not read
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
@@ -370,7 +384,7 @@ func (o *Offload) refuse(w http.ResponseWriter, r *http.Request, clientBody io.R
 	rc := http.NewResponseController(w)
 	// Full duplex keeps the body readable once the answer is written.
 	linger := r.ProtoMajor == 1 && rc.EnableFullDuplex() == nil
-	err := o.fail(w, status, msg)
+	err := o.fail(w, r, status, msg)
 	if linger && err == nil && rc.Flush() == nil {
 		_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
 		_, _ = io.CopyN(io.Discard, clientBody, lingerBytes)

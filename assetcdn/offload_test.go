@@ -352,7 +352,11 @@ func TestOffloadContentAddressedKeysDedupe(t *testing.T) {
 
 func TestOffloadAuthorizeBeforeStoring(t *testing.T) {
 	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Cookie") == "session=ok" && r.Header.Get("X-Forwarded-Uri") == "/uploads" && r.ContentLength <= 0 {
+		// httptest.NewRequest's client is 192.0.2.1; the spoofed
+		// forwarding headers the client added never reach the endpoint.
+		trusted := r.Header.Get("X-Forwarded-For") == "192.0.2.1" && r.Header.Get("X-Real-Ip") == "" &&
+			r.Header.Get("X-Forwarded-Host") == "example.com" && r.Header.Get("X-Forwarded-Proto") == "http"
+		if trusted && r.Header.Get("Cookie") == "session=ok" && r.Header.Get("X-Forwarded-Uri") == "/uploads" && r.ContentLength <= 0 {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -367,6 +371,8 @@ func TestOffloadAuthorizeBeforeStoring(t *testing.T) {
 		req := httptest.NewRequest(http.MethodPost, "/uploads", body)
 		req.Header.Set("Content-Type", ctype)
 		req.Header.Set("Cookie", cookie)
+		req.Header.Set("X-Forwarded-For", "10.9.9.9")
+		req.Header.Set("X-Real-IP", "10.9.9.9")
 		rec, seen := serve(t, o, req, http.StatusOK)
 		n := len(objectKeys(t, store))
 		switch cookie {
@@ -422,5 +428,90 @@ func TestFileStoreLeavesNoTempFiles(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(store.root, fileTmpDir))
 	if len(entries) != 0 {
 		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+func TestOffloadDropsForgedAndReplayedReferencesOnly(t *testing.T) {
+	store := newTestStore(t)
+	o := newTestOffload(t, store, nil)
+	body, ctype := multipartBody(t,
+		formPart{name: "user[name]", value: "Ada"},
+		formPart{name: "user[avatar]", filename: "me.png", content: pngBytes(100)},
+		formPart{name: "user[avatar][key]", value: "forged.png"},
+		// A replayed reference for a field without a file this time.
+		formPart{name: "doc[key]", value: "uploads/someone-elses.pdf"},
+		formPart{name: "doc[signature]", value: "AAAA"},
+		formPart{name: "doc_title", value: "kept"},
+		formPart{name: "link[url]", value: "https://example.com"},
+	)
+	req := httptest.NewRequest(http.MethodPost, "/uploads?doc[key]=q.pdf&doc[signature]=BBBB&page=2", body)
+	req.Header.Set("Content-Type", ctype)
+	rec, seen := serve(t, o, req, http.StatusOK)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	for _, kept := range []string{"user[name]", "doc_title", "link[url]", "page"} {
+		if len(seen.form[kept]) != 1 {
+			t.Errorf("plain field %q lost: %v", kept, seen.form)
+		}
+	}
+	for _, dropped := range []string{"doc[key]", "doc[signature]"} {
+		if v := seen.form[dropped]; len(v) != 0 {
+			t.Errorf("client-sent %q reached the backend: %q", dropped, v)
+		}
+	}
+	if v := seen.form["user[avatar][key]"]; len(v) != 1 || v[0] == "forged.png" {
+		t.Errorf("user[avatar][key] = %q, want only the load balancer's", v)
+	}
+	if ref := ReferenceFromForm("user[avatar]", func(k string) string { return first(seen.form[k]) }); !ref.Verify(testSecret) {
+		t.Errorf("user[avatar] reference does not verify: %+v", ref)
+	}
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func TestOffloadRefusesControlCharactersInFieldNames(t *testing.T) {
+	store := newTestStore(t)
+	o := newTestOffload(t, store, nil)
+	for _, disp := range []string{
+		"form-data; name*=utf-8''a%0Auploads%2Fvictim.png; filename=\"x.png\"",
+		"form-data; name=\"" + strings.Repeat("n", 300) + "\"; filename=\"x.png\"",
+	} {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", disp)
+		w, _ := mw.CreatePart(h)
+		_, _ = w.Write(pngBytes(10))
+		_ = mw.Close()
+		req := httptest.NewRequest(http.MethodPost, "/uploads", &buf)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		rec, seen := serve(t, o, req, http.StatusOK)
+		if rec.Code != http.StatusBadRequest || seen.called || !strings.Contains(rec.Body.String(), "name") {
+			t.Errorf("%.60s: %d %s, backend called %v", disp, rec.Code, rec.Body, seen.called)
+		}
+	}
+	if keys := objectKeys(t, store); len(keys) != 0 {
+		t.Fatalf("refused uploads stored %v", keys)
+	}
+}
+
+func TestOffloadCleanupKeepsADedupedObjectOfAnotherUpload(t *testing.T) {
+	store := newTestStore(t)
+	o := newTestOffload(t, store, func(o *Offload) { o.Key = "cas/{sha256}{ext}" })
+	content := pngBytes(2048)
+	for i, status := range []int{http.StatusOK, http.StatusInternalServerError} {
+		body, ctype := multipartBody(t, formPart{name: "f", filename: "a.png", content: content})
+		req := httptest.NewRequest(http.MethodPost, "/uploads", body)
+		req.Header.Set("Content-Type", ctype)
+		serve(t, o, req, status)
+		if keys := objectKeys(t, store); len(keys) != 1 {
+			t.Fatalf("after upload %d (backend %d): keys %v; the first user's accepted object must stay", i, status, keys)
+		}
 	}
 }

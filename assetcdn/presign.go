@@ -176,12 +176,12 @@ func (p *Presign) Validate() error {
 func (p *Presign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		return p.gate.fail(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; POST a JSON request", r.Method))
+		return p.gate.fail(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; POST a JSON request", r.Method))
 	}
 	// Only JSON: a cross-site HTML form cannot send it without a CORS
 	// preflight, so another site cannot make a logged-in browser ask.
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		return p.gate.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json", r.Header.Get("Content-Type")))
+		return p.gate.fail(w, r, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json", r.Header.Get("Content-Type")))
 	}
 	if p.gate.authClient != nil {
 		if allowed, err := p.gate.authorize(w, r); err != nil || !allowed {
@@ -190,18 +190,18 @@ func (p *Presign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	req, err := parsePresignRequest(http.MaxBytesReader(w, r.Body, maxPresignRequestBytes))
 	if err != nil {
-		return p.gate.fail(w, http.StatusBadRequest, err.Error())
+		return p.gate.fail(w, r, http.StatusBadRequest, err.Error())
 	}
 	ctype, status, err := p.check(req)
 	if err != nil {
-		return p.gate.fail(w, status, err.Error())
+		return p.gate.fail(w, r, status, err.Error())
 	}
 	now := time.Now()
 	key := p.keyTmpl.Render(KeyValues{UUID: NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: now})
 	expiry := time.Duration(p.Expiry)
 	form, err := p.store.PresignPost(r.Context(), PostPolicy{Key: key, ContentType: ctype, MinSize: 1, MaxSize: req.Size, Expiry: expiry})
 	if err != nil {
-		return p.presignError(w, key, err)
+		return p.presignError(w, r, key, err)
 	}
 	p.logger.Debug("presigned upload", zap.String("key", key), zap.String("content_type", ctype), zap.Int64("size", req.Size))
 	w.Header().Set("Content-Type", "application/json")
@@ -256,17 +256,17 @@ func (p *Presign) check(req presignRequest) (string, int, error) {
 }
 
 // presignError answers a failed PresignPost.
-func (p *Presign) presignError(w http.ResponseWriter, key string, err error) error {
+func (p *Presign) presignError(w http.ResponseWriter, r *http.Request, key string, err error) error {
 	switch {
 	case errors.Is(err, ErrUnsupported):
-		return p.gate.fail(w, http.StatusNotImplemented, "this asset store cannot presign uploads (a file store cannot; use S3, or asset_offload to upload through the load balancer)")
+		return p.gate.fail(w, r, http.StatusNotImplemented, "this asset store cannot presign uploads (a file store cannot; use S3, or asset_offload to upload through the load balancer)")
 	case errors.Is(err, ErrUnavailable):
 		p.logger.Error("asset store unavailable", zap.String("key", key), zap.Error(err))
 		w.Header().Set("Retry-After", "5")
-		return p.gate.fail(w, http.StatusServiceUnavailable, "asset store unavailable; try again later")
+		return p.gate.fail(w, r, http.StatusServiceUnavailable, "asset store unavailable; try again later")
 	default:
 		p.logger.Error("presigning upload failed", zap.String("key", key), zap.Error(err))
-		return p.gate.fail(w, http.StatusBadGateway, "presigning the upload failed: "+err.Error())
+		return p.gate.fail(w, r, http.StatusBadGateway, "presigning the upload failed: "+err.Error())
 	}
 }
 

@@ -110,10 +110,3 @@ func ReferenceFromForm(field string, get func(string) string) FileReference {
 		Signature: n("signature"),
 	}
 }
-
-// fieldBase is a form field's name up to its first '[': "avatar" for
-// "avatar[key]" and for "avatar".
-func fieldBase(name string) string {
-	base, _, _ := strings.Cut(name, "[")
-	return base
-}

@@ -75,8 +75,8 @@ func (u *upload) readMultipart() error {
 			return refuse(http.StatusRequestEntityTooLarge, outcomeTooLarge, "more than %d form parts", maxFormParts)
 		}
 		name, filename, isFile := partNames(part)
-		if name == "" {
-			return refuse(http.StatusBadRequest, outcomeBadRequest, "form part #%d has no name", parts+1)
+		if err := checkFieldName(name, parts+1); err != nil {
+			return err
 		}
 		if !isFile {
 			value, err := u.readField(part, u.o.MaxFieldsSize-fieldBytes)
@@ -111,6 +111,26 @@ func partNames(part *multipart.Part) (name, filename string, isFile bool) {
 	}
 	filename, isFile = params["filename"]
 	return params["name"], filename, isFile
+}
+
+// maxFieldNameBytes bounds a form field's name; real forms use a few
+// dozen bytes.
+const maxFieldNameBytes = 256
+
+// checkFieldName refuses names that are empty, too long, or that hold
+// control characters: a newline in a name (possible with RFC 2231
+// encoding of the name parameter, a%0Ab) could shift the lines of a reference's
+// signed string.
+func checkFieldName(name string, partNo int) error {
+	switch {
+	case name == "":
+		return refuse(http.StatusBadRequest, outcomeBadRequest, "form part #%d has no name", partNo)
+	case len(name) > maxFieldNameBytes:
+		return refuse(http.StatusBadRequest, outcomeBadRequest, "form part #%d has a name of %d bytes; at most %d are allowed", partNo, len(name), maxFieldNameBytes)
+	case strings.IndexFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return refuse(http.StatusBadRequest, outcomeBadRequest, "form part #%d has a control character in its name %q", partNo, name)
+	}
+	return nil
 }
 
 // fileFieldName names a file's reference: "avatar", or "photos[0]",
@@ -206,12 +226,17 @@ func (u *upload) storeFile(body io.Reader, field, rawName string) (*FileReferenc
 		return nil, err
 	}
 	kv.SHA256 = hex.EncodeToString(lr.h.Sum(nil))
+	existed := false
 	if u.o.keyTmpl.UsesHash() {
-		if key, err = u.promote(key, u.o.keyTmpl.Render(kv), opts); err != nil {
+		if key, existed, err = u.promote(key, u.o.keyTmpl.Render(kv), opts); err != nil {
 			return nil, err
 		}
 	}
-	u.stored = append(u.stored, key)
+	if !existed {
+		// An object another upload stored first (same content) is not
+		// this request's to remove.
+		u.stored = append(u.stored, key)
+	}
 	ref := &FileReference{
 		Field: field, Key: key, URL: u.o.store.PublicURL(key), Size: info.Size, SHA256: kv.SHA256,
 		ContentType: ctype, Filename: filename, UploadedAt: now.Unix(),
@@ -230,19 +255,20 @@ func (u *upload) storeFile(body io.Reader, field, rawName string) (*FileReferenc
 func stagingKey(uuid string) string { return ".staging/" + uuid }
 
 // promote moves a staged object to its content-addressed key. The same
-// content already stored under that key is success: uploads dedupe.
-func (u *upload) promote(staged, final string, opts PutOptions) (string, error) {
+// content already stored under that key is success (uploads dedupe),
+// reported as existed.
+func (u *upload) promote(staged, final string, opts PutOptions) (key string, existed bool, err error) {
 	ctx := u.r.Context()
 	defer func() {
 		cctx, cancel := cleanupContext()
 		defer cancel()
 		_ = u.o.store.Delete(cctx, staged)
 	}()
-	err := copyObject(ctx, u.o.store, staged, final, opts)
+	err = copyObject(ctx, u.o.store, staged, final, opts)
 	if errors.Is(err, ErrExists) {
-		return final, nil
+		return final, true, nil
 	}
-	return final, err
+	return final, false, err
 }
 
 // copyObject copies src to dst inside one store, server-side when the
@@ -305,19 +331,24 @@ func (u *upload) cleanup(why string) {
 }
 
 // rewriteRequest replaces the body with the fields and references, and
-// drops any field the client sent under a stored file's name, so forged
-// references never reach the backend.
+// drops what the client sent that could pass for a reference (see
+// referenceGroups), so forged or replayed references never reach the
+// backend.
 func (u *upload) rewriteRequest() error {
-	fileBases := map[string]bool{}
-	for _, ref := range u.refs {
-		fileBases[fieldBase(ref.Field)] = true
+	var names []string
+	for _, it := range u.items {
+		if it.ref == nil {
+			names = append(names, it.name)
+		}
 	}
+	groups := u.referenceGroups(names)
+	u.dropQueryReferences()
 	var buf bytes.Buffer
 	ctype := "application/x-www-form-urlencoded"
 	if mt, _, _ := mime.ParseMediaType(u.r.Header.Get("Content-Type")); mt == "multipart/form-data" {
 		mw := multipart.NewWriter(&buf)
 		for _, it := range u.items {
-			for _, kv := range it.fields(fileBases) {
+			for _, kv := range it.fields(groups) {
 				if err := mw.WriteField(kv[0], kv[1]); err != nil {
 					return err
 				}
@@ -330,7 +361,7 @@ func (u *upload) rewriteRequest() error {
 	} else {
 		form := url.Values{}
 		for _, it := range u.items {
-			for _, kv := range it.fields(fileBases) {
+			for _, kv := range it.fields(groups) {
 				form.Add(kv[0], kv[1])
 			}
 		}
@@ -349,12 +380,72 @@ func (u *upload) rewriteRequest() error {
 	return nil
 }
 
+// referenceGroups are the field names whose sub-fields the client may not
+// send: the field of every stored file ("avatar": its "avatar[key]" and
+// the rest come from the load balancer only), and every group whose
+// signature the client sent itself ("photos[5]" of "photos[5][signature]"):
+// only the load balancer makes signatures, so such a group is a forgery
+// or a replay of an earlier reference.
+func (u *upload) referenceGroups(clientNames []string) map[string]bool {
+	groups := map[string]bool{}
+	for _, ref := range u.refs {
+		groups[ref.Field] = true
+	}
+	for _, n := range clientNames {
+		if group, ok := strings.CutSuffix(n, "[signature]"); ok {
+			groups[group] = true
+		}
+	}
+	return groups
+}
+
+// inReferenceGroup reports whether name is a group or one of its
+// sub-fields: "avatar", "avatar[key]", "avatar[key][x]" for "avatar";
+// not "avatar_url" or "user[name]".
+func inReferenceGroup(name string, groups map[string]bool) bool {
+	if groups[name] {
+		return true
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '[' && groups[name[:i]] {
+			return true
+		}
+	}
+	return false
+}
+
+// dropQueryReferences removes reference groups from the query string too,
+// for applications that read fields from both (PHP's $_REQUEST, Go's
+// r.Form).
+func (u *upload) dropQueryReferences() {
+	if u.r.URL.RawQuery == "" {
+		return
+	}
+	q := u.r.URL.Query()
+	names := make([]string, 0, len(q))
+	for n := range q {
+		names = append(names, n)
+	}
+	groups := u.referenceGroups(names)
+	changed := false
+	for n := range q {
+		if inReferenceGroup(n, groups) {
+			q.Del(n)
+			changed = true
+		}
+	}
+	if changed {
+		u.r.URL.RawQuery = q.Encode()
+		u.r.RequestURI = u.r.URL.RequestURI()
+	}
+}
+
 // fields lists what an item contributes to the rewritten form.
-func (it formItem) fields(fileBases map[string]bool) [][2]string {
+func (it formItem) fields(groups map[string]bool) [][2]string {
 	if it.ref != nil {
 		return it.ref.formFields()
 	}
-	if fileBases[fieldBase(it.name)] {
+	if inReferenceGroup(it.name, groups) {
 		return nil
 	}
 	return [][2]string{{it.name, it.value}}
