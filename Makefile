@@ -79,6 +79,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseForwarded$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeHTTP$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePin$$' -fuzztime $(FUZZTIME) ./lbmodule/upstreamtls/
+	$(GO) test -run '^$$' -fuzz '^FuzzOffloadMultipart$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzSanitizeFilename$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyFromPath$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzPresignRequest$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKeyTemplate$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyTemplate$$' -fuzztime $(FUZZTIME) ./logship/
+	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 
 clean:
 	rm -rf $(BIN) integration/demo/var
