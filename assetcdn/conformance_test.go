@@ -119,6 +119,7 @@ func TestStoreConformance(t *testing.T) {
 		{"PublicURL", testPublicURL},
 		{"PresignGet", testPresignGet},
 		{"PresignPost", testPresignPost},
+		{"Copy", testCopy},
 	}
 	for _, b := range conformanceBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -500,5 +501,27 @@ func testPublicURL(t *testing.T, fx storeFixture) {
 	want := conformancePublicURL + "/img/a%20b/c%3F.png"
 	if got := fx.store.PublicURL("img/a b/c?.png"); got != want {
 		t.Fatalf("PublicURL = %q, want %q", got, want)
+	}
+}
+
+// testCopy: copyObject (server-side where the store can) copies bytes and
+// replaces metadata, and refuses an existing destination with
+// NoOverwrite.
+func testCopy(t *testing.T, fx storeFixture) {
+	s := fx.store
+	put(t, s, "staging/a", []byte("content"), PutOptions{ContentType: "application/octet-stream"})
+	opts := PutOptions{ContentType: "image/png", ContentDisposition: "inline; filename=a.png", NoOverwrite: true}
+	if err := copyObject(t.Context(), s, "staging/a", "final/a.png", opts); err != nil {
+		t.Fatalf("copy: %v", err)
+	}
+	if got := readObject(t, s, "final/a.png"); string(got) != "content" {
+		t.Fatalf("copied content %q", got)
+	}
+	st, err := s.Stat(t.Context(), "final/a.png")
+	if err != nil || st.ContentType != "image/png" || st.ContentDisposition != "inline; filename=a.png" {
+		t.Fatalf("copied metadata %+v, %v", st, err)
+	}
+	if err := copyObject(t.Context(), s, "staging/a", "final/a.png", opts); !errors.Is(err, ErrExists) {
+		t.Fatalf("copy over an existing key with NoOverwrite: %v; want ErrExists", err)
 	}
 }

@@ -340,6 +340,10 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 		countUpload(outcomeClientGone)
 		o.logger.Info("client went away during upload; stored parts removed", zap.Error(err))
 		return nil
+	case errors.Is(err, ErrBusy):
+		countUpload(outcomeStoreError)
+		w.Header().Set("Retry-After", "5")
+		return o.fail(w, r, http.StatusServiceUnavailable, "too many uploads in progress; the upload was not stored, try again shortly")
 	case errors.Is(err, ErrUnavailable):
 		countUpload(outcomeStoreError)
 		o.logger.Error("asset store unavailable", zap.Error(err))

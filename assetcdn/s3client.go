@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"golang.org/x/sync/semaphore"
 )
 
 // s3Clients holds one minio client per distinct connection settings, so a
@@ -43,6 +44,9 @@ type s3Client struct {
 	// UNSIGNED-PAYLOAD and TLS guards the body; over plain http we sign
 	// each body's SHA-256 instead.
 	secure bool
+	// partMemory bounds the bytes of part buffers all uploads through
+	// this client hold at once (upload_memory).
+	partMemory *semaphore.Weighted
 }
 
 // Destruct implements caddy.Destructor.
@@ -60,14 +64,15 @@ type s3Settings struct {
 	pathStyle  bool
 	caFile     string
 	caPEM      []byte
-	fromStatic bool // credentials given in the config (else the AWS chain)
+	fromStatic bool  // credentials given in the config (else the AWS chain)
+	memory     int64 // upload_memory
 }
 
 // poolKey hashes every setting that shapes the client, secrets included,
 // so a rotated key gets a new client and no secret appears in the key.
 func (st s3Settings) poolKey() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %q %t %t %d ", st.endpoint.String(), st.region, st.accessKey, st.secretKey, st.pathStyle, st.fromStatic, s3Attempts)
+	fmt.Fprintf(h, "%q %q %q %q %t %t %d %d ", st.endpoint.String(), st.region, st.accessKey, st.secretKey, st.pathStyle, st.fromStatic, s3Attempts, st.memory)
 	h.Write(st.caPEM)
 	return "s3:" + hex.EncodeToString(h.Sum(nil))
 }
@@ -106,7 +111,8 @@ func newS3Client(st s3Settings) (*s3Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &s3Client{api: client, core: minio.Core{Client: client}, transport: tr, secure: secure}, nil
+	return &s3Client{api: client, core: minio.Core{Client: client}, transport: tr, secure: secure,
+		partMemory: semaphore.NewWeighted(st.memory)}, nil
 }
 
 // s3Credentials are the configured keys, or else the standard AWS chain:

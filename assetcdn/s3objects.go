@@ -213,3 +213,56 @@ func (s *S3Store) PresignPost(ctx context.Context, policy PostPolicy) (Presigned
 	}
 	return PresignedPost{URL: u.String(), Fields: fields}, nil
 }
+
+// maxS3CopyBytes is the largest object one CopyObject request copies.
+const maxS3CopyBytes = 5 << 30
+
+// Copy copies src to dst inside the bucket with CopyObject, so the bytes
+// never leave the store, replacing the metadata with opts'. With
+// opts.NoOverwrite an existing dst gives ErrExists; the check is a HEAD
+// before the copy (S3 has no conditional copy), so two copies racing to
+// one new key can both succeed: callers use it for content-addressed
+// keys, where both write the same bytes. Objects over 5 GiB are streamed
+// through the load balancer instead.
+func (s *S3Store) Copy(ctx context.Context, src, dst string, opts PutOptions) error {
+	const op = "COPY"
+	srcName, err := s.objectName(op, src)
+	if err != nil {
+		return err
+	}
+	dstName, err := s.objectName(op, dst)
+	if err != nil {
+		return err
+	}
+	if opts.NoOverwrite {
+		_, err := s.Stat(ctx, dst)
+		if err == nil {
+			return &s3Error{store: s.name, op: op, key: dst, class: ErrExists, err: errors.New("destination exists")}
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	info, err := s.Stat(ctx, src)
+	if err != nil {
+		return err
+	}
+	if info.Size > maxS3CopyBytes {
+		obj, err := s.Open(ctx, src)
+		if err != nil {
+			return err
+		}
+		defer obj.Close()
+		_, err = s.Put(ctx, dst, obj, info.Size, opts)
+		return err
+	}
+	_, err = s.client.api.CopyObject(ctx, minio.CopyDestOptions{
+		Bucket: s.bucket, Object: dstName,
+		ReplaceMetadata: true, UserMetadata: opts.Metadata,
+		ContentType: opts.ContentType, ContentDisposition: opts.ContentDisposition, CacheControl: opts.CacheControl,
+	}, minio.CopySrcOptions{Bucket: s.bucket, Object: srcName})
+	if err != nil {
+		return s.fail(op, dst, err)
+	}
+	return nil
+}

@@ -23,10 +23,14 @@ const abortTimeout = 10 * time.Second
 
 // Put streams body to key.
 //
-// The body is read one part (part_size bytes) at a time into buffers
-// from a pool; the next part is read while the previous one uploads, so
-// an upload in progress holds at most two parts in memory and N
-// concurrent uploads use about 2 × N × part_size. A body that fits in one part is sent as one PUT;
+// The body is read one part (part_size bytes) at a time. The first 64
+// KiB go to a small buffer: a body that ends there is sent as one PUT
+// and takes no part buffer, so small uploads cost little memory. Larger
+// bodies take part buffers from the store's upload_memory budget: one
+// while the part is read and sent, and a second, when the budget has
+// room, so the next part is read from the client while the previous one
+// uploads. N concurrent uploads thus hold at most min(2 × N × part_size,
+// upload_memory). A body that fits in one part is sent as one PUT;
 // anything larger becomes a multipart upload, which is aborted on any
 // failure (the body's reader failing, ctx ending, the store refusing a
 // part), so no parts are left behind to be billed. With NoOverwrite the
@@ -42,28 +46,74 @@ func (s *S3Store) Put(ctx context.Context, key string, body io.Reader, size int6
 		return ObjectInfo{}, &s3Error{store: s.name, op: "PUT", key: key,
 			err: fmt.Errorf("%d bytes is more than %d parts of part_size %d allow", size, maxS3Parts, s.PartSize)}
 	}
-	bufp := s.parts.Get().(*[]byte)
-	defer s.parts.Put(bufp)
-	buf := *bufp
-
-	n, last, err := readPart(ctx, body, buf)
+	var small [smallPutBytes]byte
+	n, last, err := readPart(ctx, body, small[:])
 	if err != nil {
 		return ObjectInfo{}, &s3Error{store: s.name, op: "PUT", key: key, err: fmt.Errorf("reading body: %w", err)}
 	}
-	var up minio.UploadInfo
 	if last {
-		if err := checkSize(int64(n), size); err != nil {
-			return ObjectInfo{}, &s3Error{store: s.name, op: "PUT", key: key, err: err}
-		}
-		popts := putObjectOptions(opts, opts.NoOverwrite)
-		up, err = s.client.core.PutObject(ctx, s.bucket, name, bytes.NewReader(buf[:n]), int64(n), "", s.payloadHash(buf[:n]), popts)
-		if err != nil {
-			return ObjectInfo{}, s.fail("PUT", key, err)
-		}
-		up.Size = int64(n)
-	} else if up, err = s.putMultipart(ctx, key, name, body, buf, size, opts); err != nil {
+		return s.putSingle(ctx, key, name, small[:n], size, opts)
+	}
+
+	release, err := s.takePartBuffer(ctx, key)
+	if err != nil {
 		return ObjectInfo{}, err
 	}
+	defer release()
+	bufp := s.parts.Get().(*[]byte)
+	defer s.parts.Put(bufp)
+	buf := *bufp
+	copy(buf, small[:n])
+	m, last, err := readPart(ctx, body, buf[n:])
+	if err != nil {
+		return ObjectInfo{}, &s3Error{store: s.name, op: "PUT", key: key, err: fmt.Errorf("reading body: %w", err)}
+	}
+	if last {
+		return s.putSingle(ctx, key, name, buf[:n+m], size, opts)
+	}
+	up, err := s.putMultipart(ctx, key, name, body, buf, size, opts)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	return uploadedInfo(key, up, opts), nil
+}
+
+// smallPutBytes is the size under which a body is sent without taking a
+// part buffer.
+const smallPutBytes = 64 << 10
+
+// partBufferWait is how long an upload waits for room in upload_memory
+// before it is refused with ErrBusy.
+const partBufferWait = 10 * time.Second
+
+// takePartBuffer reserves one part buffer in the upload_memory budget,
+// waiting up to partBufferWait; the returned function gives it back.
+func (s *S3Store) takePartBuffer(ctx context.Context, key string) (func(), error) {
+	wctx, cancel := context.WithTimeout(ctx, s.partWait)
+	defer cancel()
+	if err := s.client.partMemory.Acquire(wctx, s.PartSize); err != nil {
+		if ctx.Err() != nil {
+			return nil, &s3Error{store: s.name, op: "PUT", key: key, err: ctx.Err()}
+		}
+		s.logger.Warn("upload memory exhausted; upload refused", zap.String("store", s.name),
+			zap.Int64("upload_memory", s.UploadMemory), zap.Int64("part_size", s.PartSize))
+		return nil, &s3Error{store: s.name, op: "PUT", key: key, class: ErrBusy,
+			err: fmt.Errorf("every part buffer of upload_memory (%d bytes) is in use for %v", s.UploadMemory, s.partWait)}
+	}
+	return func() { s.client.partMemory.Release(s.PartSize) }, nil
+}
+
+// putSingle sends a body that fits in one part with one PUT.
+func (s *S3Store) putSingle(ctx context.Context, key, name string, data []byte, size int64, opts PutOptions) (ObjectInfo, error) {
+	if err := checkSize(int64(len(data)), size); err != nil {
+		return ObjectInfo{}, &s3Error{store: s.name, op: "PUT", key: key, err: err}
+	}
+	popts := putObjectOptions(opts, opts.NoOverwrite)
+	up, err := s.client.core.PutObject(ctx, s.bucket, name, bytes.NewReader(data), int64(len(data)), "", s.payloadHash(data), popts)
+	if err != nil {
+		return ObjectInfo{}, s.fail("PUT", key, err)
+	}
+	up.Size = int64(len(data))
 	return uploadedInfo(key, up, opts), nil
 }
 
@@ -168,13 +218,19 @@ type partResult struct {
 }
 
 // uploadParts uploads the body part by part, buf holding the first part.
-// Reading the next part from the client overlaps with uploading the
-// previous one to the store, so neither side waits for the other: an
-// upload holds two part buffers (2 × part_size) at most.
+// With a second buffer from upload_memory, reading the next part from
+// the client overlaps with uploading the previous one to the store, so
+// neither side waits for the other; without one (the budget is full) the
+// parts are read and sent in turn through buf alone.
 func (s *S3Store) uploadParts(ctx context.Context, key, name, uploadID string, body io.Reader, buf []byte) ([]minio.CompletePart, int64, error) {
-	sparep := s.parts.Get().(*[]byte)
-	defer s.parts.Put(sparep)
-	cur, spare := buf, *sparep
+	var spare []byte
+	if s.client.partMemory.TryAcquire(s.PartSize) {
+		defer s.client.partMemory.Release(s.PartSize)
+		sparep := s.parts.Get().(*[]byte)
+		defer s.parts.Put(sparep)
+		spare = *sparep
+	}
+	cur := buf
 	var parts []minio.CompletePart
 	var total int64
 	n, last := len(cur), false
@@ -192,7 +248,7 @@ func (s *S3Store) uploadParts(ctx context.Context, key, name, uploadID string, b
 		var nextN int
 		var nextLast bool
 		var readErr error
-		if !last {
+		if !last && spare != nil {
 			nextN, nextLast, readErr = readPart(ctx, body, spare)
 		}
 		res := <-done // the part's buffer is free only once its upload ends
@@ -201,13 +257,18 @@ func (s *S3Store) uploadParts(ctx context.Context, key, name, uploadID string, b
 		}
 		parts = append(parts, minio.CompletePart{PartNumber: partNumber, ETag: res.part.ETag})
 		total += int64(n)
+		if !last && spare == nil {
+			nextN, nextLast, readErr = readPart(ctx, body, cur)
+		}
 		if readErr != nil {
 			return nil, 0, &s3Error{store: s.name, op: "PUT", key: key, err: fmt.Errorf("reading body after %d bytes: %w", total, readErr)}
 		}
 		if last || (nextN == 0 && nextLast) {
 			return parts, total, nil
 		}
-		cur, spare = spare, cur
+		if spare != nil {
+			cur, spare = spare, cur
+		}
 		n, last = nextN, nextLast
 	}
 }

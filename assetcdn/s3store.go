@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -66,12 +67,22 @@ type S3Store struct {
 	// serve them with asset_serve or presigned URLs).
 	PublicBaseURL string `json:"public_url,omitempty"`
 
-	// The size of one part of a multipart upload, in bytes. Each upload in
-	// progress holds one part in memory, and an object can have at most
+	// The size of one part of a multipart upload, in bytes. An upload in
+	// progress holds one or two parts in memory (two when upload_memory
+	// has room, so reading the next part from the client overlaps with
+	// sending the last to the store), and an object can have at most
 	// 10,000 parts, so this also caps the object size (8 MiB parts: 78
-	// GiB). Objects no larger than one part are sent in a single PUT.
-	// Default: 8 MiB; minimum 5 MiB (an S3 limit).
+	// GiB). Objects no larger than one part are sent in a single PUT;
+	// those under 64 KiB take no part buffer at all. Default: 8 MiB;
+	// minimum 5 MiB (an S3 limit).
 	PartSize int64 `json:"part_size,omitempty"`
+
+	// The most memory the part buffers of all uploads in progress through
+	// this store may hold together, which bounds the process whatever
+	// the number of clients: at most upload_memory / part_size uploads
+	// hold a buffer at once. An upload that finds no room waits up to
+	// 10 s, then is refused with 503 and Retry-After. Default: 512 MiB.
+	UploadMemory int64 `json:"upload_memory,omitempty"`
 
 	// A PEM file of CA certificates to trust instead of the system roots,
 	// for an https endpoint with a private CA. Certificates are always
@@ -85,18 +96,20 @@ type S3Store struct {
 	publicURL string
 	client    *s3Client
 	poolKey   string
-	released  bool       // Cleanup ran
-	parts     *sync.Pool // *[]byte buffers of PartSize bytes
+	released  bool          // Cleanup ran
+	parts     *sync.Pool    // *[]byte buffers of PartSize bytes
+	partWait  time.Duration // how long Put waits for room in upload_memory
 	logger    *zap.Logger
 }
 
 // Part size limits, from S3: every part but the last must be at least
 // 5 MiB; an upload has at most 10,000 parts.
 const (
-	defaultS3PartSize = 8 << 20
-	minS3PartSize     = 5 << 20
-	maxS3PartSize     = 5 << 30
-	maxS3Parts        = 10000
+	defaultS3PartSize     = 8 << 20
+	defaultS3UploadMemory = 512 << 20
+	minS3PartSize         = 5 << 20
+	maxS3PartSize         = 5 << 30
+	maxS3Parts            = 10000
 )
 
 // CaddyModule returns the Caddy module information.
@@ -116,6 +129,10 @@ func (s *S3Store) Provision(ctx caddy.Context) error {
 	if s.PartSize == 0 {
 		s.PartSize = defaultS3PartSize
 	}
+	if s.UploadMemory == 0 {
+		s.UploadMemory = defaultS3UploadMemory
+	}
+	s.partWait = partBufferWait
 	// ReplaceKnown rather than ReplaceAll: {env.*} is always known, and a
 	// secret that happens to contain braces must survive intact.
 	repl := caddy.NewReplacer()
@@ -141,6 +158,7 @@ func (s *S3Store) Provision(ctx caddy.Context) error {
 		secretKey: resolve(s.SecretKey),
 		pathStyle: s.PathStyle,
 		caFile:    resolve(s.CAFile),
+		memory:    s.UploadMemory,
 	}
 	if s.name == "" {
 		s.name = "s3://" + s.bucket + "/" + s.prefix
@@ -193,6 +211,9 @@ func (s *S3Store) Validate() error {
 	if s.PartSize < minS3PartSize || s.PartSize > maxS3PartSize {
 		return fmt.Errorf("s3 asset store: part_size %d: must be between 5 MiB and 5 GiB", s.PartSize)
 	}
+	if s.UploadMemory < s.PartSize {
+		return fmt.Errorf("s3 asset store: upload_memory %d must hold at least one part of part_size %d", s.UploadMemory, s.PartSize)
+	}
 	if (s.settings.accessKey == "") != (s.settings.secretKey == "") {
 		return errors.New("s3 asset store: access_key and secret_key go together: set both, or neither to use the AWS credential chain")
 	}
@@ -241,6 +262,7 @@ func (s *S3Store) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("prefix", s.prefix)
 	enc.AddString("public_url", s.publicURL)
 	enc.AddInt64("part_size", s.PartSize)
+	enc.AddInt64("upload_memory", s.UploadMemory)
 	if s.settings.fromStatic {
 		enc.AddString("credentials", "access_key "+s.settings.accessKey)
 	} else {
@@ -266,6 +288,7 @@ func (s *S3Store) String() string {
 //		prefix <key prefix>
 //		public_url <base url>
 //		part_size <size>
+//		upload_memory <size>
 //		ca_file <pem file>
 //	}
 //
@@ -317,12 +340,16 @@ func (s *S3Store) unmarshalOption(d *caddyfile.Dispenser) error {
 		s.PublicBaseURL = v
 	case "ca_file":
 		s.CAFile = v
-	case "part_size":
+	case "part_size", "upload_memory":
 		n, err := parseByteSize(v)
 		if err != nil {
-			return d.Errf("part_size: %v", err)
+			return d.Errf("%s: %v", name, err)
 		}
-		s.PartSize = n
+		if name == "part_size" {
+			s.PartSize = n
+		} else {
+			s.UploadMemory = n
+		}
 	default:
 		return d.Errf("s3 asset store: unknown option %q", name)
 	}
@@ -338,4 +365,5 @@ var (
 	_ caddyfile.Unmarshaler   = (*S3Store)(nil)
 	_ zapcore.ObjectMarshaler = (*S3Store)(nil)
 	_ fmt.Stringer            = (*S3Store)(nil)
+	_ copier                  = (*S3Store)(nil)
 )

@@ -1,6 +1,8 @@
 package assetcdn
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -277,4 +279,52 @@ func (k *killingReader) Read(p []byte) (int, error) {
 		k.kill = nil
 	}
 	return n, err
+}
+
+// TestS3StoreUploadMemoryBoundsBuffers: with room for one part buffer,
+// a stalled upload holds it; another large upload is refused with
+// ErrBusy after the wait, a small one still goes through without a
+// buffer, and the stalled one completes through its single buffer.
+func TestS3StoreUploadMemoryBoundsBuffers(t *testing.T) {
+	srv := testproc.StartVersityGW(t)
+	bucket := srv.CreateBucket(t, "budget")
+	s := &S3Store{Bucket: bucket, Endpoint: srv.Endpoint, Region: srv.Region, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		PathStyle: true, PartSize: minS3PartSize, UploadMemory: minS3PartSize}
+	if err := s.Provision(caddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Cleanup()
+	s.partWait = 300 * time.Millisecond
+
+	const size = 6<<20 + 99 // two parts through one buffer
+	pr, pw := io.Pipe()
+	want := sha256.New()
+	body := io.TeeReader(patternReader(size), want)
+	stalled := make(chan error, 1)
+	go func() {
+		_, err := s.Put(t.Context(), "stalled.bin", pr, -1, PutOptions{})
+		stalled <- err
+	}()
+	if _, err := io.CopyN(pw, body, 1<<20); err != nil { // past the small-body path: it holds the buffer
+		t.Fatal(err)
+	}
+
+	_, err := s.Put(t.Context(), "refused.bin", patternReader(1<<20), -1, PutOptions{})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("a second large upload while the only buffer is held: %v; want ErrBusy", err)
+	}
+	put(t, s, "small.txt", []byte("fits in the small buffer"), PutOptions{})
+
+	if _, err := io.Copy(pw, body); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-stalled; err != nil {
+		t.Fatalf("the stalled upload: %v", err)
+	}
+	got := sha256.Sum256(readObject(t, s, "stalled.bin"))
+	if !bytes.Equal(got[:], want.Sum(nil)) {
+		t.Fatal("the upload sent through one buffer was corrupted")
+	}
+	put(t, s, "after.bin", bytes.Repeat([]byte("x"), 1<<20), PutOptions{})
 }

@@ -109,6 +109,8 @@ var (
 	// The store could not be reached or answered with a server error;
 	// handlers answer 502/503 and never call the backend.
 	ErrUnavailable = errors.New("object store unavailable")
+	// Every upload buffer is in use (upload_memory); try again shortly.
+	ErrBusy = errors.New("too many uploads in progress")
 )
 
 // MaxKeyLength is S3's limit on key length in bytes.
