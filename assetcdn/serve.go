@@ -1,8 +1,10 @@
 package assetcdn
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -239,16 +241,120 @@ func pointsAtItself(target string, r *http.Request) bool {
 // proxy streams the file with http.ServeContent, which answers Range
 // (RFC 9110 section 14) and conditional requests (section 13: If-None-Match
 // against the ETag set here, If-Modified-Since against LastModified).
+//
+// A plain GET costs the store one GET. A HEAD, a conditional or a Range
+// request costs a HEAD (Stat) and, only when bytes are sent, a GET of
+// just the range asked for: a browser or CDN revalidating gets its 304
+// without the object being read.
 func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error {
-	obj, err := s.store.Open(r.Context(), key)
-	if err != nil {
-		return s.storeError(w, key, "opening", err)
+	if r.Method == http.MethodGet && !conditionalOrRange(r.Header) {
+		obj, err := s.store.Open(r.Context(), key)
+		if err != nil {
+			return s.storeError(w, key, "opening", err)
+		}
+		defer obj.Close()
+		info := obj.Info()
+		setObjectHeaders(w.Header(), info, s.CacheControl)
+		http.ServeContent(w, r, path.Base(key), info.LastModified, obj)
+		return nil
 	}
-	defer obj.Close()
-	info := obj.Info()
+	info, err := s.store.Stat(r.Context(), key)
+	if err != nil {
+		return s.storeError(w, key, "looking up", err)
+	}
+	content := &lazyObject{ctx: r.Context(), store: s.store, info: info}
+	defer content.Close()
 	setObjectHeaders(w.Header(), info, s.CacheControl)
-	http.ServeContent(w, r, path.Base(key), info.LastModified, obj)
+	http.ServeContent(w, r, path.Base(key), info.LastModified, content)
+	if content.err != nil {
+		s.logger.Error("asset store read failed while serving", zap.String("key", key), zap.Error(content.err))
+	}
 	return nil
+}
+
+// conditionalOrRange reports whether a GET may be answered without the
+// whole object.
+func conditionalOrRange(h http.Header) bool {
+	for _, name := range []string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if h.Get(name) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// lazyObject is a stored object opened on its first Read, at the offset
+// of the last Seek, so that http.ServeContent's size probe and a 304 or
+// HEAD answer read nothing, and a Range answer reads only that range.
+type lazyObject struct {
+	ctx   context.Context
+	store Store
+	info  ObjectInfo
+	off   int64
+	body  io.ReadCloser
+	err   error // the open or read error, for the log
+}
+
+// rangeOpener is implemented by stores that read from an offset in one
+// request (S3: a ranged GET, conditional on the ETag).
+type rangeOpener interface {
+	openAt(ctx context.Context, info ObjectInfo, off int64) (io.ReadCloser, error)
+}
+
+func (l *lazyObject) Seek(offset int64, whence int) (int64, error) {
+	if l.body != nil {
+		return 0, errors.New("asset_serve: seek after the first read")
+	}
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += l.off
+	case io.SeekEnd:
+		offset += l.info.Size
+	default:
+		return 0, errors.New("asset_serve: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("asset_serve: negative position")
+	}
+	l.off = offset
+	return offset, nil
+}
+
+func (l *lazyObject) Read(p []byte) (int, error) {
+	if l.body == nil {
+		if l.body, l.err = openAt(l.ctx, l.store, l.info, l.off); l.err != nil {
+			return 0, l.err
+		}
+	}
+	n, err := l.body.Read(p)
+	if err != nil && err != io.EOF {
+		l.err = err
+	}
+	return n, err
+}
+
+func (l *lazyObject) Close() error {
+	if l.body == nil {
+		return nil
+	}
+	return l.body.Close()
+}
+
+// openAt reads info.Key from off, in one request where the store can.
+func openAt(ctx context.Context, store Store, info ObjectInfo, off int64) (io.ReadCloser, error) {
+	if ro, ok := store.(rangeOpener); ok {
+		return ro.openAt(ctx, info, off)
+	}
+	obj, err := store.Open(ctx, info.Key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := obj.Seek(off, io.SeekStart); err != nil {
+		obj.Close()
+		return nil, err
+	}
+	return obj, nil
 }
 
 // setObjectHeaders describes the stored file. Content-Type is always set,

@@ -292,3 +292,39 @@ func FuzzKeyFromPath(f *testing.F) {
 		}
 	})
 }
+
+// openCounter counts the reads a Store is asked for.
+type openCounter struct {
+	Store
+	opens int
+}
+
+func (c *openCounter) Open(ctx context.Context, key string) (Object, error) {
+	c.opens++
+	return c.Store.Open(ctx, key)
+}
+
+func TestServeReadsTheObjectOnlyWhenBytesAreSent(t *testing.T) {
+	store := &openCounter{Store: newTestStore(t)}
+	info := putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain"})
+	s := newTestServe(t, store, nil)
+	for _, tc := range []struct {
+		method, header, value string
+		status, opens         int
+	}{
+		{http.MethodHead, "", "", http.StatusOK, 0},
+		{http.MethodGet, "If-None-Match", info.ETag, http.StatusNotModified, 0},
+		{http.MethodGet, "Range", "bytes=20-", http.StatusRequestedRangeNotSatisfiable, 0},
+		{http.MethodGet, "Range", "bytes=2-4", http.StatusPartialContent, 1},
+		{http.MethodGet, "", "", http.StatusOK, 1},
+	} {
+		store.opens = 0
+		req := httptest.NewRequest(tc.method, "/f.txt", nil)
+		if tc.header != "" {
+			req.Header.Set(tc.header, tc.value)
+		}
+		if rec := serveAsset(t, s, req); rec.Code != tc.status || store.opens != tc.opens {
+			t.Errorf("%s %s %s: %d with %d reads, want %d with %d", tc.method, tc.header, tc.value, rec.Code, store.opens, tc.status, tc.opens)
+		}
+	}
+}
