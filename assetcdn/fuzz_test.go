@@ -20,22 +20,28 @@ func FuzzOffloadMultipart(f *testing.F) {
 		"--b\r\n\r\n--b--",
 	}
 	for _, s := range seeds {
-		f.Add(s)
+		f.Add(s, "multipart/form-data; boundary=b")
 	}
+	f.Add("--b\r\n\r\n--b--", `multipart/form-data; boundary="b"; charset=x`)
+	f.Add("x", "multipart/form-data")
+	f.Add("raw body", "application/octet-stream")
 	store := newTestStore(f)
 	o := newTestOffload(f, store, func(o *Offload) {
 		o.MaxSize = 4096
 		o.MaxFiles = 3
 		o.MaxFieldsSize = 1024
 	})
-	f.Fuzz(func(t *testing.T, body string) {
+	f.Fuzz(func(t *testing.T, body, contentType string) {
 		req := httptest.NewRequest(http.MethodPost, "/uploads", strings.NewReader(body))
-		req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+		req.Header.Set("Content-Type", contentType)
 		rec, seen := serve(t, o, req, http.StatusOK)
 		switch rec.Code {
 		case http.StatusOK:
 			if !seen.called {
 				t.Fatal("200 without calling the backend")
+			}
+			if len(seen.files) > 0 {
+				t.Fatalf("file parts reached the backend: %v", seen.files)
 			}
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
 			if seen.called {

@@ -343,15 +343,15 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 	case errors.Is(err, ErrBusy):
 		countUpload(outcomeStoreError)
 		w.Header().Set("Retry-After", "5")
-		return o.fail(w, r, http.StatusServiceUnavailable, "too many uploads in progress; the upload was not stored, try again shortly")
+		return o.refuse(w, r, clientBody, http.StatusServiceUnavailable, "too many uploads in progress; the upload was not stored, try again shortly")
 	case errors.Is(err, ErrUnavailable):
 		countUpload(outcomeStoreError)
 		o.logger.Error("asset store unavailable", zap.Error(err))
-		return o.fail(w, r, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")
+		return o.refuse(w, r, clientBody, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")
 	default:
 		countUpload(outcomeStoreError)
 		o.logger.Error("storing upload failed", zap.Error(err))
-		return o.fail(w, r, http.StatusBadGateway, "storing the upload failed: "+err.Error())
+		return o.refuse(w, r, clientBody, http.StatusBadGateway, "storing the upload failed: "+err.Error())
 	}
 }
 

@@ -96,6 +96,7 @@ func multipartBody(t testing.TB, parts ...formPart) (io.Reader, string) {
 type backendSeen struct {
 	called bool
 	form   map[string][]string
+	files  map[string][]*multipart.FileHeader // file parts that got through
 }
 
 func (b *backendSeen) handler(status int) caddyhttp.Handler {
@@ -109,6 +110,7 @@ func (b *backendSeen) handler(status int) caddyhttp.Handler {
 		}
 		b.form = r.Form
 		if r.MultipartForm != nil && len(r.MultipartForm.File) > 0 {
+			b.files = r.MultipartForm.File
 			return fmt.Errorf("backend received file parts: %v", r.MultipartForm.File)
 		}
 		w.WriteHeader(status)

@@ -1,12 +1,16 @@
 package assetcdn
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,6 +79,14 @@ type Presign struct {
 	// How long the authorization request may take. Default 10s.
 	AuthorizeTimeout caddy.Duration `json:"authorize_timeout,omitempty"`
 
+	// HMAC-SHA256 keys, as asset_offload's: with them, the answer carries
+	// a signature over key, content type, size and expiry, which the
+	// client hands to the application with the key after its upload, so
+	// the application can tell a key the load balancer issued from one
+	// the client made up. The first signs. Use {env.*} placeholders.
+	// Default: no signature.
+	SignSecret []string `json:"sign_secret,omitempty"`
+
 	store   Store
 	keyTmpl *KeyTemplate
 	// gate is an Offload used for its authorization request and its JSON
@@ -98,11 +110,26 @@ type presignRequest struct {
 
 // presignAnswer is the form the client uploads with.
 type presignAnswer struct {
-	URL       string            `json:"url"`
-	Fields    map[string]string `json:"fields"`
-	Key       string            `json:"key"`
-	PublicURL string            `json:"public_url,omitempty"`
-	ExpiresAt time.Time         `json:"expires_at"`
+	URL         string            `json:"url"`
+	Fields      map[string]string `json:"fields"`
+	Key         string            `json:"key"`
+	PublicURL   string            `json:"public_url,omitempty"`
+	ContentType string            `json:"content_type"`
+	Size        int64             `json:"size"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+	// See PresignSignature; only with sign_secret.
+	Signature string `json:"signature,omitempty"`
+}
+
+// PresignSignature is the signature of a presigned upload: base64url,
+// unpadded, of HMAC-SHA256(secret, "caddylb-presign-v1\n" + key + "\n" +
+// content_type + "\n" + size + "\n" + expires_at as Unix seconds).
+// Applications compute the same to check a key a client reports.
+func PresignSignature(secret []byte, key, contentType string, size int64, expiresAt time.Time) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(strings.Join([]string{"caddylb-presign-v1", key, contentType,
+		strconv.FormatInt(size, 10), strconv.FormatInt(expiresAt.Unix(), 10)}, "\n")))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // CaddyModule returns the Caddy module information.
@@ -148,7 +175,7 @@ func (p *Presign) prepare(store Store) error {
 	if p.keyTmpl.UsesHash() {
 		return fmt.Errorf("asset_presign: key %q uses {sha256}, but the content is uploaded straight to the store and never seen; use {uuid}", p.Key)
 	}
-	p.gate = &Offload{Authorize: p.Authorize, AuthorizeTimeout: p.AuthorizeTimeout}
+	p.gate = &Offload{Authorize: p.Authorize, AuthorizeTimeout: p.AuthorizeTimeout, SignSecret: p.SignSecret}
 	if err := p.gate.prepare(); err != nil {
 		return fmt.Errorf("asset_presign: %v", err)
 	}
@@ -204,12 +231,16 @@ func (p *Presign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return p.presignError(w, r, key, err)
 	}
 	p.logger.Debug("presigned upload", zap.String("key", key), zap.String("content_type", ctype), zap.Int64("size", req.Size))
+	answer := presignAnswer{
+		URL: form.URL, Fields: form.Fields, Key: key, PublicURL: p.store.PublicURL(key),
+		ContentType: ctype, Size: req.Size, ExpiresAt: now.Add(expiry).UTC().Truncate(time.Second),
+	}
+	if len(p.gate.secrets) > 0 {
+		answer.Signature = PresignSignature(p.gate.secrets[0], key, ctype, req.Size, answer.ExpiresAt)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	return json.NewEncoder(w).Encode(presignAnswer{
-		URL: form.URL, Fields: form.Fields, Key: key,
-		PublicURL: p.store.PublicURL(key), ExpiresAt: now.Add(expiry).UTC().Truncate(time.Second),
-	})
+	return json.NewEncoder(w).Encode(answer)
 }
 
 // parsePresignRequest reads the client's JSON declaration strictly: one
@@ -280,6 +311,7 @@ func (p *Presign) presignError(w http.ResponseWriter, r *http.Request, key strin
 //		expiry <duration>
 //		authorize <url>
 //		authorize_timeout <duration>
+//		sign_secret <current> [<previous>...]
 //	}
 func (p *Presign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -308,6 +340,8 @@ func (p *Presign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.Authorize, err = single(d, opt, args)
 		case "authorize_timeout":
 			p.AuthorizeTimeout, err = parseDuration(d, opt, args)
+		case "sign_secret":
+			p.SignSecret = append(p.SignSecret, args...)
 		default:
 			return d.Errf("asset_presign: unknown option %q", opt)
 		}

@@ -240,3 +240,27 @@ func FuzzPresignRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestPresignSignsTheIssuedKey(t *testing.T) {
+	store := &presigningStore{FileStore: newTestStore(t)}
+	for _, secret := range []string{"", string(testSecret)} {
+		p := newTestPresign(t, store, func(p *Presign) {
+			if secret != "" {
+				p.SignSecret = []string{secret}
+			}
+		})
+		rec := servePresign(t, p, presignRequestOf(`{"filename": "a.png", "content_type": "image/png", "size": 100}`))
+		var ans presignAnswer
+		if err := json.Unmarshal(rec.Body.Bytes(), &ans); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		switch {
+		case secret == "" && ans.Signature != "":
+			t.Errorf("signature %q without sign_secret", ans.Signature)
+		case secret != "" && ans.Signature != PresignSignature(testSecret, ans.Key, "image/png", 100, ans.ExpiresAt):
+			t.Errorf("signature %q does not verify for %+v", ans.Signature, ans)
+		case secret != "" && ans.Signature == PresignSignature(testSecret, "direct/other.png", "image/png", 100, ans.ExpiresAt):
+			t.Error("the signature does not depend on the key")
+		}
+	}
+}

@@ -81,6 +81,9 @@ type assetManifest struct {
 // config reload while the store is down keeps working URLs.
 var lastManifests sync.Map // "store\x00key" -> *assetManifest
 
+// manifestLoadTimeout bounds the manifest read at config load.
+const manifestLoadTimeout = 5 * time.Second
+
 // maxManifestBytes bounds the manifest read into memory.
 const maxManifestBytes = 16 << 20
 
@@ -102,7 +105,11 @@ func (a *AssetFunctions) Provision(ctx caddy.Context) error {
 	if err := a.prepare(store); err != nil {
 		return err
 	}
-	a.reload(ctx)
+	// Bounded: an unreachable store must not hold up a config load; the
+	// last manifest read (or none) is used meanwhile.
+	rctx, cancel := context.WithTimeout(ctx, manifestLoadTimeout)
+	a.reload(rctx)
+	cancel()
 	if a.Refresh > 0 {
 		go a.refreshLoop(ctx, time.Duration(a.Refresh))
 	}

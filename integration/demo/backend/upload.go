@@ -8,12 +8,17 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // uploadSecretEnv names the variable holding the asset_offload
 // sign_secret, the same value the load balancer signs with.
 const uploadSecretEnv = "UPLOAD_SIGNING_SECRET"
+
+// maxReferenceAge is how long after the upload a reference is accepted.
+const maxReferenceAge = 10 * time.Minute
 
 // referenceFields are the sub-fields of a file reference, in the order
 // the signature covers them after the field name.
@@ -50,7 +55,10 @@ func (a *app) upload(w http.ResponseWriter, r *http.Request) {
 	secret := []byte(os.Getenv(uploadSecretEnv))
 	var files []uploadedFile
 	allOK := true
-	for name := range r.Form {
+	// References come from the body only (PostForm, PHP's $_POST), never
+	// the query string, and only while fresh: a replayed old reference
+	// is refused even though its signature is good.
+	for name := range r.PostForm {
 		field, ok := strings.CutSuffix(name, "[signature]")
 		if !ok {
 			continue
@@ -58,14 +66,16 @@ func (a *app) upload(w http.ResponseWriter, r *http.Request) {
 		f := uploadedFile{Field: field, Values: map[string]string{}}
 		parts := []string{"caddylb-upload-v1", field}
 		for _, sub := range referenceFields {
-			v := r.Form.Get(field + "[" + sub + "]")
+			v := r.PostForm.Get(field + "[" + sub + "]")
 			f.Values[sub] = v
 			parts = append(parts, v)
 		}
 		mac := hmac.New(sha256.New, secret)
 		mac.Write([]byte(strings.Join(parts, "\n")))
-		got, err := base64.RawURLEncoding.DecodeString(r.Form.Get(name))
-		f.Verified = err == nil && len(secret) > 0 && hmac.Equal(got, mac.Sum(nil))
+		got, err := base64.RawURLEncoding.DecodeString(r.PostForm.Get(name))
+		at, _ := strconv.ParseInt(f.Values["uploaded_at"], 10, 64)
+		fresh := time.Since(time.Unix(at, 0)) < maxReferenceAge
+		f.Verified = err == nil && len(secret) > 0 && hmac.Equal(got, mac.Sum(nil)) && fresh
 		allOK = allOK && f.Verified
 		files = append(files, f)
 	}
@@ -83,7 +93,7 @@ func (a *app) upload(w http.ResponseWriter, r *http.Request) {
 // plainFields are the form fields that are not part of a reference.
 func plainFields(r *http.Request) map[string]string {
 	out := map[string]string{}
-	for name, vs := range r.Form {
+	for name, vs := range r.PostForm {
 		if strings.HasSuffix(name, "]") && strings.Contains(name, "[") {
 			continue
 		}
