@@ -59,16 +59,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 }
 
 // Start implements caddy.App; stores connect lazily. It runs the
-// functions given to WhenStarted for this config.
+// functions given to WhenStarted for this config; the first error fails
+// the config's start.
 func (a *App) Start() error {
 	startHooks.mu.Lock()
 	hooks := startHooks.byConfig[a.cfg]
 	delete(startHooks.byConfig, a.cfg)
 	startHooks.mu.Unlock()
+	var errs []error
 	for _, h := range hooks {
-		h.fn(a)
+		if err := h.fn(a); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // startHooks are the functions waiting for the asset_store app of a
@@ -78,14 +82,15 @@ var startHooks = struct {
 	byConfig map[context.Context][]*startHook
 }{byConfig: make(map[context.Context][]*startHook)}
 
-type startHook struct{ fn func(*App) }
+type startHook struct{ fn func(*App) error }
 
 // WhenStarted calls fn with the asset_store app of the config whose
 // context is cfg, once that config starts; never, if it does not start
 // or declares no asset_store. Modules provisioned before the config's
-// apps exist (log writers are) use it to find their store. The returned
-// function forgets fn; call it in Cleanup.
-func WhenStarted(cfg context.Context, fn func(*App)) (cancel func()) {
+// apps exist (log writers are) use it to find their store; an error
+// from fn fails the config. The returned function forgets fn; call it
+// in Cleanup.
+func WhenStarted(cfg context.Context, fn func(*App) error) (cancel func()) {
 	h := &startHook{fn: fn}
 	startHooks.mu.Lock()
 	startHooks.byConfig[cfg] = append(startHooks.byConfig[cfg], h)

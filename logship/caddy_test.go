@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -42,6 +43,8 @@ func caddyConfig(t *testing.T, root, spoolDir string, rollSize int) []byte {
 // keeps the spool, and Stop (which never closes log writers in v2.11.9)
 // flushes through the module's Cleanup.
 func TestCaddyReloadAndStopShipEverything(t *testing.T) {
+	processExiting = func() bool { return true } // Stop as at process exit
+	defer func() { processExiting = caddy.Exiting }()
 	root, spoolDir := t.TempDir(), filepath.Join(t.TempDir(), "spool")
 	if err := caddy.Load(caddyConfig(t, root, spoolDir, 1<<20), true); err != nil {
 		t.Fatal(err)
@@ -58,6 +61,7 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	resetDefaultLogger(t)
 	fs := &assetcdn.FileStore{Root: root}
 	if err := fs.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
@@ -81,4 +85,160 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 	if objects < 2 {
 		t.Fatalf("%d objects: the reload that changed roll_size should have rolled a file", objects)
 	}
+}
+
+// resetDefaultLogger loads and stops a config without logs, so Caddy's
+// default logger no longer writes to a test's spool.
+func resetDefaultLogger(t *testing.T) {
+	t.Helper()
+	if err := caddy.Load([]byte(`{"admin": {"disabled": true, "config": {"persist": false}}}`), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReloadToAnotherSpoolShipsLateEntries: a reload that moves the
+// writer to another spool directory leaves the old one shipping, so an
+// entry the old config's loggers write after the reload (a request that
+// was in flight) still reaches the store.
+func TestReloadToAnotherSpoolShipsLateEntries(t *testing.T) {
+	root := t.TempDir()
+	first, second := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	if err := caddy.Load(caddyConfig(t, root, first, 1<<20), true); err != nil {
+		t.Fatal(err)
+	}
+	old := caddy.Log().Named("test")
+	old.Info("before reload")
+	if err := caddy.Load(caddyConfig(t, root, second, 1<<20), true); err != nil {
+		t.Fatal(err)
+	}
+	old.Info("late entry of the old config")
+	caddy.Log().Named("test").Info("after reload")
+
+	fs := &assetcdn.FileStore{Root: root}
+	if err := fs.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	shipped := func() map[string]bool {
+		msgs := map[string]bool{}
+		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
+			var entry struct{ Logger, Msg string }
+			if json.Unmarshal([]byte(l), &entry) == nil && entry.Logger == "test" {
+				msgs[entry.Msg] = true
+			}
+		}
+		return msgs
+	}
+	// The old spool rolls by time (roll_interval 5m by default) or at
+	// exit; stop as at exit to flush both.
+	processExiting = func() bool { return true }
+	defer func() { processExiting = caddy.Exiting }()
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	resetDefaultLogger(t)
+	// The old directory's shipper is not tied to any config any more; it
+	// flushes when the process exits. Here: close it as exit would.
+	registry.mu.Lock()
+	sl := registry.slots[first]
+	registry.mu.Unlock()
+	waitFor(t, "the late entry in the store", func() bool {
+		if sh := sl.shipperNow(); sh != nil {
+			sh.sl.spool.roll()
+		}
+		return shipped()["late entry of the old config"]
+	})
+	if got := shipped(); !got["before reload"] || !got["after reload"] {
+		t.Fatalf("shipped %v", got)
+	}
+}
+
+// TestSpoolInUseAndOrphansAreShipped: a spool directory held by another
+// process makes the writer spool beside it instead of failing the config,
+// and a spool left beside it by an earlier process is adopted and shipped
+// with the settings it was written with.
+func TestSpoolInUseAndOrphansAreShipped(t *testing.T) {
+	processExiting = func() bool { return true }
+	defer func() { processExiting = caddy.Exiting }()
+	root, dir := t.TempDir(), filepath.Join(t.TempDir(), "spool")
+
+	// "Another process" holds dir.
+	held, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.lock.Close()
+
+	// An earlier process left dir.pid999 with an unshipped entry.
+	orphanDir := dir + ".pid999"
+	orphan, err := openSpool(orphanDir, metricsFor(orphanDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testSettings()
+	st.store, st.prefix, st.host = "logs", "caddy", "old-node"
+	orphan.configure(st.rollSize, st.spoolMax, st.onFull)
+	if err := writeSpoolMeta(orphanDir, st); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(orphan, `{"logger":"test","msg":"left by an earlier process"}`)
+	orphan.roll()
+	orphan.lock.Close()
+
+	if err := caddy.Load(caddyConfig(t, root, dir, 1<<20), true); err != nil {
+		t.Fatalf("a spool directory in use failed the config: %v", err)
+	}
+	caddy.Log().Named("test").Info("spooled beside the busy directory")
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	resetDefaultLogger(t)
+
+	fs := &assetcdn.FileStore{Root: root}
+	if err := fs.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both entries in the store", func() bool {
+		msgs := map[string]bool{}
+		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
+			var entry struct{ Logger, Msg string }
+			if json.Unmarshal([]byte(l), &entry) == nil {
+				msgs[entry.Msg] = true
+			}
+		}
+		return msgs["left by an earlier process"] && msgs["spooled beside the busy directory"]
+	})
+	var oldNode int
+	_ = fs.List(context.Background(), "caddy/old-node/", func(assetcdn.ObjectInfo) error { oldNode++; return nil })
+	if oldNode != 1 {
+		t.Fatalf("%d objects under the earlier process's host; its own settings name the key", oldNode)
+	}
+}
+
+// TestBadWriterSettingsFailTheConfig: settings that would fail every
+// upload are refused when the config loads, with a message naming them,
+// instead of blocking the spool at run time.
+func TestBadWriterSettingsFailTheConfig(t *testing.T) {
+	processExiting = func() bool { return true }
+	defer func() { processExiting = caddy.Exiting }()
+	for _, tc := range []struct {
+		change func(writer map[string]any)
+		want   string
+	}{
+		{func(w map[string]any) { w["prefix"] = "x/../y" }, "invalid object keys"},
+		{func(w map[string]any) { w["store"] = "nope" }, `asset store "nope" is not declared`},
+	} {
+		var cfg map[string]any
+		_ = json.Unmarshal(caddyConfig(t, t.TempDir(), filepath.Join(t.TempDir(), "spool"), 1<<20), &cfg)
+		tc.change(cfg["logging"].(map[string]any)["logs"].(map[string]any)["default"].(map[string]any)["writer"].(map[string]any))
+		raw, _ := json.Marshal(cfg)
+		err := caddy.Load(raw, true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("load: %v; want an error containing %q", err, tc.want)
+		}
+		_ = caddy.Stop()
+	}
+	resetDefaultLogger(t)
 }

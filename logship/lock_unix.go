@@ -18,7 +18,7 @@ func lockDir(path string) (*os.File, error) {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("another process uses this spool directory (%v); give each Caddy its own spool_dir", err)
+		return nil, fmt.Errorf("%w (%v)", errSpoolLocked, err)
 	}
 	return f, nil
 }

@@ -236,6 +236,14 @@ func TestRetriesUntilTheStoreIsBackInOrder(t *testing.T) {
 	if files, _ := sl.spool.stats(); files < 5 {
 		t.Fatalf("%d pending files, want the rolled files kept", files)
 	}
+	waitFor(t, "the waiting files compressed in the background", func() bool {
+		for _, name := range spoolFiles(t, dir) {
+			if strings.HasSuffix(name, suffixRolled) {
+				return false
+			}
+		}
+		return true
+	})
 	store.setDown(false)
 	writeLines(t, sl.spool, 100, 150)
 	closeFn()
@@ -369,4 +377,45 @@ func metricValue(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+func TestAVanishedSpoolFileDoesNotBlockTheOthers(t *testing.T) {
+	store := newFlakyStore(t)
+	store.setDown(true)
+	st := testSettings()
+	st.rollSize = 40
+	dir := t.TempDir()
+	sl, closeFn := startTestSlot(t, dir, st, store)
+	writeLines(t, sl.spool, 0, 4) // one rolled file of 4 lines
+	waitFor(t, "a failed attempt", func() bool { return metricValue(uploadFailures.WithLabelValues(dir)) >= 1 })
+	for _, name := range spoolFiles(t, dir) {
+		if strings.HasSuffix(name, suffixRolled) || strings.HasSuffix(name, suffixGzip) {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	store.setDown(false)
+	writeLines(t, sl.spool, 4, 8)
+	closeFn()
+	wantLines(t, store.lines(t), 4, 8)
+}
+
+func TestNewFilesSortAfterRecoveredOnesWhenTheClockWentBack(t *testing.T) {
+	dir := t.TempDir()
+	future := time.Now().Add(time.Hour).UTC().Format(stampLayout) + "-" + newUUID()
+	if err := os.WriteFile(filepath.Join(dir, future+suffixRolled), []byte("line 000000\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.lock.Close()
+	sp.configure(1<<20, 8<<20, onFullDropOldest)
+	writeLines(t, sp, 1, 2)
+	sp.roll()
+	if len(sp.pending) != 2 || sp.pending[1].base <= sp.pending[0].base {
+		t.Fatalf("pending %v: the new file must sort after the recovered one", []string{sp.pending[0].base, sp.pending[len(sp.pending)-1].base})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -16,11 +17,12 @@ import (
 // Caddy v2.11.9 keeps every log writer it opens in a process-wide pool
 // and never closes them, on reload or shutdown. So the writer's life is
 // kept here instead, driven by the module's Provision and Cleanup: one
-// slot per spool directory for the life of the process (its spool
-// accepts entries even when no config uses it, and the next process
-// ships them), and one shipper while at least one loaded config uses the
-// slot. A reload provisions the new config before it cleans up the old
-// one, so a shipper whose settings do not change keeps running.
+// slot per spool directory for the life of the process. Its shipper
+// starts with the first config that uses it and keeps going after the
+// last one is gone, until the process exits: the old config's loggers
+// may still write to it (requests in flight during a reload), and what
+// they write is shipped like the rest. Only at process exit does the last
+// config out flush for up to flush_timeout and stop.
 var registry = struct {
 	mu    sync.Mutex
 	slots map[string]*slot
@@ -65,11 +67,24 @@ func acquire(dir string, reg registration) (*slot, error) {
 	sl := registry.slots[dir]
 	if sl == nil {
 		sp, err := openSpool(dir, metricsFor(dir))
+		if errors.Is(err, errSpoolLocked) {
+			// Another process (a `caddy validate` beside the running
+			// node, a second Caddy on the same data directory) holds it.
+			// Spool beside it; whoever finds that unused later ships it.
+			alt := fmt.Sprintf("%s.pid%d", dir, os.Getpid())
+			logger().Warn("log spool directory in use by another process; spooling beside it",
+				zap.String("spool_dir", dir), zap.String("instead", alt))
+			dir = alt
+			sp, err = openSpool(dir, metricsFor(dir))
+		}
 		if err != nil {
 			return nil, err
 		}
 		sl = &slot{dir: dir, spool: sp}
 		registry.slots[dir] = sl
+	}
+	if err := writeSpoolMeta(dir, reg.settings); err != nil {
+		return nil, err
 	}
 	sl.mu.Lock()
 	for _, r := range sl.regs {
@@ -93,8 +108,10 @@ func acquire(dir string, reg registration) (*slot, error) {
 	return sl, nil
 }
 
-// release unregisters the Writer of config cfg. The last one out rolls
-// the current file and uploads what it can within flush_timeout.
+// release unregisters the Writer of config cfg. At process exit the
+// last one out rolls the current file and uploads what it can within
+// flush_timeout; otherwise (a reload that dropped or moved the writer)
+// the shipper goes on, starting with what was written so far.
 func release(sl *slot, cfg context.Context) {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
@@ -111,22 +128,34 @@ func release(sl *slot, cfg context.Context) {
 		sl.last = sl.regs[remaining-1]
 	}
 	after, sh := sl.last.settings, sl.shipper
-	if remaining == 0 {
+	exiting := remaining == 0 && processExiting()
+	if exiting {
 		sl.shipper = nil
 	}
 	sl.mu.Unlock()
 
-	if remaining == 0 {
+	switch {
+	case exiting:
 		if sh != nil {
 			sh.close(after.flushTimeout)
 		}
-		return
-	}
-	if before != after { // a config that failed to load is undone
+	case remaining == 0:
+		sl.spool.roll()
+	case before != after: // a config that failed to load is undone
 		sl.spool.configure(after.rollSize, after.spoolMax, after.onFull)
 		sl.spool.roll()
 	}
 }
+
+// shipperNow returns the slot's shipper, nil when it has none.
+func (sl *slot) shipperNow() *shipper {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	return sl.shipper
+}
+
+// processExiting tells a process exit from a reload; tests replace it.
+var processExiting = caddy.Exiting
 
 // current returns the settings in force.
 func (sl *slot) current() registration {

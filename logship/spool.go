@@ -44,11 +44,11 @@ const (
 
 // spoolFile is a rolled file waiting for its upload.
 type spoolFile struct {
-	base     string // "<stamp>-<uuid>"
-	size     int64  // bytes on disk
-	raw      int64  // bytes before compression: what the dropped counters count
-	gzipped  bool
-	inflight bool // held by the uploader: never dropped
+	base    string // "<stamp>-<uuid>"
+	size    int64  // bytes on disk
+	raw     int64  // bytes before compression: what the dropped counters count
+	gzipped bool
+	holds   int // held by the uploader or the compressor: never dropped
 }
 
 func (f *spoolFile) stamp() time.Time {
@@ -66,6 +66,8 @@ type spool struct {
 	dir     string
 	metrics spoolMetrics
 	lock    io.Closer // flock on dir/.lock: one process per spool
+
+	compressMu sync.Mutex // one compression at a time (uploader, background)
 
 	mu        sync.Mutex
 	rollSize  int64
@@ -93,7 +95,7 @@ func openSpool(dir string, m spoolMetrics) (*spool, error) {
 	}
 	lock, err := lockDir(filepath.Join(dir, lockName))
 	if err != nil {
-		return nil, fmt.Errorf("log spool %s: %v", dir, err)
+		return nil, fmt.Errorf("log spool %s: %w", dir, err)
 	}
 	s := &spool{dir: dir, metrics: m, lock: lock, rolled: make(chan struct{}, 1)}
 	if err := s.recover(); err != nil {
@@ -143,6 +145,11 @@ func (s *spool) recover() error {
 		s.addRecovered(base, suffixGzip)
 	}
 	sort.Slice(s.pending, func(i, j int) bool { return s.pending[i].base < s.pending[j].base })
+	// New files must sort after recovered ones even if the clock went
+	// back (an NTP step, a restored VM): keys are ordered by stamp.
+	if n := len(s.pending); n > 0 {
+		s.lastStamp = s.pending[n-1].stamp()
+	}
 	return nil
 }
 
@@ -210,12 +217,22 @@ func (s *spool) Write(p []byte) (int, error) {
 		}
 	}
 	written, err := s.cur.Write(p)
+	if err != nil {
+		// A short write (disk full, I/O error) must not leave half an
+		// entry for the next one to be appended to: cut it off, and
+		// start a new file for the entries after it.
+		s.lastErr = fmt.Errorf("log spool: writing %s: %w", s.curBase+suffixOpen, err)
+		s.metrics.writeErrors.Add(float64(len(p)))
+		if written > 0 && s.cur.Truncate(s.curSize) != nil {
+			s.curSize += int64(written) // could not cut it: count what is there
+			s.total += int64(written)
+		}
+		s.rollLocked()
+		s.metrics.spoolBytes.Set(float64(s.total))
+		return 0, err
+	}
 	s.curSize += int64(written)
 	s.total += int64(written)
-	if err != nil {
-		s.lastErr = fmt.Errorf("log spool: writing %s: %w", s.curBase+suffixOpen, err)
-		s.metrics.writeErrors.Add(float64(len(p) - written))
-	}
 	if s.curSize >= s.rollSize {
 		s.rollLocked()
 	}
@@ -233,7 +250,7 @@ func (s *spool) makeRoomLocked(n int64) bool {
 	for s.total+n > s.maxBytes {
 		victim := -1
 		for i, f := range s.pending {
-			if !f.inflight {
+			if f.holds == 0 {
 				victim = i
 				break
 			}
@@ -329,7 +346,7 @@ func (s *spool) next() *spoolFile {
 		return nil
 	}
 	f := s.pending[0]
-	f.inflight = true
+	f.holds++
 	return f
 }
 
@@ -337,7 +354,7 @@ func (s *spool) next() *spoolFile {
 func (s *spool) release(f *spoolFile) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f.inflight = false
+	f.holds--
 }
 
 // done deletes a file whose upload the store acknowledged.
@@ -362,12 +379,17 @@ func (s *spool) done(f *spoolFile) error {
 // compress gzips a rolled file into its .log.gz (synced before the
 // rolled file is deleted, so a crash leaves one of the two whole).
 func (s *spool) compress(f *spoolFile) error {
-	if f.gzipped {
+	s.compressMu.Lock()
+	defer s.compressMu.Unlock()
+	s.mu.Lock()
+	gzipped := f.gzipped
+	s.mu.Unlock()
+	if gzipped {
 		return nil
 	}
 	src, err := os.Open(s.path(f.base + suffixRolled))
 	if err != nil {
-		return fmt.Errorf("log spool: %v", err)
+		return fmt.Errorf("log spool: %w", err)
 	}
 	defer src.Close()
 	tmpPath := s.path(f.base + suffixTmp)
@@ -377,7 +399,7 @@ func (s *spool) compress(f *spoolFile) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmpPath)
-		return fmt.Errorf("log spool: compressing %s: %v", f.base+suffixRolled, err)
+		return fmt.Errorf("log spool: compressing %s: %w", f.base+suffixRolled, err)
 	}
 	_ = os.Remove(s.path(f.base + suffixRolled))
 	s.mu.Lock()
@@ -386,6 +408,51 @@ func (s *spool) compress(f *spoolFile) error {
 	f.size, f.gzipped = size, true
 	s.publishLocked()
 	return nil
+}
+
+// compressIdle gzips rolled files waiting behind the one being
+// uploaded, so that a store outage fills the spool with compressed
+// files (5-10x more log in the same spool_max) rather than raw text.
+func (s *spool) compressIdle() {
+	for {
+		s.mu.Lock()
+		var f *spoolFile
+		for _, p := range s.pending {
+			if !p.gzipped && p.holds == 0 {
+				f = p
+				break
+			}
+		}
+		if f != nil {
+			f.holds++
+		}
+		s.mu.Unlock()
+		if f == nil {
+			return
+		}
+		err := s.compress(f)
+		s.release(f)
+		if err != nil {
+			return // the uploader retries it and reports
+		}
+	}
+}
+
+// discard forgets a pending file that is gone from disk (deleted by
+// hand): the uploader would otherwise retry it forever. Its bytes are
+// counted as a write error.
+func (s *spool) discard(f *spoolFile) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.pending {
+		if p == f {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			s.total -= f.size
+			s.metrics.writeErrors.Add(float64(f.raw))
+			break
+		}
+	}
+	s.publishLocked()
 }
 
 // gzipTo writes src gzipped to path, syncs it and returns its size.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
@@ -97,6 +98,7 @@ func (sh *shipper) rollLoop() {
 		case now := <-t.C:
 			sh.sl.spool.rollIfOlder(sh.sl.current().settings.rollInterval, now)
 			sh.reportSpoolProblems()
+			sh.sl.spool.compressIdle()
 		}
 	}
 }
@@ -216,12 +218,21 @@ func (sh *shipper) ship(f *spoolFile) (string, error) {
 		return "", fmt.Errorf("asset store %q: object key for spool file %s: %w", st.store, f.base, err)
 	}
 	sp := sh.sl.spool
-	if err := sp.compress(f); err != nil {
-		return key, err
+	err = sp.compress(f)
+	var file *os.File
+	if err == nil {
+		file, err = os.Open(sp.path(f.base + suffixGzip))
 	}
-	file, err := os.Open(sp.path(f.base + suffixGzip))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Deleted from the spool by hand: retrying cannot bring it back,
+		// and it must not block the files behind it.
+		sp.discard(f)
+		logger().Error("a spool file vanished before its upload; its entries are lost (counted in caddylb_logship_dropped_bytes_total{reason=\"write_error\"})",
+			zap.String("spool", sh.sl.dir), zap.String("file", f.base))
+		return key, nil
+	}
 	if err != nil {
-		return key, fmt.Errorf("log spool: %v", err)
+		return key, err
 	}
 	defer file.Close()
 	ctx, cancel := context.WithTimeout(sh.ctx, uploadTimeout)

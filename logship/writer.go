@@ -66,9 +66,12 @@ type Writer struct {
 	RollInterval caddy.Duration `json:"roll_interval,omitempty"`
 
 	// The local directory that holds entries until they are uploaded.
-	// Only one process may use a directory. Default: a directory per
-	// destination (store, prefix, key, host, name) under Caddy's data
-	// directory, "logship/<hash>".
+	// Only one process may use a directory; a second one (a `caddy
+	// validate` on a running node, another Caddy on the same data
+	// directory) spools to "<spool_dir>.pid<pid>" beside it instead, which
+	// is shipped later by whichever process finds it unused. Default: a
+	// directory per destination (store, prefix, key, name) under Caddy's
+	// data directory, "logship/<hash>". Keep it on a local disk.
 	SpoolDir string `json:"spool_dir,omitempty"`
 
 	// The most bytes the spool may hold, the file being written
@@ -131,10 +134,14 @@ func (w *Writer) Provision(ctx caddy.Context) error {
 	// the store when the config starts, so that the shipper has it even
 	// if the config is stopped before any upload was due.
 	name := w.Store
-	w.forgetOnStart = assetcdn.WhenStarted(ctx.Context, func(app *assetcdn.App) {
-		if st, err := app.Store(name); err == nil {
-			sl.remember(st, name)
+	w.forgetOnStart = assetcdn.WhenStarted(ctx.Context, func(app *assetcdn.App) error {
+		st, err := app.Store(name)
+		if err != nil {
+			return fmt.Errorf("s3 log writer: %v", err)
 		}
+		sl.remember(st, name)
+		adoptOrphans(sl, app)
+		return nil
 	})
 	return nil
 }
@@ -182,7 +189,9 @@ func (w *Writer) setDefaults() error {
 		w.MaxBackoff = caddy.Duration(DefaultMaxBackoff)
 	}
 	if w.SpoolDir == "" {
-		sum := sha256.Sum256([]byte(w.Store + "\x00" + w.Prefix + "\x00" + w.Key + "\x00" + w.Host + "\x00" + w.Name))
+		// Not the host: a node whose name changes (a re-created container
+		// on the same volume) must find what its predecessor left.
+		sum := sha256.Sum256([]byte(w.Store + "\x00" + w.Prefix + "\x00" + w.Key + "\x00" + w.Name))
 		w.SpoolDir = filepath.Join(caddy.AppDataDir(), "logship", hex.EncodeToString(sum[:8]))
 	}
 	abs, err := filepath.Abs(w.SpoolDir)
@@ -203,8 +212,16 @@ func (w *Writer) Validate() error {
 	case w.SpoolMax < 2*w.RollSize:
 		return fmt.Errorf("s3 log writer: spool_max (%d bytes) must be at least twice roll_size (%d bytes)", w.SpoolMax, w.RollSize)
 	}
-	_, err := parseKeyTemplate(w.Key)
-	return err
+	tmpl, err := parseKeyTemplate(w.Key)
+	if err != nil {
+		return err
+	}
+	// A prefix, host or name that makes an invalid key ("x/../y") would
+	// fail every upload and block the spool: refuse it now.
+	if _, err := tmpl.render(keyValues{Prefix: w.Prefix, Host: w.Host, Name: w.Name, UUID: newUUID(), Time: time.Now()}); err != nil {
+		return fmt.Errorf("s3 log writer: prefix %q, host %q and name %q make invalid object keys: %v", w.Prefix, w.Host, w.Name, err)
+	}
+	return nil
 }
 
 func (w *Writer) settings() settings {
