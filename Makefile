@@ -59,14 +59,18 @@ vet:
 
 # Go benchmarks, then wrk through the built binary: sticky against stock
 # lb_policy cookie, forwarded against none, reencrypt against transport
-# http with TLS, each in one run. Figures go in
-# BENCHMARKS.md.
+# http with TLS, output s3 against output file, each in one run; then
+# uploads through asset_offload against direct PutObject, and their peak
+# RSS. Figures go in BENCHMARKS.md.
 bench: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
-		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/...
+		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/... ./assetcdn/
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/sticky.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/forwarded.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/reencrypt.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/logship.sh
+	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
+		$(GO) test -run '^$$' -bench 'Offload' -benchtime 1x -timeout 30m ./integration/
 
 # A short run of every fuzz target (go test runs their seeds on every test).
 FUZZTIME ?= 20s
