@@ -27,12 +27,12 @@ func testPresignGet(t *testing.T, fx storeFixture) {
 	if err != nil {
 		t.Fatalf("PresignGet: %v", err)
 	}
-	status, body := httpGet(t, u)
+	status, body := httpGet(t, fx.client, u)
 	if status != http.StatusOK || body != "secret content" {
 		t.Fatalf("GET presigned URL: %d %q", status, body)
 	}
 	tampered := strings.Replace(u, "x.txt", "y.txt", 1)
-	if status, _ := httpGet(t, tampered); status != http.StatusForbidden {
+	if status, _ := httpGet(t, fx.client, tampered); status != http.StatusForbidden {
 		t.Fatalf("GET of a presigned URL changed to another key: %d, want 403", status)
 	}
 	if _, err := s.PresignGet(t.Context(), "private/x.txt", 8*24*time.Hour); err == nil {
@@ -40,9 +40,9 @@ func testPresignGet(t *testing.T, fx storeFixture) {
 	}
 }
 
-func httpGet(t *testing.T, u string) (int, string) {
+func httpGet(t *testing.T, client *http.Client, u string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := client.Get(u)
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
 	}
@@ -74,7 +74,7 @@ func testPresignPost(t *testing.T, fx storeFixture) {
 		{"wrong type", "text/html", 10, false},
 		{"allowed", "image/png", 1000, true},
 	} {
-		status, body := postForm(t, form, c.contentType, bytes.Repeat([]byte{'p'}, c.size))
+		status, body := postForm(t, fx.client, form, c.contentType, bytes.Repeat([]byte{'p'}, c.size))
 		if ok := status >= 200 && status < 300; ok != c.wantOK {
 			t.Fatalf("%s: POST answered %d %s; want success %v", c.name, status, body, c.wantOK)
 		}
@@ -93,7 +93,7 @@ func testPresignPost(t *testing.T, fx storeFixture) {
 
 // postForm uploads file through a presigned POST form, as a browser
 // would: the policy's fields, the Content-Type field, then the file last.
-func postForm(t *testing.T, form PresignedPost, contentType string, file []byte) (int, string) {
+func postForm(t *testing.T, client *http.Client, form PresignedPost, contentType string, file []byte) (int, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -109,7 +109,7 @@ func postForm(t *testing.T, form PresignedPost, contentType string, file []byte)
 	}
 	fw.Write(file)
 	mw.Close()
-	resp, err := http.Post(form.URL, mw.FormDataContentType(), &buf)
+	resp, err := client.Post(form.URL, mw.FormDataContentType(), &buf)
 	if err != nil {
 		t.Fatalf("POST %s: %v", form.URL, err)
 	}

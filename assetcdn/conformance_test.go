@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,8 @@ type storeFixture struct {
 	incompleteUploads func(t *testing.T) []string
 	// presigns is true for backends that implement PresignGet/PresignPost.
 	presigns bool
+	// client fetches presigned URLs (trusting a TLS store's certificate).
+	client *http.Client
 }
 
 // storeBackend makes fresh fixtures of one backend.
@@ -42,7 +45,22 @@ const conformancePublicURL = "https://cdn.example.com/base"
 func conformanceBackends(t *testing.T) []storeBackend {
 	srv := testproc.StartVersityGW(t)
 	bucket := srv.CreateBucket(t, "conformance")
+	// https, as production endpoints are: unsigned payloads, ca_file.
+	tlsSrv := testproc.StartVersityGWTLS(t)
+	tlsBucket := tlsSrv.CreateBucket(t, "conformance")
 	var seq atomic.Int64
+	s3Backend := func(srv *testproc.S3Server, bucket string) func(t *testing.T) storeFixture {
+		return func(t *testing.T) storeFixture {
+			prefix := fmt.Sprintf("case%d/", seq.Add(1))
+			s := newTestS3Store(t, srv, bucket, prefix)
+			return storeFixture{
+				store:             s,
+				incompleteUploads: func(t *testing.T) []string { return incompleteUploads(t, srv, bucket, prefix) },
+				presigns:          true,
+				client:            srv.HTTPClient(),
+			}
+		}
+	}
 	return []storeBackend{
 		{name: "file", open: func(t *testing.T) storeFixture {
 			f := &FileStore{Root: t.TempDir(), PublicBaseURL: conformancePublicURL}
@@ -51,15 +69,8 @@ func conformanceBackends(t *testing.T) []storeBackend {
 			}
 			return storeFixture{store: f}
 		}},
-		{name: "s3", open: func(t *testing.T) storeFixture {
-			prefix := fmt.Sprintf("case%d/", seq.Add(1))
-			s := newTestS3Store(t, srv, bucket, prefix)
-			return storeFixture{
-				store:             s,
-				incompleteUploads: func(t *testing.T) []string { return incompleteUploads(t, srv, bucket, prefix) },
-				presigns:          true,
-			}
-		}},
+		{name: "s3", open: s3Backend(srv, bucket)},
+		{name: "s3-tls", open: s3Backend(tlsSrv, tlsBucket)},
 	}
 }
 
@@ -76,6 +87,7 @@ func newTestS3Store(t testing.TB, srv *testproc.S3Server, bucket, prefix string)
 		Prefix:        prefix,
 		PublicBaseURL: conformancePublicURL,
 		PartSize:      minS3PartSize,
+		CAFile:        srv.CAFile,
 	}
 	if err := s.Provision(caddyContext(t)); err != nil {
 		t.Fatalf("provisioning s3 store: %v", err)

@@ -41,6 +41,7 @@ const offloadCaddyfile = `{
 		secret_key {env.TEST_S3_SECRET}
 		path_style
 		public_url https://cdn.example.test/media
+		{{if .X.ca}}ca_file {{.X.ca}}{{end}}
 	}
 }
 (uploads) {
@@ -72,14 +73,20 @@ type assetStack struct {
 
 func startAssetStack(t testing.TB, maxSize string) *assetStack {
 	t.Helper()
+	return startAssetStackOn(t, testproc.StartVersityGW(t), maxSize)
+}
+
+// startAssetStackOn is startAssetStack with a given versitygw (plain or
+// TLS).
+func startAssetStackOn(t testing.TB, s3 *testproc.S3Server, maxSize string) *assetStack {
+	t.Helper()
 	t.Setenv("UPLOAD_SIGNING_SECRET", uploadSecret)
-	s3 := testproc.StartVersityGW(t)
 	t.Setenv("TEST_S3_SECRET", s3.SecretKey)
 	st := &assetStack{s3: s3, bucket: s3.CreateBucket(t, "media"), client: s3.Client(t)}
 	st.backend = harness.StartBackends(t, 1)[0]
 	st.caddy = harness.StartCaddyWith(t, offloadCaddyfile, map[string]any{
 		"bucket": st.bucket, "endpoint": s3.Endpoint, "access": s3.AccessKey,
-		"max_size": maxSize, "upstream": st.backend.Addr,
+		"max_size": maxSize, "upstream": st.backend.Addr, "ca": s3.CAFile,
 	})
 	return st
 }
