@@ -3,6 +3,7 @@ package assetcdn
 import (
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,15 +17,54 @@ import (
 // upload time). A template must contain {uuid} or {sha256} so that keys
 // never collide.
 type KeyTemplate struct {
-	parts []keyPart
+	parts []TemplatePart
 	// usesHash is true when the key needs the content digest, which is
 	// only known once the whole body is stored.
 	usesHash bool
 }
 
-type keyPart struct {
-	literal     string
-	placeholder string
+// TemplatePart is a literal run or a {placeholder} of a key template.
+type TemplatePart struct {
+	Literal     string
+	Placeholder string // without the braces; "" for a literal
+}
+
+// SplitTemplate cuts a key template into literals and placeholders,
+// refusing unclosed or unbalanced braces and names not in known (listed
+// in the error). Caddyfile's {uuid} shorthand, expanded by the adapter
+// to {http.request.uuid}, is read back as {uuid}.
+func SplitTemplate(tmpl string, known ...string) ([]TemplatePart, error) {
+	var parts []TemplatePart
+	rest := tmpl
+	for rest != "" {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			parts = append(parts, TemplatePart{Literal: rest})
+			break
+		}
+		if open > 0 {
+			parts = append(parts, TemplatePart{Literal: rest[:open]})
+		}
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return nil, fmt.Errorf("key template %q: unclosed '{'", tmpl)
+		}
+		name := rest[open+1 : open+end]
+		if name == "http.request.uuid" {
+			name = "uuid"
+		}
+		if !slices.Contains(known, name) {
+			return nil, fmt.Errorf("key template %q: unknown placeholder {%s} (known: {%s})", tmpl, name, strings.Join(known, "} {"))
+		}
+		parts = append(parts, TemplatePart{Placeholder: name})
+		rest = rest[open+end+1:]
+	}
+	for _, p := range parts {
+		if strings.ContainsRune(p.Literal, '}') {
+			return nil, fmt.Errorf("key template %q: unbalanced '}'", tmpl)
+		}
+	}
+	return parts, nil
 }
 
 // KeyValues are the values a key is rendered from.
@@ -35,44 +75,17 @@ type KeyValues struct {
 	Time   time.Time
 }
 
-var keyPlaceholders = map[string]bool{
-	"uuid": true, "sha256": true, "ext": true,
-	"yyyy": true, "mm": true, "dd": true, "HH": true,
-}
-
 // ParseKeyTemplate parses and checks tmpl.
 func ParseKeyTemplate(tmpl string) (*KeyTemplate, error) {
-	kt := new(KeyTemplate)
-	rest := tmpl
-	unique := false
-	for rest != "" {
-		open := strings.IndexByte(rest, '{')
-		if open < 0 {
-			kt.parts = append(kt.parts, keyPart{literal: rest})
-			break
-		}
-		if open > 0 {
-			kt.parts = append(kt.parts, keyPart{literal: rest[:open]})
-		}
-		end := strings.IndexByte(rest[open:], '}')
-		if end < 0 {
-			return nil, fmt.Errorf("key template %q: unclosed '{'", tmpl)
-		}
-		name := rest[open+1 : open+end]
-		if name == "http.request.uuid" {
-			// The Caddyfile adapter expands the {uuid} shorthand.
-			name = "uuid"
-		}
-		if !keyPlaceholders[name] {
-			return nil, fmt.Errorf("key template %q: unknown placeholder {%s} (known: {uuid} {sha256} {ext} {yyyy} {mm} {dd} {HH})", tmpl, name)
-		}
-		kt.parts = append(kt.parts, keyPart{placeholder: name})
-		unique = unique || name == "uuid" || name == "sha256"
-		kt.usesHash = kt.usesHash || name == "sha256"
-		rest = rest[open+end+1:]
+	parts, err := SplitTemplate(tmpl, "uuid", "sha256", "ext", "yyyy", "mm", "dd", "HH")
+	if err != nil {
+		return nil, err
 	}
-	if strings.ContainsRune(tmpl, '}') && strings.Count(tmpl, "{") != strings.Count(tmpl, "}") {
-		return nil, fmt.Errorf("key template %q: unbalanced '}'", tmpl)
+	kt := &KeyTemplate{parts: parts}
+	unique := false
+	for _, p := range parts {
+		unique = unique || p.Placeholder == "uuid" || p.Placeholder == "sha256"
+		kt.usesHash = kt.usesHash || p.Placeholder == "sha256"
 	}
 	if !unique {
 		return nil, fmt.Errorf("key template %q: must contain {uuid} or {sha256}, or uploads would overwrite each other", tmpl)
@@ -92,9 +105,9 @@ func (kt *KeyTemplate) Render(v KeyValues) string {
 	var b strings.Builder
 	t := v.Time.UTC()
 	for _, p := range kt.parts {
-		switch p.placeholder {
+		switch p.Placeholder {
 		case "":
-			b.WriteString(p.literal)
+			b.WriteString(p.Literal)
 		case "uuid":
 			b.WriteString(v.UUID)
 		case "sha256":

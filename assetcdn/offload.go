@@ -188,9 +188,15 @@ func (o *Offload) Validate() error {
 			return fmt.Errorf("asset_offload: cleanup_on: %v", err)
 		}
 	}
-	for _, t := range o.AllowTypes {
+	return checkTypePatterns("asset_offload", o.AllowTypes)
+}
+
+// checkTypePatterns refuses allow_types entries that are not media type
+// patterns.
+func checkTypePatterns(handler string, patterns []string) error {
+	for _, t := range patterns {
 		if !strings.Contains(t, "/") && t != "*" {
-			return fmt.Errorf("asset_offload: allow_types %q is not a media type pattern like image/png or image/*", t)
+			return fmt.Errorf("%s: allow_types %q is not a media type pattern like image/png or image/*", handler, t)
 		}
 	}
 	return nil

@@ -191,12 +191,7 @@ func (p *Presign) Validate() error {
 	if d := time.Duration(p.Expiry); d < time.Second || d > 7*24*time.Hour {
 		return fmt.Errorf("asset_presign: expiry %s must be between 1s and 7 days", d)
 	}
-	for _, t := range p.AllowTypes {
-		if !strings.Contains(t, "/") && t != "*" {
-			return fmt.Errorf("asset_presign: allow_types %q is not a media type pattern like image/png or image/*", t)
-		}
-	}
-	return nil
+	return checkTypePatterns("asset_presign", p.AllowTypes)
 }
 
 // ServeHTTP answers a presign request. It never calls next.

@@ -17,12 +17,7 @@ const DefaultKey = "{prefix}/{host}/{yyyy}/{mm}/{dd}/{HH}/{name}-{ts}-{uuid}.log
 // that time). Empty path segments, as an empty prefix leaves, are
 // dropped.
 type keyTemplate struct {
-	parts []keyPart
-}
-
-type keyPart struct {
-	literal     string
-	placeholder string
+	parts []assetcdn.TemplatePart
 }
 
 // keyValues are what one spool file's key is rendered from.
@@ -31,37 +26,15 @@ type keyValues struct {
 	Time                     time.Time
 }
 
-var keyPlaceholders = map[string]bool{
-	"prefix": true, "host": true, "name": true, "uuid": true, "ts": true,
-	"yyyy": true, "mm": true, "dd": true, "HH": true, "MM": true,
-}
-
 // parseKeyTemplate parses tmpl. It must contain {uuid}, so that two
 // spool files never share a key, and {ts}, so that keys sort in the
 // order the files were written.
 func parseKeyTemplate(tmpl string) (keyTemplate, error) {
-	var t keyTemplate
-	rest := tmpl
-	for rest != "" {
-		open := strings.IndexByte(rest, '{')
-		if open < 0 {
-			t.parts = append(t.parts, keyPart{literal: rest})
-			break
-		}
-		if open > 0 {
-			t.parts = append(t.parts, keyPart{literal: rest[:open]})
-		}
-		end := strings.IndexByte(rest[open:], '}')
-		if end < 0 {
-			return keyTemplate{}, fmt.Errorf("key template %q: unclosed '{'", tmpl)
-		}
-		name := rest[open+1 : open+end]
-		if !keyPlaceholders[name] {
-			return keyTemplate{}, fmt.Errorf("key template %q: unknown placeholder {%s}", tmpl, name)
-		}
-		t.parts = append(t.parts, keyPart{placeholder: name})
-		rest = rest[open+end+1:]
+	parts, err := assetcdn.SplitTemplate(tmpl, "prefix", "host", "name", "uuid", "ts", "yyyy", "mm", "dd", "HH", "MM")
+	if err != nil {
+		return keyTemplate{}, err
 	}
+	t := keyTemplate{parts: parts}
 	if !t.uses("uuid") || !t.uses("ts") {
 		return keyTemplate{}, fmt.Errorf("key template %q must contain {ts} and {uuid}", tmpl)
 	}
@@ -70,7 +43,7 @@ func parseKeyTemplate(tmpl string) (keyTemplate, error) {
 
 func (t keyTemplate) uses(name string) bool {
 	for _, p := range t.parts {
-		if p.placeholder == name {
+		if p.Placeholder == name {
 			return true
 		}
 	}
@@ -82,9 +55,9 @@ func (t keyTemplate) render(v keyValues) (string, error) {
 	var b strings.Builder
 	utc := v.Time.UTC()
 	for _, p := range t.parts {
-		switch p.placeholder {
+		switch p.Placeholder {
 		case "":
-			b.WriteString(p.literal)
+			b.WriteString(p.Literal)
 		case "prefix":
 			b.WriteString(v.Prefix)
 		case "host":
