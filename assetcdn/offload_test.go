@@ -97,11 +97,13 @@ type backendSeen struct {
 	called bool
 	form   map[string][]string
 	files  map[string][]*multipart.FileHeader // file parts that got through
+	query  string
 }
 
 func (b *backendSeen) handler(status int) caddyhttp.Handler {
 	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		b.called = true
+		b.query = r.URL.RawQuery
 		if err := r.ParseMultipartForm(1 << 20); err != nil && err != http.ErrNotMultipart {
 			return err
 		}
@@ -444,9 +446,12 @@ func TestOffloadDropsForgedAndReplayedReferencesOnly(t *testing.T) {
 		formPart{name: "doc[key]", value: "uploads/someone-elses.pdf"},
 		formPart{name: "doc[signature]", value: "AAAA"},
 		formPart{name: "doc_title", value: "kept"},
+		// PHP reads this as pic[signature]: the pic group goes too.
+		formPart{name: "pic[key]", value: "uploads/x.png"},
+		formPart{name: "pic[signature]x", value: "AAAA"},
 		formPart{name: "link[url]", value: "https://example.com"},
 	)
-	req := httptest.NewRequest(http.MethodPost, "/uploads?doc[key]=q.pdf&doc[signature]=BBBB&page=2", body)
+	req := httptest.NewRequest(http.MethodPost, "/uploads?doc[key]=q.pdf&doc[signature]=BBBB&page=2&x[signature]y=1&z[key];=2", body)
 	req.Header.Set("Content-Type", ctype)
 	rec, seen := serve(t, o, req, http.StatusOK)
 	if rec.Code != http.StatusOK {
@@ -457,10 +462,13 @@ func TestOffloadDropsForgedAndReplayedReferencesOnly(t *testing.T) {
 			t.Errorf("plain field %q lost: %v", kept, seen.form)
 		}
 	}
-	for _, dropped := range []string{"doc[key]", "doc[signature]"} {
+	for _, dropped := range []string{"doc[key]", "doc[signature]", "pic[key]", "pic[signature]x", "x[signature]y"} {
 		if v := seen.form[dropped]; len(v) != 0 {
 			t.Errorf("client-sent %q reached the backend: %q", dropped, v)
 		}
+	}
+	if q := seen.query; strings.Contains(q, "signature") || strings.Contains(q, ";") || !strings.Contains(q, "page=2") {
+		t.Errorf("query reaching the backend: %q", q)
 	}
 	if v := seen.form["user[avatar][key]"]; len(v) != 1 || v[0] == "forged.png" {
 		t.Errorf("user[avatar][key] = %q, want only the load balancer's", v)

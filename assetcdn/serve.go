@@ -247,7 +247,10 @@ func pointsAtItself(target string, r *http.Request) bool {
 // just the range asked for: a browser or CDN revalidating gets its 304
 // without the object being read.
 func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error {
-	if r.Method == http.MethodGet && !conditionalOrRange(r.Header) {
+	// Several ranges make ServeContent seek back and forth from a
+	// goroutine of its own: give it the object itself.
+	multiRange := strings.Contains(r.Header.Get("Range"), ",")
+	if r.Method == http.MethodGet && (multiRange || !conditionalOrRange(r.Header)) {
 		obj, err := s.store.Open(r.Context(), key)
 		if err != nil {
 			return s.storeError(w, key, "opening", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -326,5 +327,19 @@ func TestServeReadsTheObjectOnlyWhenBytesAreSent(t *testing.T) {
 		if rec := serveAsset(t, s, req); rec.Code != tc.status || store.opens != tc.opens {
 			t.Errorf("%s %s %s: %d with %d reads, want %d with %d", tc.method, tc.header, tc.value, rec.Code, store.opens, tc.status, tc.opens)
 		}
+	}
+}
+
+func TestServeSeveralRanges(t *testing.T) {
+	store := newTestStore(t)
+	putTestObject(t, store, "f.txt", []byte("0123456789abcdefghij"), PutOptions{ContentType: "text/plain"})
+	s := newTestServe(t, store, nil)
+	req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+	req.Header.Set("Range", "bytes=0-1,5-6")
+	rec := serveAsset(t, s, req)
+	body := rec.Body.String()
+	if rec.Code != http.StatusPartialContent || !strings.HasPrefix(rec.Header().Get("Content-Type"), "multipart/byteranges") ||
+		rec.Header().Get("Content-Length") != strconv.Itoa(len(body)) || !strings.Contains(body, "\r\n\r\n01\r\n") || !strings.Contains(body, "\r\n\r\n56\r\n") {
+		t.Fatalf("two ranges: %d %q, Content-Length %s for %d bytes: %q", rec.Code, rec.Header().Get("Content-Type"), rec.Header().Get("Content-Length"), len(body), body)
 	}
 }

@@ -392,8 +392,10 @@ func (u *upload) referenceGroups(clientNames []string) map[string]bool {
 		groups[ref.Field] = true
 	}
 	for _, n := range clientNames {
-		if group, ok := strings.CutSuffix(n, "[signature]"); ok {
-			groups[group] = true
+		// Anywhere in the name, not only at its end: PHP reads
+		// "a[signature]x" as a[signature].
+		if i := strings.Index(n, "[signature]"); i > 0 {
+			groups[n[:i]] = true
 		}
 	}
 	return groups
@@ -421,13 +423,15 @@ func (u *upload) dropQueryReferences() {
 	if u.r.URL.RawQuery == "" {
 		return
 	}
-	q := u.r.URL.Query()
+	// Pairs Go cannot parse (a ';', bad escapes) are dropped: an
+	// application's own parser might read them.
+	q, err := url.ParseQuery(u.r.URL.RawQuery)
 	names := make([]string, 0, len(q))
 	for n := range q {
 		names = append(names, n)
 	}
 	groups := u.referenceGroups(names)
-	changed := false
+	changed := err != nil
 	for n := range q {
 		if inReferenceGroup(n, groups) {
 			q.Del(n)

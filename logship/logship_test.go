@@ -419,3 +419,35 @@ func TestNewFilesSortAfterRecoveredOnesWhenTheClockWentBack(t *testing.T) {
 		t.Fatalf("pending %v: the new file must sort after the recovered one", []string{sp.pending[0].base, sp.pending[len(sp.pending)-1].base})
 	}
 }
+
+func TestSpoolingBesideABusyDirectorySurvivesReloads(t *testing.T) {
+	processExiting = func() bool { return true }
+	defer func() { processExiting = caddy.Exiting }()
+	dir := filepath.Join(t.TempDir(), "spool")
+	held, err := openSpool(dir, metricsFor(dir)) // "another process"
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.lock.Close()
+	st := testSettings()
+	tmpl, _ := parseKeyTemplate(st.key)
+	var slots []*slot
+	cfgs := []context.Context{context.Background(), context.WithValue(context.Background(), struct{}{}, 2)}
+	for _, cfg := range cfgs { // a config, then the reload's
+		sl, err := acquire(dir, registration{cfg: cfg, settings: st, tmpl: tmpl})
+		if err != nil {
+			t.Fatalf("acquire %d with the directory busy: %v", len(slots)+1, err)
+		}
+		slots = append(slots, sl)
+	}
+	if slots[0] != slots[1] || !strings.HasPrefix(slots[0].dir, dir+".pid") {
+		t.Fatalf("slots %s and %s, want one beside %s", slots[0].dir, slots[1].dir, dir)
+	}
+	for _, cfg := range cfgs {
+		release(slots[0], cfg)
+	}
+	registry.mu.Lock()
+	delete(registry.slots, slots[0].dir)
+	registry.mu.Unlock()
+	slots[0].spool.lock.Close()
+}

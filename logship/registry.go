@@ -64,14 +64,17 @@ type slot struct {
 func acquire(dir string, reg registration) (*slot, error) {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
+	alt := fmt.Sprintf("%s.pid%d", dir, os.Getpid())
 	sl := registry.slots[dir]
+	if sl == nil {
+		sl = registry.slots[alt] // an earlier config of ours already spools beside it
+	}
 	if sl == nil {
 		sp, err := openSpool(dir, metricsFor(dir))
 		if errors.Is(err, errSpoolLocked) {
 			// Another process (a `caddy validate` beside the running
 			// node, a second Caddy on the same data directory) holds it.
 			// Spool beside it; whoever finds that unused later ships it.
-			alt := fmt.Sprintf("%s.pid%d", dir, os.Getpid())
 			logger().Warn("log spool directory in use by another process; spooling beside it",
 				zap.String("spool_dir", dir), zap.String("instead", alt))
 			dir = alt
@@ -83,7 +86,7 @@ func acquire(dir string, reg registration) (*slot, error) {
 		sl = &slot{dir: dir, spool: sp}
 		registry.slots[dir] = sl
 	}
-	if err := writeSpoolMeta(dir, reg.settings); err != nil {
+	if err := writeSpoolMeta(sl.dir, reg.settings); err != nil {
 		return nil, err
 	}
 	sl.mu.Lock()
