@@ -154,7 +154,7 @@ func adopt(dir string, meta spoolMeta, store assetcdn.Store) {
 		return
 	}
 	sp.configure(st.rollSize, st.spoolMax, st.onFull)
-	sl := &slot{dir: dir, spool: sp, last: registration{settings: st, tmpl: tmpl}, cached: store, cachedN: st.store}
+	sl := &slot{dir: dir, spool: sp, last: registration{settings: st, tmpl: tmpl, store: store}}
 	registry.slots[dir] = sl
 	sl.shipper = startShipper(sl)
 	files, bytes := sp.stats()

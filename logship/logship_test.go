@@ -120,9 +120,10 @@ func startTestSlot(t *testing.T, dir string, st settings, store assetcdn.Store) 
 	}
 	sp.configure(st.rollSize, st.spoolMax, st.onFull)
 	reg := registration{cfg: context.Background(), settings: st, tmpl: tmpl}
-	// No registrations: the slot uploads to the store it remembered, as
+	// No registrations: the slot uploads to the last config's store, as
 	// after its config stopped.
-	sl := &slot{dir: dir, spool: sp, last: reg, cached: store, cachedN: st.store}
+	reg.store = store
+	sl := &slot{dir: dir, spool: sp, last: reg}
 	sl.shipper = startShipper(sl)
 	var once sync.Once
 	closeFn := func() {

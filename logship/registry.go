@@ -38,9 +38,10 @@ type settings struct {
 
 // registration is one provisioned Writer using a slot.
 type registration struct {
-	cfg      context.Context // its config's context: tells the active config
+	cfg      context.Context // its config's context
 	settings settings
 	tmpl     keyTemplate
+	store    assetcdn.Store // set when the config starts (see started)
 }
 
 // slot is one spool directory.
@@ -52,8 +53,9 @@ type slot struct {
 	regs    []registration // configs using the slot, oldest first
 	last    registration   // the settings in force: the newest registration
 	shipper *shipper       // nil while no config uses the slot
-	cached  assetcdn.Store // the store last looked up, for shutdown
-	cachedN string         // its name
+	// The store of the newest config that started, for the uploads
+	// made once no config uses the slot.
+	lastStore assetcdn.Store
 }
 
 // acquire registers a provisioned Writer with the slot of dir, opening
@@ -150,13 +152,6 @@ func release(sl *slot, cfg context.Context) {
 	}
 }
 
-// shipperNow returns the slot's shipper, nil when it has none.
-func (sl *slot) shipperNow() *shipper {
-	registry.mu.Lock()
-	defer registry.mu.Unlock()
-	return sl.shipper
-}
-
 // processExiting tells a process exit from a reload; tests replace it.
 var processExiting = caddy.Exiting
 
@@ -167,47 +162,44 @@ func (sl *slot) current() registration {
 	return sl.last
 }
 
-// errNotRunning: no config using the slot has started yet, so the
-// asset_store app cannot be asked (see store).
+// errNotRunning: the newest config using the slot has not started, so
+// its store is not known yet.
 var errNotRunning = errors.New("waiting for the config to start")
 
-// store returns the asset store to upload to and the settings in force.
-//
-// A log writer is provisioned while Caddy opens the logs, before it
-// creates the config's apps: asking for the asset_store app then would
-// load it into a map that does not exist yet. So the store is looked up
-// in Caddy's active config once that is the newest config using this
-// slot (during a reload the old config's stores are about to be cleaned
-// up), and remembered for the shutdown, when no config is active any
-// more.
+// store returns the asset store to upload to and the settings in force:
+// those of the newest config using the slot, once it started (during a
+// reload, uploads wait for the new config rather than use a store about
+// to be replaced), else those of the last config that did.
 func (sl *slot) store() (assetcdn.Store, registration, error) {
-	active := caddy.ActiveContext()
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	cur := sl.last
-	if len(sl.regs) > 0 {
-		if active.Context == nil || cur.cfg != active.Context {
-			return nil, cur, errNotRunning
-		}
-		st, err := assetcdn.Lookup(active, cur.settings.store)
-		if err != nil {
-			return nil, cur, err
-		}
-		sl.cached, sl.cachedN = st, cur.settings.store
-		return st, cur, nil
-	}
-	if sl.cached != nil && sl.cachedN == cur.settings.store {
-		return sl.cached, cur, nil
+	switch {
+	case len(sl.regs) > 0 && cur.store == nil:
+		return nil, cur, errNotRunning
+	case cur.store != nil:
+		return cur.store, cur, nil
+	case sl.lastStore != nil:
+		return sl.lastStore, cur, nil
 	}
 	return nil, cur, errNotRunning
 }
 
-// remember keeps store, called name, for the uploads made after every
-// config using the slot is gone (the shutdown flush).
-func (sl *slot) remember(store assetcdn.Store, name string) {
+// started records the store of config cfg when it starts. A log writer
+// is provisioned while Caddy opens the logs, before the config's apps
+// exist, so the store can only be had then (assetcdn.WhenStarted).
+func (sl *slot) started(cfg context.Context, store assetcdn.Store) {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	sl.cached, sl.cachedN = store, name
+	for i := range sl.regs {
+		if sl.regs[i].cfg == cfg {
+			sl.regs[i].store = store
+		}
+	}
+	if sl.last.cfg == cfg {
+		sl.last.store = store
+	}
+	sl.lastStore = store
 }
 
 // logger is Caddy's default logger at the time of the call. A log

@@ -139,7 +139,7 @@ func (w *Writer) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("s3 log writer: %v", err)
 		}
-		sl.remember(st, name)
+		sl.started(ctx.Context, st)
 		adoptOrphans(sl, app)
 		return nil
 	})
