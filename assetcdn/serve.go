@@ -250,27 +250,29 @@ func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error 
 	// Several ranges make ServeContent seek back and forth from a
 	// goroutine of its own: give it the object itself.
 	multiRange := strings.Contains(r.Header.Get("Range"), ",")
+	var info ObjectInfo
+	var content io.ReadSeeker
+	var lazy *lazyObject
 	if r.Method == http.MethodGet && (multiRange || !conditionalOrRange(r.Header)) {
 		obj, err := s.store.Open(r.Context(), key)
 		if err != nil {
 			return s.storeError(w, key, "opening", err)
 		}
 		defer obj.Close()
-		info := obj.Info()
-		setObjectHeaders(w.Header(), info, s.CacheControl)
-		http.ServeContent(w, r, path.Base(key), info.LastModified, obj)
-		return nil
+		info, content = obj.Info(), obj
+	} else {
+		var err error
+		if info, err = s.store.Stat(r.Context(), key); err != nil {
+			return s.storeError(w, key, "looking up", err)
+		}
+		lazy = &lazyObject{ctx: r.Context(), store: s.store, info: info}
+		defer lazy.Close()
+		content = lazy
 	}
-	info, err := s.store.Stat(r.Context(), key)
-	if err != nil {
-		return s.storeError(w, key, "looking up", err)
-	}
-	content := &lazyObject{ctx: r.Context(), store: s.store, info: info}
-	defer content.Close()
 	setObjectHeaders(w.Header(), info, s.CacheControl)
 	http.ServeContent(w, r, path.Base(key), info.LastModified, content)
-	if content.err != nil {
-		s.logger.Error("asset store read failed while serving", zap.String("key", key), zap.Error(content.err))
+	if lazy != nil && lazy.err != nil {
+		s.logger.Error("asset store read failed while serving", zap.String("key", key), zap.Error(lazy.err))
 	}
 	return nil
 }
