@@ -249,8 +249,8 @@ const maxS3CopyBytes = 5 << 30
 // opts.NoOverwrite an existing dst gives ErrExists; the check is a HEAD
 // before the copy (S3 has no conditional copy), so two copies racing to
 // one new key can both succeed: callers use it for content-addressed
-// keys, where both write the same bytes. Objects over 5 GiB are streamed
-// through the load balancer instead.
+// keys, where both write the same bytes. Objects over 5 GiB give
+// ErrUnsupported, and copyObject streams them instead.
 func (s *S3Store) Copy(ctx context.Context, src, dst string, opts PutOptions) error {
 	const op = "COPY"
 	srcName, err := s.objectName(op, src)
@@ -275,13 +275,8 @@ func (s *S3Store) Copy(ctx context.Context, src, dst string, opts PutOptions) er
 		return err
 	}
 	if info.Size > maxS3CopyBytes {
-		obj, err := s.Open(ctx, src)
-		if err != nil {
-			return err
-		}
-		defer obj.Close()
-		_, err = s.Put(ctx, dst, obj, info.Size, opts)
-		return err
+		return &s3Error{store: s.name, op: op, key: src, class: ErrUnsupported,
+			err: fmt.Errorf("%d bytes is more than one CopyObject copies", info.Size)}
 	}
 	_, err = s.client.api.CopyObject(ctx, minio.CopyDestOptions{
 		Bucket: s.bucket, Object: dstName,

@@ -157,6 +157,7 @@ func joinURL(base, key string) string {
 // copier is implemented by stores that copy objects server-side.
 type copier interface {
 	// Copy copies src to dst with opts' metadata; ErrExists when
-	// opts.NoOverwrite and dst exists.
+	// opts.NoOverwrite and dst exists, ErrUnsupported when the store
+	// cannot copy this object itself (the caller then streams it).
 	Copy(ctx context.Context, src, dst string, opts PutOptions) error
 }

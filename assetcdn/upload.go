@@ -275,7 +275,9 @@ func (u *upload) promote(staged, final string, opts PutOptions) (key string, exi
 // store can.
 func copyObject(ctx context.Context, store Store, src, dst string, opts PutOptions) error {
 	if c, ok := store.(copier); ok {
-		return c.Copy(ctx, src, dst, opts)
+		if err := c.Copy(ctx, src, dst, opts); !errors.Is(err, ErrUnsupported) {
+			return err
+		}
 	}
 	obj, err := store.Open(ctx, src)
 	if err != nil {
