@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -354,4 +357,115 @@ func TestLogshipTwoNodesOneBucket(t *testing.T) {
 		seqs := e.waitShipped(t, host, 300)
 		assertInOrderNoDuplicates(t, host, seqs, 300)
 	}
+}
+
+// logshipWithAssetsSites is a config in which asset handlers ask for the
+// asset_store app while the http app is provisioned, before the app's own
+// turn in some starts: in {{.X.order}} "assets-first" the asset site comes
+// first in the file, in "log-first" the logging one.
+const logshipWithAssetsSites = `{
+	{{.Global}}
+	asset_store shared file {{.X.root}} {
+		public_url /media
+	}
+}
+{{if eq .X.order "assets-first"}}:{{.X.assets_port}} {
+	asset_serve /media/* {
+		store shared
+	}
+}
+{{end}}:{{.HTTPPort}} {
+	log {
+		output s3 shared {
+			prefix shipped
+			host node1
+			roll_interval 1h
+			flush_timeout 5s
+		}
+	}
+	asset_serve /media/*
+	respond "ok"
+}
+{{if eq .X.order "log-first"}}:{{.X.assets_port}} {
+	asset_offload /upload {
+		store shared
+		sign_secret 0123456789abcdef0123
+	}
+	respond "ok"
+}
+{{end}}`
+
+// TestLogshipShipsInEveryStartWithAssetHandlers starts the binary again
+// and again with asset handlers in the config, in both orders, and
+// checks that every start's requests are shipped at its shutdown: Caddy
+// provisions its apps in map order, and the store hand-over once failed
+// in about one start in eight, silently.
+func TestLogshipShipsInEveryStartWithAssetHandlers(t *testing.T) {
+	const startsPerOrder = 16
+	for _, order := range []string{"assets-first", "log-first"} {
+		t.Run(order, func(t *testing.T) {
+			root := t.TempDir()
+			c := harness.StartCaddyWith(t, logshipWithAssetsSites, map[string]any{
+				"root": root, "order": order, "assets_port": testproc.FreePort(t),
+			})
+			var missing []int
+			for i := range startsPerOrder {
+				if i > 0 {
+					c.Restart(t)
+				}
+				uri := fmt.Sprintf("/seq/%s/%d", order, i)
+				resp, err := http.Get(c.URL(uri))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				c.Stop()
+				if !fileStoreLogHas(t, root, uri) {
+					missing = append(missing, i)
+				}
+			}
+			if len(missing) > 0 {
+				t.Fatalf("starts %v of %d shipped nothing by their shutdown\n%s", missing, startsPerOrder, c.Log())
+			}
+			if strings.Contains(c.Log(), "no store to ship to") {
+				t.Fatalf("a start raised the missing-store alarm:\n%s", c.Log())
+			}
+		})
+	}
+}
+
+// fileStoreLogHas reports whether a gzipped log object under root holds
+// a request for uri.
+func fileStoreLogHas(t *testing.T, root, uri string) bool {
+	t.Helper()
+	found := false
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == ".caddylb-meta" {
+			return filepath.SkipDir // the file store's metadata, not objects
+		}
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log.gz") {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		body, err := io.ReadAll(zr)
+		if err != nil {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		if strings.Contains(string(body), `"uri":"`+uri+`"`) {
+			found = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/logging"
 
 	"github.com/caddylb/caddylb/assetcdn"
@@ -84,6 +85,21 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 	_ = store.List(context.Background(), "caddy/n1/", func(assetcdn.ObjectInfo) error { objects++; return nil })
 	if objects < 2 {
 		t.Fatalf("%d objects: the reload that changed roll_size should have rolled a file", objects)
+	}
+}
+
+// forgetSpools makes the spools no config uses forget the store of their
+// last config, as a new process starts without one. (The spools stay:
+// Caddy keeps the writers it opened for the life of the process.)
+func forgetSpools() {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	for _, sl := range registry.slots {
+		sl.mu.Lock()
+		if len(sl.regs) == 0 {
+			sl.lastStore, sl.last.store = nil, nil
+		}
+		sl.mu.Unlock()
 	}
 }
 
@@ -239,4 +255,61 @@ func TestBadWriterSettingsFailTheConfig(t *testing.T) {
 		_ = caddy.Stop()
 	}
 	resetDefaultLogger(t)
+}
+
+// TestStoreHandedOverWhicheverAppProvisionsFirst starts a config whose
+// http app has asset handlers again and again. Caddy provisions apps in
+// map order, so in some starts a handler provisions the asset_store app
+// (with the context of its server) before the app's own turn: the writer
+// must get its store in every start, and ship.
+func TestStoreHandedOverWhicheverAppProvisionsFirst(t *testing.T) {
+	processExiting = func() bool { return true }
+	defer func() { processExiting = caddy.Exiting }()
+	root, spoolDir := t.TempDir(), filepath.Join(t.TempDir(), "spool")
+	var cfg map[string]any
+	_ = json.Unmarshal(caddyConfig(t, root, spoolDir, 1<<20), &cfg)
+	cfg["apps"].(map[string]any)["http"] = map[string]any{"servers": map[string]any{"srv0": map[string]any{
+		"listen":          []string{"127.0.0.1:0"},
+		"automatic_https": map[string]any{"disable": true},
+		"routes": []any{
+			map[string]any{"handle": []any{map[string]any{"handler": "asset_serve", "store": "logs"}}},
+		},
+	}}}
+	raw, _ := json.Marshal(cfg)
+	fs := &assetcdn.FileStore{Root: root}
+	if err := fs.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	shipped := func() map[string]bool {
+		msgs := map[string]bool{}
+		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
+			var entry struct{ Logger, Msg string }
+			if json.Unmarshal([]byte(l), &entry) == nil && entry.Logger == "test" {
+				msgs[entry.Msg] = true
+			}
+		}
+		return msgs
+	}
+	const starts = 40
+	var missing []int
+	for i := range starts {
+		if err := caddy.Load(raw, true); err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("start %d", i)
+		caddy.Log().Named("test").Info(msg)
+		if err := caddy.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		// Stop flushes: the entry is in the store now, not at some
+		// later start that happens to get its store.
+		if !shipped()[msg] {
+			missing = append(missing, i)
+		}
+		forgetSpools() // the next start is a new process
+	}
+	resetDefaultLogger(t)
+	if len(missing) > 0 {
+		t.Fatalf("the entries of starts %v were not shipped at their stop (%d of %d)", missing, len(missing), starts)
+	}
 }

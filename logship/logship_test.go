@@ -16,6 +16,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddylb/caddylb/assetcdn"
 )
@@ -451,4 +454,56 @@ func TestSpoolingBesideABusyDirectorySurvivesReloads(t *testing.T) {
 	delete(registry.slots, slots[0].dir)
 	registry.mu.Unlock()
 	slots[0].spool.lock.Close()
+}
+
+// TestWriterWithoutItsStoreRaisesTheAlarm: a writer whose config runs but
+// never handed over its store says so within seconds, in a metric and an
+// error log, and takes both back once the store arrives.
+func TestWriterWithoutItsStoreRaisesTheAlarm(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.lock.Close()
+	st := testSettings()
+	tmpl, _ := parseKeyTemplate(st.key)
+	reg := registration{cfg: context.Background(), settings: st, tmpl: tmpl}
+	sl := &slot{dir: dir, spool: sp, regs: []registration{reg}, last: reg}
+	logs := observeLogs(t)
+
+	var alarm storeAlarm
+	t0 := time.Now()
+	alarm.check(sl, t0)
+	if v := metricValue(sp.metrics.storeReady); v != 0 {
+		t.Fatalf("store_ready = %v while waiting for the store, want 0", v)
+	}
+	alarm.check(sl, t0.Add(storeAlarmAfter/2))
+	if n := logs.FilterMessageSnippet("no store to ship to").Len(); n != 0 {
+		t.Fatalf("alarm logged %d times before %v", n, storeAlarmAfter)
+	}
+	alarm.check(sl, t0.Add(storeAlarmAfter+time.Second))
+	alarm.check(sl, t0.Add(storeAlarmAfter+2*time.Second)) // not again within storeAlarmEvery
+	if n := logs.FilterMessageSnippet("no store to ship to").FilterLevelExact(zapcore.ErrorLevel).Len(); n != 1 {
+		t.Fatalf("alarm logged %d times after %v, want 1", n, storeAlarmAfter)
+	}
+
+	sl.started(reg.cfg, &flakyStore{FileStore: &assetcdn.FileStore{Root: t.TempDir()}})
+	alarm.check(sl, t0.Add(storeAlarmAfter+3*time.Second))
+	if v := metricValue(sp.metrics.storeReady); v != 1 {
+		t.Fatalf("store_ready = %v once the store arrived, want 1", v)
+	}
+	if n := logs.FilterMessageSnippet("shipping resumes").Len(); n != 1 {
+		t.Fatalf("recovery logged %d times, want 1", n)
+	}
+}
+
+// observeLogs records what the package logs until the test ends.
+func observeLogs(t *testing.T) *observer.ObservedLogs {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	prev := logger
+	logger = func() *zap.Logger { return zap.New(core) }
+	t.Cleanup(func() { logger = prev })
+	return logs
 }

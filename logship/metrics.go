@@ -34,13 +34,25 @@ var (
 		Namespace: "caddylb", Subsystem: "logship", Name: "spool_bytes",
 		Help: "Bytes in the spool directory: pending files and the file being written.",
 	}, []string{"spool"})
+	storeReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "store_ready",
+		Help: "1 while the writer has the asset store of the running config to ship to; 0 while it waits for one (an alarm is logged after 5s).",
+	}, []string{"spool"})
 )
 
 // spoolMetrics are one spool's series.
 type spoolMetrics struct {
 	shippedBytes, shippedFiles, failures prometheus.Counter
 	droppedOldest, refused, writeErrors  prometheus.Counter
-	pendingFiles, spoolBytes             prometheus.Gauge
+	pendingFiles, spoolBytes, storeReady prometheus.Gauge
+}
+
+func (m spoolMetrics) setStoreReady(ready bool) {
+	if ready {
+		m.storeReady.Set(1)
+	} else {
+		m.storeReady.Set(0)
+	}
 }
 
 func metricsFor(dir string) spoolMetrics {
@@ -53,9 +65,10 @@ func metricsFor(dir string) spoolMetrics {
 		writeErrors:   droppedBytes.WithLabelValues(dir, reasonWriteError),
 		pendingFiles:  pendingFiles.WithLabelValues(dir),
 		spoolBytes:    spoolBytes.WithLabelValues(dir),
+		storeReady:    storeReady.WithLabelValues(dir),
 	}
 }
 
 func registerMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes)
+	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady)
 }

@@ -185,6 +185,14 @@ func (sl *slot) store() (assetcdn.Store, registration, error) {
 	return nil, cur, errNotRunning
 }
 
+// waitingForStore reports whether a config uses the slot but the newest
+// one has not handed over its store.
+func (sl *slot) waitingForStore() bool {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return len(sl.regs) > 0 && sl.last.store == nil
+}
+
 // started records the store of config cfg when it starts. A log writer
 // is provisioned while Caddy opens the logs, before the config's apps
 // exist, so the store can only be had then (assetcdn.WhenStarted).
@@ -204,7 +212,8 @@ func (sl *slot) started(cfg context.Context, store assetcdn.Store) {
 
 // logger is Caddy's default logger at the time of the call. A log
 // writer is provisioned while the logs themselves are being set up, when
-// ctx.Logger() can hand out a logger whose cores do not exist yet.
-func logger() *zap.Logger {
+// ctx.Logger() can hand out a logger whose cores do not exist yet. Tests
+// replace it to read what is logged.
+var logger = func() *zap.Logger {
 	return caddy.Log().Named("logship")
 }

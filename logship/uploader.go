@@ -25,6 +25,12 @@ const (
 	// notRunningPoll is how often the uploader looks for the config to
 	// start (see slot.store).
 	notRunningPoll = 100 * time.Millisecond
+	// storeAlarmAfter is how long a writer may wait for its store before
+	// it says so: longer than a config takes to start, short enough that
+	// an operator hears of it before any log is due.
+	storeAlarmAfter = 5 * time.Second
+	// storeAlarmEvery repeats the alarm while the store is still missing.
+	storeAlarmEvery = time.Minute
 )
 
 // shipper rolls the spool by time and uploads rolled files, oldest
@@ -91,6 +97,7 @@ func (sh *shipper) rollLoop() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var alarm storeAlarm
 	for {
 		select {
 		case <-sh.stop:
@@ -98,9 +105,43 @@ func (sh *shipper) rollLoop() {
 		case now := <-t.C:
 			sh.sl.spool.rollIfOlder(sh.sl.current().settings.rollInterval, now)
 			sh.reportSpoolProblems()
+			alarm.check(sh.sl, now)
 			sh.sl.spool.compressIdle()
 		}
 	}
+}
+
+// storeAlarm reports a writer whose config runs (or should) but that has
+// no store to upload to: its entries pile up in the spool and nothing
+// else would say so.
+type storeAlarm struct {
+	waitingSince, lastLog time.Time
+}
+
+func (a *storeAlarm) check(sl *slot, now time.Time) {
+	missing := sl.waitingForStore()
+	sl.spool.metrics.setStoreReady(!missing)
+	if !missing {
+		if !a.lastLog.IsZero() {
+			logger().Info("s3 log writer has its store; shipping resumes", zap.String("spool", sl.dir),
+				zap.String("store", sl.current().settings.store))
+		}
+		*a = storeAlarm{}
+		return
+	}
+	if a.waitingSince.IsZero() {
+		a.waitingSince = now
+	}
+	if now.Sub(a.waitingSince) < storeAlarmAfter || now.Sub(a.lastLog) < storeAlarmEvery {
+		return
+	}
+	a.lastLog = now
+	files, bytes := sl.spool.stats()
+	logger().Error("s3 log writer has no store to ship to; entries stay in the spool (caddylb_logship_store_ready is 0). "+
+		"Is the asset_store it names declared, and did the config start?",
+		zap.String("spool", sl.dir), zap.String("store", sl.current().settings.store),
+		zap.Duration("waiting", now.Sub(a.waitingSince).Round(time.Second)),
+		zap.Int("pending_files", files), zap.Int64("spool_bytes", bytes))
 }
 
 // reportSpoolProblems logs write errors and drops since the last tick.
