@@ -28,14 +28,20 @@ func init() {
 	// real client and scheme.
 	httpcaddyfile.RegisterDirectiveOrder("forwarded", httpcaddyfile.Before, "tracing")
 
-	httpcaddyfile.RegisterHandlerDirective("asset_offload", parseAssetOffload)
-	// Files must be stored and replaced by references before the
-	// request is proxied.
-	httpcaddyfile.RegisterDirectiveOrder("asset_offload", httpcaddyfile.Before, "reverse_proxy")
-
 	httpcaddyfile.RegisterHandlerDirective("sticky_learn", parseStickyLearn)
-	// It must wrap the response before reverse_proxy writes it.
-	httpcaddyfile.RegisterDirectiveOrder("sticky_learn", httpcaddyfile.Before, "reverse_proxy")
+	// It wraps the response of everything after it, so it comes before
+	// handle, handle_path and route: a reverse_proxy inside one of those
+	// blocks is then learned from too (a site-level sticky_learn ordered
+	// after them would never run for their requests).
+	httpcaddyfile.RegisterDirectiveOrder("sticky_learn", httpcaddyfile.Before, "tracing")
+
+	httpcaddyfile.RegisterHandlerDirective("asset_offload", parseAssetOffload)
+	// Files must be stored and replaced by references before the request
+	// is proxied, also when the proxy sits in a handle, handle_path or
+	// route block: ordered after authentication (basic_auth,
+	// forward_auth) and before those blocks, so that no upload reaches a
+	// proxy around it.
+	httpcaddyfile.RegisterDirectiveOrder("asset_offload", httpcaddyfile.Before, "invoke")
 
 	httpcaddyfile.RegisterHandlerDirective("asset_urls", parseAssetURLs)
 	// Its placeholders must exist before map, header, redir and the

@@ -8,7 +8,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func init() {
@@ -27,7 +26,7 @@ func init() {
 // It has no options; a sticky policy with app_cookie refuses to load
 // without it.
 type Learn struct {
-	registry *prometheus.Registry
+	scope *routeScope
 }
 
 // CaddyModule returns the Caddy module information.
@@ -38,18 +37,20 @@ func (Learn) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision registers the handler for this config load.
+// Provision registers the handler with the route list it is in, for the
+// sticky policies provisioned after it there to find.
 func (l *Learn) Provision(ctx caddy.Context) error {
-	l.registry = ctx.GetMetricsRegistry()
-	claim(l.registry, learnHandlerKey)
+	s := scopeOf(ctx)
+	addLearnScope(s)
+	l.scope = &s
 	return nil
 }
 
 // Cleanup unregisters it.
 func (l *Learn) Cleanup() error {
-	if l.registry != nil {
-		release(l.registry, learnHandlerKey)
-		l.registry = nil
+	if l.scope != nil {
+		removeLearnScope(*l.scope)
+		l.scope = nil
 	}
 	return nil
 }

@@ -193,8 +193,8 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		s.logger.Warn("another lb_policy sticky in this config uses the same store and session namespace; if they proxy to different upstreams, each will move the other's sessions: give each its own `namespace` (and, for LB cookies, its own `cookie` name or `path`)",
 			zap.String("store", s.Store), zap.String("namespace", s.namespace))
 	}
-	if s.mode == keyAppCookie && claimed(s.registry, learnHandlerKey) == 0 {
-		return fmt.Errorf("lb_policy sticky: app_cookie %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of reverse_proxy: add the line `sticky_learn` to the site block (or a {\"handler\": \"sticky_learn\"} route before reverse_proxy in JSON)", s.AppCookie)
+	if s.mode == keyAppCookie && !learnsAhead(ctx) {
+		return fmt.Errorf("lb_policy sticky: app_cookie %s in %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of this reverse_proxy, in its site: add the line `sticky_learn` to that site block (or, in JSON, a {\"handler\": \"sticky_learn\"} route before reverse_proxy in the same route list or one enclosing it)", s.AppCookie, siteName(ctx))
 	}
 	return nil
 }
