@@ -20,17 +20,18 @@ run: build
 
 # Servers the tests start for real. Debian's redis-server package may also
 # start a system redis on 6379; the tests never use it (they start their own
-# on free ports).
+# on free ports). php-cli's built-in server is the PHP application that
+# asset_offload's bypass tests upload to.
 deps:
 	@missing=""; \
-	for cmd in redis-server memcached wrk; do \
+	for cmd in redis-server memcached wrk php; do \
 		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server memcached wrk; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server memcached wrk php-cli; \
 	fi
 	@# Node.js runs a real Express app in the forwarded-header tests.
 	@if ! command -v npm >/dev/null 2>&1; then \

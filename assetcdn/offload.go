@@ -205,14 +205,17 @@ func checkTypePatterns(handler string, patterns []string) error {
 // ServeHTTP stores the files of an upload, then runs next with the
 // references in their place.
 func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	kind := o.bodyKind(r)
-	if kind == bodyNone {
+	kind, refusal := o.bodyKind(r)
+	if kind == bodyNone && refusal == nil {
 		return next.ServeHTTP(w, r)
 	}
 	clientBody := r.Body // read past the limit only to linger after a refusal
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		countUpload(outcomeBadRequest)
-		return o.refuse(w, r, clientBody, http.StatusUnsupportedMediaType, fmt.Sprintf("uploads with Content-Encoding %q are not accepted; send the file as it is", ce))
+	if refusal == nil {
+		refusal = checkContentEncoding(r.Header)
+	}
+	if refusal != nil {
+		countUpload(refusal.outcome)
+		return o.refuse(w, r, clientBody, refusal.status, refusal.msg)
 	}
 	if limit := o.requestLimit(kind); r.ContentLength > limit {
 		countUpload(outcomeTooLarge)
@@ -274,26 +277,66 @@ const (
 )
 
 // bodyKind decides whether the request is an upload: multipart/form-data
-// of any method, or the body of a PUT, or of a POST that is not an
-// ordinary form or JSON document.
-func (o *Offload) bodyKind(r *http.Request) bodyKind {
-	if r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
-		return bodyNone
+// of any method (Go's FormFile parses a multipart DELETE; PHP 8.4's
+// request_parse_body any method's), or the body of a PUT, or of a POST
+// that is not an ordinary form or JSON document. A body that an
+// application might read as multipart although Go cannot is refused
+// rather than passed on untouched: a Content-Type that does not parse
+// (PHP, Rack and Express find "multipart/form-data, text/plain;
+// boundary=X" or "multipart/form-data boundary=X" by prefix), several
+// Content-Type lines, or a multipart type other than form-data.
+func (o *Offload) bodyKind(r *http.Request) (bodyKind, *uploadError) {
+	if r.ContentLength == 0 {
+		return bodyNone, nil // no body (chunked and HTTP/2 bodies of unknown length are -1)
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var mt string
+	switch ctypes := r.Header.Values("Content-Type"); len(ctypes) {
+	case 0:
+	case 1:
+		var err error
+		if mt, _, err = mime.ParseMediaType(ctypes[0]); err != nil {
+			return bodyNone, badContentType(ctypes[0], err)
+		}
+	default:
+		return bodyNone, &uploadError{status: http.StatusBadRequest, outcome: outcomeBadRequest,
+			msg: fmt.Sprintf("%d Content-Type lines; send exactly one", len(ctypes))}
+	}
 	switch {
 	case mt == "multipart/form-data":
-		return bodyMultipart
-	case r.ContentLength == 0:
-		return bodyNone
-	case r.Method == http.MethodPut:
-		return bodyRaw
+		return bodyMultipart, nil
+	case strings.HasPrefix(mt, "multipart/"):
+		return bodyNone, &uploadError{status: http.StatusUnsupportedMediaType, outcome: outcomeBadRequest,
+			msg: fmt.Sprintf("a %s body is not accepted; send uploads as multipart/form-data", mt)}
+	case strings.EqualFold(r.Method, http.MethodPut):
+		return bodyRaw, nil
+	case !strings.EqualFold(r.Method, http.MethodPost):
+		return bodyNone, nil
 	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"), mt == "":
-		return bodyNone
-	case r.Method == http.MethodPost:
-		return bodyRaw
+		return bodyNone, nil
 	}
-	return bodyNone
+	return bodyRaw, nil
+}
+
+// badContentType is the refusal of a request body whose Content-Type
+// Go cannot parse.
+func badContentType(value string, err error) *uploadError {
+	return &uploadError{status: http.StatusBadRequest, outcome: outcomeBadRequest,
+		msg: fmt.Sprintf("Content-Type %q does not parse (%v); send one media type, e.g. multipart/form-data; boundary=...", value, err)}
+}
+
+// checkContentEncoding refuses a body with any content coding, on any of
+// its Content-Encoding lines: files are stored as the bytes sent, so a
+// coded body would be stored coded and typed as what it decodes to.
+func checkContentEncoding(h http.Header) *uploadError {
+	for _, line := range h.Values("Content-Encoding") {
+		for coding := range strings.SplitSeq(line, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return &uploadError{status: http.StatusUnsupportedMediaType, outcome: outcomeBadRequest,
+					msg: fmt.Sprintf("uploads with Content-Encoding %q are not accepted; send the file as it is", c)}
+			}
+		}
+	}
+	return nil
 }
 
 // requestLimit is the most a request body may carry: every file at its

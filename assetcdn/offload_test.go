@@ -104,6 +104,10 @@ func (b *backendSeen) handler(status int) caddyhttp.Handler {
 	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		b.called = true
 		b.query = r.URL.RawQuery
+		if files := lenientMultipartFiles(r); len(files) > 0 {
+			b.files = map[string][]*multipart.FileHeader{"(read as PHP reads it)": files}
+			return fmt.Errorf("backend received file parts an application would read: %v", files)
+		}
 		if err := r.ParseMultipartForm(1 << 20); err != nil && err != http.ErrNotMultipart {
 			return err
 		}
@@ -118,6 +122,36 @@ func (b *backendSeen) handler(status int) caddyhttp.Handler {
 		w.WriteHeader(status)
 		return nil
 	})
+}
+
+// lenientMultipartFiles reads the body the way PHP, Rack and Express
+// find multipart uploads: a Content-Type that starts with "multipart/"
+// in any case and a boundary= anywhere in it (PHP), parsed or not by Go's
+// mime package. It returns the file parts found, and leaves the body
+// readable for the rest of the handler.
+func lenientMultipartFiles(r *http.Request) []*multipart.FileHeader {
+	ct := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Type")))
+	i := strings.Index(ct, "boundary=")
+	if !strings.HasPrefix(ct, "multipart/") || i < 0 {
+		return nil
+	}
+	raw := r.Header.Get("Content-Type")
+	raw = strings.TrimSpace(raw)[strings.Index(strings.ToLower(strings.TrimSpace(raw)), "boundary=")+len("boundary="):]
+	boundary, _, _ := strings.Cut(strings.Trim(raw, `"`), ";")
+	boundary, _, _ = strings.Cut(boundary, ",")
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var files []*multipart.FileHeader
+	mr := multipart.NewReader(bytes.NewReader(body), strings.Trim(boundary, `"`))
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			return files
+		}
+		if part.FileName() != "" {
+			files = append(files, &multipart.FileHeader{Filename: part.FileName(), Header: part.Header})
+		}
+	}
 }
 
 func serve(t testing.TB, o *Offload, req *http.Request, backendStatus int) (*httptest.ResponseRecorder, *backendSeen) {
@@ -523,5 +557,101 @@ func TestOffloadCleanupKeepsADedupedObjectOfAnotherUpload(t *testing.T) {
 		if keys := objectKeys(t, store); len(keys) != 1 {
 			t.Fatalf("after upload %d (backend %d): keys %v; the first user's accepted object must stay", i, status, keys)
 		}
+	}
+}
+
+// bypassContentTypes are Content-Types Go's mime.ParseMediaType refuses
+// but PHP, Rack or Express read as multipart (found by attacking the
+// built binary): they once went to the backend untouched, forged
+// references and an over-size shell.php included.
+var bypassContentTypes = []string{
+	"multipart/form-data, text/plain; boundary=b",
+	"multipart/form-data boundary=b",
+	"multipart/form-data,; boundary=b",
+	"multipart/form-data; boundary=b; boundary=c",
+	"multipart/form-data;boundary=b;",
+	"MULTIPART/FORM-DATA; boundary=b, text/plain",
+	"multipart/form-data; boundary=b;\x00",
+	"multipart/form-data; boundary=\"b",
+}
+
+// TestOffloadNeverPassesAnUploadThrough: whatever the method and the
+// spelling of its Content-Type, a body that an application could read as
+// a multipart upload is offloaded or refused with a message naming the
+// problem; it never reaches the backend with its files.
+func TestOffloadNeverPassesAnUploadThrough(t *testing.T) {
+	boundary := func() string {
+		_, ct := multipartBody(t)
+		return strings.TrimPrefix(ct, "multipart/form-data; boundary=")
+	}
+	type result struct {
+		status int
+		msg    string // in the error message, when refused
+	}
+	for _, tc := range []struct {
+		name    string
+		method  string
+		headers [][2]string // Content-Type lines use "%s" for the boundary
+		want    result
+	}{
+		{"comma then another type", "POST", [][2]string{{"Content-Type", "multipart/form-data, text/plain; boundary=%s"}}, result{400, "does not parse"}},
+		{"no semicolon before boundary", "POST", [][2]string{{"Content-Type", "multipart/form-data boundary=%s"}}, result{400, "does not parse"}},
+		{"comma semicolon", "POST", [][2]string{{"Content-Type", "multipart/form-data,; boundary=%s"}}, result{400, "does not parse"}},
+		{"two boundaries", "POST", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s; boundary=x"}}, result{400, "does not parse"}},
+		{"two Content-Type lines", "POST", [][2]string{{"Content-Type", "text/plain"}, {"Content-Type", "multipart/form-data; boundary=%s"}}, result{400, "2 Content-Type lines"}},
+		{"multipart/mixed", "POST", [][2]string{{"Content-Type", "multipart/mixed; boundary=%s"}}, result{415, "multipart/mixed"}},
+		{"upper case", "POST", [][2]string{{"Content-Type", "MULTIPART/FORM-DATA; BOUNDARY=%s"}}, result{200, ""}},
+		{"DELETE", "DELETE", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}}, result{200, ""}},
+		{"GET", "GET", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}}, result{200, ""}},
+		{"OPTIONS", "OPTIONS", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}}, result{200, ""}},
+		{"lower-case method", "post", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}}, result{200, ""}},
+		{"identity then gzip", "POST", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}, {"Content-Encoding", "identity"}, {"Content-Encoding", "gzip"}}, result{415, "gzip"}},
+		{"identity, br", "POST", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}, {"Content-Encoding", "identity, br"}}, result{415, "br"}},
+		{"identity alone", "POST", [][2]string{{"Content-Type", "multipart/form-data; boundary=%s"}, {"Content-Encoding", "Identity"}}, result{200, ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newTestStore(t)
+			o := newTestOffload(t, store, nil)
+			b := boundary()
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			_ = mw.SetBoundary(b)
+			h := textproto.MIMEHeader{}
+			h.Set("Content-Disposition", `form-data; name="avatar"; filename="shell.php"`)
+			w, _ := mw.CreatePart(h)
+			_, _ = w.Write([]byte("<?php system($_GET['c']);"))
+			_ = mw.WriteField("avatar[signature]", "forged")
+			_ = mw.Close()
+			req := httptest.NewRequest(tc.method, "/uploads", &buf)
+			for _, kv := range tc.headers {
+				v := kv[1]
+				if strings.Contains(v, "%s") {
+					v = fmt.Sprintf(v, b)
+				}
+				req.Header.Add(kv[0], v)
+			}
+			rec, seen := serve(t, o, req, http.StatusOK)
+			if rec.Code != tc.want.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.want.status, rec.Body)
+			}
+			if len(seen.files) > 0 {
+				t.Fatalf("the backend received file parts: %v", seen.files)
+			}
+			if tc.want.status != 200 {
+				if seen.called {
+					t.Fatal("backend called after a refusal")
+				}
+				if !strings.Contains(rec.Body.String(), tc.want.msg) {
+					t.Fatalf("error %s does not name %q", rec.Body, tc.want.msg)
+				}
+				return
+			}
+			if !seen.called || seen.form["avatar[key]"] == nil {
+				t.Fatalf("stored file's reference did not reach the backend: %v", seen.form)
+			}
+			if seen.form["avatar[signature]"][0] == "forged" {
+				t.Fatal("the client's forged signature reached the backend")
+			}
+		})
 	}
 }

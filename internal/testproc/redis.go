@@ -122,7 +122,7 @@ func lookPath(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("%s is not on PATH (%v): `make test` installs it (make deps: apt-get install redis-server memcached wrk)", name, err)
+		t.Fatalf("%s is not on PATH (%v): `make test` installs it (make deps: apt-get install redis-server memcached wrk php-cli)", name, err)
 	}
 	return p
 }
