@@ -14,6 +14,7 @@ const (
 	outcomeBadRequest   = "bad_request"
 	outcomeUnauthorized = "unauthorized"
 	outcomeClientGone   = "client_gone"
+	outcomeTooSlow      = "too_slow"
 	outcomeStoreError   = "store_error"
 )
 
@@ -22,7 +23,7 @@ var (
 		Namespace: "caddylb",
 		Subsystem: "asset_offload",
 		Name:      "requests_total",
-		Help:      "Upload requests by outcome: stored, too_large, type_refused, bad_request, unauthorized, client_gone, store_error.",
+		Help:      "Upload requests by outcome: stored, too_large, type_refused, bad_request, unauthorized, client_gone, too_slow (cut off under min_rate), store_error.",
 	}, []string{"outcome"})
 	uploadedBytes = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddylb",

@@ -84,6 +84,19 @@ type Offload struct {
 	// "file".
 	RawField string `json:"raw_field,omitempty"`
 
+	// The slowest an upload body may arrive, in bytes per second, counted
+	// only while the handler waits for the client: an upload that falls
+	// one grace period's worth (min_rate × min_rate_grace) behind is cut
+	// off with 408, its partial objects removed and its memory returned,
+	// so that trickling clients cannot hold upload_memory. Sending fast
+	// first buys at most one grace period of trickling later. -1 turns
+	// the check off. Default 1024 (1 KiB/s).
+	MinRate int64 `json:"min_rate,omitempty"`
+
+	// How long an upload may send nothing before it is cut off, and the
+	// window the rate is averaged over. Default 10s.
+	MinRateGrace caddy.Duration `json:"min_rate_grace,omitempty"`
+
 	store      Store
 	keyTmpl    *KeyTemplate
 	secrets    [][]byte
@@ -141,6 +154,12 @@ func (o *Offload) prepare() error {
 	if o.RawField == "" {
 		o.RawField = "file"
 	}
+	if o.MinRate == 0 {
+		o.MinRate = defaultMinRate
+	}
+	if o.MinRateGrace == 0 {
+		o.MinRateGrace = caddy.Duration(defaultMinRateGrace)
+	}
 	if len(o.CleanupOn) == 0 {
 		o.CleanupOn = []string{"5xx"}
 	}
@@ -179,6 +198,9 @@ func (o *Offload) Validate() error {
 	}
 	if o.MaxSize < 0 || o.MaxFiles < 0 || o.MaxFieldsSize < 0 {
 		return errors.New("asset_offload: max_size, max_files and max_fields_size must be positive")
+	}
+	if o.MinRate < -1 || time.Duration(o.MinRateGrace) < time.Second {
+		return fmt.Errorf("asset_offload: min_rate must be a positive rate (or off) and min_rate_grace at least 1s, got %d and %v", o.MinRate, time.Duration(o.MinRateGrace))
 	}
 	if o.Respond != "" && o.Respond != "json" {
 		return fmt.Errorf("asset_offload: respond %q: the only choice is json", o.Respond)
@@ -226,6 +248,10 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			countUpload(outcomeUnauthorized)
 			return err
 		}
+	}
+	if o.MinRate > 0 {
+		guard := guardRate(w, r, o.MinRate, time.Duration(o.MinRateGrace))
+		defer guard.stop()
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, o.requestLimit(kind))
 	up := &upload{o: o, r: r, started: time.Now()}
@@ -379,6 +405,12 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 	var ue *uploadError
 	var mbe *http.MaxBytesError
 	switch {
+	case errors.Is(err, errUploadTooSlow):
+		// No lingering: the client is the one that is too slow.
+		countUpload(outcomeTooSlow)
+		o.logger.Info("upload cut off: slower than min_rate; stored parts removed",
+			zap.Int64("min_rate", o.MinRate), zap.Duration("min_rate_grace", time.Duration(o.MinRateGrace)))
+		return o.fail(w, r, http.StatusRequestTimeout, fmt.Sprintf("the upload arrived slower than %d bytes/s for %v and was cut off; nothing was stored", o.MinRate, time.Duration(o.MinRateGrace)))
 	case errors.As(err, &ue):
 		countUpload(ue.outcome)
 		return o.refuse(w, r, clientBody, ue.status, ue.msg)

@@ -2,6 +2,7 @@ package assetcdn
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,6 +25,8 @@ import (
 //		authorize_timeout <duration>
 //		cleanup_on <status|class>...
 //		raw_field <name>
+//		min_rate <size>|off
+//		min_rate_grace <duration>
 //	}
 func (o *Offload) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -67,6 +70,15 @@ func (o *Offload) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			o.CleanupOn = append(o.CleanupOn, args...)
 		case "raw_field":
 			o.RawField, err = single(d, opt, args)
+		case "min_rate":
+			if len(args) == 1 && args[0] == "off" {
+				o.MinRate = -1
+			} else {
+				args[0] = strings.TrimSuffix(args[0], "/s") // "1KiB/s" reads as it is meant
+				o.MinRate, err = parseSize(d, opt, args)
+			}
+		case "min_rate_grace":
+			o.MinRateGrace, err = parseDuration(d, opt, args)
 		default:
 			return d.Errf("asset_offload: unknown option %q", opt)
 		}

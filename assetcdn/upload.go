@@ -182,7 +182,7 @@ func (u *upload) readRaw() error {
 // readError tells a client that went away from a malformed body.
 func (u *upload) readError(err error, what string) error {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) || u.r.Context().Err() != nil {
+	if errors.As(err, &mbe) || errors.Is(err, errUploadTooSlow) || u.r.Context().Err() != nil {
 		return err
 	}
 	return refuse(http.StatusBadRequest, outcomeBadRequest, "%s: %v", what, err)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -231,4 +232,145 @@ func TestUploadsCannotBypassOffloadToPHP(t *testing.T) {
 			}
 		}
 	}
+}
+
+// slowUploadsCaddyfile offloads to versitygw with room for two part
+// buffers, and a short grace so the test is quick.
+const slowUploadsCaddyfile = `{
+	{{.Global}}
+	asset_store media s3 {
+		bucket {{.X.bucket}}
+		endpoint {{.X.endpoint}}
+		region us-east-1
+		access_key {{.X.access}}
+		secret_key {env.TEST_S3_SECRET}
+		path_style
+		part_size 5MiB
+		upload_memory 10MiB
+	}
+}
+:{{.HTTPPort}} {
+	asset_offload /upload {
+		store media
+		sign_secret {env.UPLOAD_SIGNING_SECRET}
+		respond json
+		min_rate 1KiB/s
+		min_rate_grace 2s
+	}
+}
+`
+
+// trickle sends a 10 MiB upload's headers and 128 KiB, then a byte a
+// second, and returns the status the server answered with (0 for none).
+func trickle(t *testing.T, addr string) <-chan int {
+	t.Helper()
+	status := make(chan int, 1)
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	const boundary = "trickle"
+	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\n"
+	req := "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Type: multipart/form-data; boundary=" + boundary +
+		"\r\nContent-Length: " + strconv.Itoa(10<<20) + "\r\n\r\n" + head + strings.Repeat("\x07", 128<<10)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range 30 { // bounded: at most 30 s
+			time.Sleep(time.Second)
+			if _, err := conn.Write([]byte{7}); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(40 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	return status
+}
+
+// TestTricklingUploadsAreCutOffAndFreeTheirMemory: clients that send 128
+// KiB and then a byte a second once held every part buffer for as long
+// as they trickled, and every other upload waited 10 s and got 503. Now
+// they are cut off with 408, their partial uploads aborted, and a normal
+// upload started meanwhile gets the memory they held.
+func TestTricklingUploadsAreCutOffAndFreeTheirMemory(t *testing.T) {
+	s3 := testproc.StartVersityGW(t)
+	t.Setenv("UPLOAD_SIGNING_SECRET", uploadSecret)
+	t.Setenv("TEST_S3_SECRET", s3.SecretKey)
+	st := &assetStack{s3: s3, bucket: s3.CreateBucket(t, "media"), client: s3.Client(t)}
+	c := harness.StartCaddyWith(t, slowUploadsCaddyfile, map[string]any{
+		"bucket": st.bucket, "endpoint": s3.Endpoint, "access": s3.AccessKey,
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(c.HTTPPort)
+	var slow []<-chan int
+	for range 3 {
+		slow = append(slow, trickle(t, addr))
+	}
+	time.Sleep(500 * time.Millisecond) // the tricklers hold the part buffers
+
+	start := time.Now()
+	body, ctype := multipartFile(t, "photo.png", pngLike(1<<20))
+	resp, err := http.Post(c.URL("/upload"), ctype, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("a normal upload beside trickling ones: %d %s after %v", resp.StatusCode, answer, time.Since(start))
+	}
+	for i, ch := range slow {
+		select {
+		case code := <-ch:
+			if code != http.StatusRequestTimeout {
+				t.Errorf("trickling upload %d answered %d, want 408", i, code)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("trickling upload %d was not cut off within 30 s", i)
+		}
+	}
+	if n := metric(t, c, `caddylb_asset_offload_requests_total{outcome="too_slow"}`); n != 3 {
+		t.Errorf("too_slow counted %v times, want 3", n)
+	}
+	// Only the normal upload is left; nothing of the trickling ones.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		keys, incomplete := st.objects(t), st.incompleteUploads(t)
+		if len(keys) == 1 && incomplete == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket holds %v and %d multipart uploads; want the one normal upload", keys, incomplete)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// multipartFile is a one-file multipart body.
+func multipartFile(t *testing.T, name string, content []byte) (io.Reader, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	w, err := mw.CreateFormFile("photo", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write(content)
+	_ = mw.Close()
+	return &buf, mw.FormDataContentType()
+}
+
+// pngLike is n bytes that sniff as image/png.
+func pngLike(n int) []byte {
+	return append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, n)...)
 }
