@@ -90,6 +90,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPresignRequest$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKeyTemplate$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./assetcdn/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyTemplate$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 

@@ -116,6 +116,7 @@ func TestStoreConformance(t *testing.T) {
 		run  func(t *testing.T, fx storeFixture)
 	}{
 		{"PutStatOpenSeek", testPutStatOpenSeek},
+		{"GetRanges", testGetRanges},
 		{"MetadataRoundTrip", testMetadataRoundTrip},
 		{"Overwrite", testOverwrite},
 		{"NoOverwrite", testNoOverwrite},
@@ -139,6 +140,56 @@ func TestStoreConformance(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) { c.run(t, b.open(t)) })
 			}
 		})
+	}
+}
+
+// testGetRanges: Get reads the whole object or exactly a range, in one
+// request, with the whole object's metadata; a range past the end and a
+// changed ETag are errors of their own.
+func testGetRanges(t *testing.T, fx storeFixture) {
+	s, key := fx.store, "ranges/f.bin"
+	body := []byte("0123456789abcdefghij")
+	info := put(t, s, key, body, PutOptions{ContentType: "application/octet-stream", CacheControl: "max-age=60"})
+	for _, tc := range []struct {
+		rng      *ByteRange
+		off, n   int64
+		wantBody string
+	}{
+		{nil, 0, 20, string(body)},
+		{&ByteRange{0, 9}, 0, 10, "0123456789"},
+		{&ByteRange{5, 5}, 5, 1, "5"},
+		{&ByteRange{15, -1}, 15, 5, "fghij"},
+		{&ByteRange{15, 100}, 15, 5, "fghij"},
+		{&ByteRange{-1, 3}, 17, 3, "hij"},
+		{&ByteRange{-1, 50}, 0, 20, string(body)},
+		{&ByteRange{0, -1}, 0, 20, string(body)},
+	} {
+		part, err := s.Get(t.Context(), key, tc.rng, "")
+		if err != nil {
+			t.Fatalf("Get %v: %v", tc.rng, err)
+		}
+		got, err := io.ReadAll(part)
+		part.Close()
+		if err != nil || string(got) != tc.wantBody || part.Offset != tc.off || part.Length != tc.n {
+			t.Errorf("Get %v: %q at %d+%d (%v), want %q at %d+%d", tc.rng, got, part.Offset, part.Length, err, tc.wantBody, tc.off, tc.n)
+		}
+		if part.Info.Size != 20 || part.Info.ETag != info.ETag || part.Info.CacheControl != "max-age=60" || part.Info.LastModified.IsZero() {
+			t.Errorf("Get %v: info %+v, want the whole object's metadata", tc.rng, part.Info)
+		}
+	}
+	if _, err := s.Get(t.Context(), key, &ByteRange{20, -1}, ""); !errors.Is(err, ErrRangeNotSatisfiable) {
+		t.Errorf("Get from the end: %v, want ErrRangeNotSatisfiable", err)
+	}
+	if _, err := s.Get(t.Context(), key, nil, `"not-the-etag"`); !errors.Is(err, ErrChanged) {
+		t.Errorf("Get with another ETag: %v, want ErrChanged", err)
+	}
+	part, err := s.Get(t.Context(), key, &ByteRange{1, 2}, info.ETag)
+	if err != nil {
+		t.Fatalf("Get with the object's ETag: %v", err)
+	}
+	part.Close()
+	if _, err := s.Get(t.Context(), "ranges/missing", nil, ""); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of a missing key: %v, want ErrNotFound", err)
 	}
 }
 

@@ -286,6 +286,35 @@ func (f *FileStore) Open(ctx context.Context, key string) (Object, error) {
 	return fileObject{File: file, info: oi}, nil
 }
 
+// Get opens key and positions it at rng.
+func (f *FileStore) Get(ctx context.Context, key string, rng *ByteRange, ifMatch string) (*Part, error) {
+	obj, err := f.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	info := obj.Info()
+	if ifMatch != "" && info.ETag != ifMatch {
+		obj.Close()
+		return nil, fmt.Errorf("file asset store: %q: %w", key, ErrChanged)
+	}
+	off, n, ok := rng.resolve(info.Size)
+	if !ok {
+		obj.Close()
+		return nil, fmt.Errorf("file asset store: %q: %w", key, ErrRangeNotSatisfiable)
+	}
+	if _, err := obj.Seek(off, io.SeekStart); err != nil {
+		obj.Close()
+		return nil, fmt.Errorf("file asset store: %v", err)
+	}
+	return &Part{ReadCloser: limitedReadCloser{io.LimitReader(ctxReader{ctx, obj}, n), obj}, Info: info, Offset: off, Length: n}, nil
+}
+
+// limitedReadCloser reads a part of an open file and closes the file.
+type limitedReadCloser struct {
+	io.Reader
+	io.Closer
+}
+
 // Delete removes key and its metadata.
 func (f *FileStore) Delete(_ context.Context, key string) error {
 	p, err := f.path("", key)

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,30 +59,83 @@ func (s *S3Store) Open(ctx context.Context, key string) (Object, error) {
 	return &s3Object{Object: obj, info: s.objectInfo(oi)}, nil
 }
 
-// openAt GETs the object from off to its end in one request, only while
-// its ETag is still info's, so the bytes match the headers already sent
-// (a replaced object gives an error, never a mix).
-func (s *S3Store) openAt(ctx context.Context, info ObjectInfo, off int64) (io.ReadCloser, error) {
-	name, err := s.objectName("GET", info.Key)
+// Get reads key, or rng of it, with one GET: the answer's headers carry
+// the metadata a HEAD would (the whole object's size in Content-Range).
+// With ifMatch the GET is conditional on the ETag, so the bytes match
+// headers already sent (a replaced object gives ErrChanged, never a mix).
+func (s *S3Store) Get(ctx context.Context, key string, rng *ByteRange, ifMatch string) (*Part, error) {
+	name, err := s.objectName("GET", key)
 	if err != nil {
 		return nil, err
 	}
 	var opts minio.GetObjectOptions
-	if etag := strings.Trim(strings.TrimPrefix(info.ETag, "W/"), `"`); etag != "" {
+	if etag := strings.Trim(strings.TrimPrefix(ifMatch, "W/"), `"`); etag != "" {
 		if err := opts.SetMatchETag(etag); err != nil {
-			return nil, s.fail("GET", info.Key, err)
+			return nil, s.fail("GET", key, err)
 		}
 	}
-	if off > 0 {
-		if err := opts.SetRange(off, 0); err != nil {
-			return nil, s.fail("GET", info.Key, err)
-		}
+	if err := setRange(&opts, rng); err != nil {
+		return nil, &s3Error{store: s.name, op: "GET", key: key, class: ErrRangeNotSatisfiable, err: err}
 	}
-	body, _, _, err := s.client.core.GetObject(ctx, s.bucket, name, opts)
+	body, oi, header, err := s.client.core.GetObject(ctx, s.bucket, name, opts)
 	if err != nil {
-		return nil, s.fail("GET", info.Key, err)
+		var resp minio.ErrorResponse
+		if errors.As(err, &resp) {
+			switch resp.StatusCode {
+			case http.StatusRequestedRangeNotSatisfiable:
+				return nil, &s3Error{store: s.name, op: "GET", key: key, class: ErrRangeNotSatisfiable, err: err}
+			case http.StatusPreconditionFailed:
+				return nil, &s3Error{store: s.name, op: "GET", key: key, class: ErrChanged, err: err}
+			}
+		}
+		return nil, s.fail("GET", key, err)
 	}
-	return body, nil
+	info := s.objectInfo(oi)
+	part := &Part{ReadCloser: body, Info: info, Length: info.Size}
+	if cr := header.Get("Content-Range"); cr != "" {
+		first, last, size, ok := parseContentRange(cr)
+		if !ok {
+			body.Close()
+			return nil, &s3Error{store: s.name, op: "GET", key: key, err: fmt.Errorf("unreadable Content-Range %q", cr)}
+		}
+		part.Offset, part.Length, part.Info.Size = first, last-first+1, size
+	}
+	return part, nil
+}
+
+// setRange puts rng on a GET as minio-go spells it.
+func setRange(opts *minio.GetObjectOptions, rng *ByteRange) error {
+	switch {
+	case rng == nil, rng.First == 0 && rng.Last < 0:
+		return nil // the whole object
+	case rng.First < 0:
+		if rng.Last <= 0 {
+			return errors.New("a suffix range of 0 bytes")
+		}
+		return opts.SetRange(0, -rng.Last)
+	case rng.Last < 0:
+		return opts.SetRange(rng.First, 0)
+	}
+	return opts.SetRange(rng.First, rng.Last)
+}
+
+// parseContentRange reads "bytes first-last/size" (RFC 9110 section
+// 14.4).
+func parseContentRange(v string) (first, last, size int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	span, total, found2 := strings.Cut(rest, "/")
+	a, b, found3 := strings.Cut(span, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	first, err1 = strconv.ParseInt(a, 10, 64)
+	last, err2 = strconv.ParseInt(b, 10, 64)
+	size, err3 = strconv.ParseInt(total, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || first < 0 || last < first || size <= last {
+		return 0, 0, 0, false
+	}
+	return first, last, size, true
 }
 
 // s3Object is an open object with its metadata.

@@ -1,10 +1,8 @@
 package assetcdn
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -67,6 +65,12 @@ type Serve struct {
 	// the redirect for half this time. Default 15m.
 	PresignExpiry caddy.Duration `json:"presign_expiry,omitempty"`
 
+	// The most byte ranges one request may ask for. A Range header with
+	// more is ignored and the whole file sent, as RFC 9110 allows, so
+	// that no request costs the store more than a plain GET. Overlapping
+	// and adjacent ranges are merged first. Default 16.
+	MaxRanges int `json:"max_ranges,omitempty"`
+
 	store       Store
 	stripPrefix string
 	logger      *zap.Logger
@@ -120,6 +124,12 @@ func (s *Serve) prepare(store Store) error {
 	}
 	if s.PresignExpiry == 0 {
 		s.PresignExpiry = caddy.Duration(defaultPresignGetExpiry)
+	}
+	if s.MaxRanges == 0 {
+		s.MaxRanges = defaultMaxRanges
+	}
+	if s.MaxRanges < 0 {
+		return fmt.Errorf("asset_serve: max_ranges %d must be positive", s.MaxRanges)
 	}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
@@ -238,128 +248,96 @@ func pointsAtItself(target string, r *http.Request) bool {
 	return sameHost && path.Clean(u.Path) == path.Clean(r.URL.Path)
 }
 
-// proxy streams the file with http.ServeContent, which answers Range
-// (RFC 9110 section 14) and conditional requests (section 13: If-None-Match
-// against the ETag set here, If-Modified-Since against LastModified).
-//
-// A plain GET costs the store one GET. A HEAD, a conditional or a Range
-// request costs a HEAD (Stat) and, only when bytes are sent, a GET of
-// just the range asked for: a browser or CDN revalidating gets its 304
-// without the object being read.
+// proxy streams the file from the store, answering Range (RFC 9110
+// section 14) and conditional requests (section 13) itself, so that each
+// answer costs the store what serve_range.go says: a plain or single-range
+// GET is one GET.
 func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error {
-	// Several ranges make ServeContent seek back and forth from a
-	// goroutine of its own: give it the object itself.
-	multiRange := strings.Contains(r.Header.Get("Range"), ",")
-	var info ObjectInfo
-	var content io.ReadSeeker
-	var lazy *lazyObject
-	if r.Method == http.MethodGet && (multiRange || !conditionalOrRange(r.Header)) {
-		obj, err := s.store.Open(r.Context(), key)
-		if err != nil {
-			return s.storeError(w, key, "opening", err)
+	var ranges []ByteRange
+	kind := rangeNone
+	if r.Method == http.MethodGet { // range handling is defined for GET only
+		ranges, kind = parseRange(r.Header.Get("Range"), s.MaxRanges)
+	}
+	if r.Method == http.MethodHead || hasValidators(r.Header) || kind == rangeInvalid || (kind == rangeSome && len(ranges) > 1) {
+		return s.proxyAfterStat(w, r, key, kind, ranges)
+	}
+	var rng *ByteRange
+	if kind == rangeSome {
+		rng = &ranges[0]
+	}
+	part, err := s.store.Get(r.Context(), key, rng, "")
+	if errors.Is(err, ErrRangeNotSatisfiable) {
+		return s.proxyAfterStat(w, r, key, kind, ranges) // for the size 416 names
+	}
+	if err != nil {
+		return s.storeError(w, key, "reading", err)
+	}
+	if rng != nil && !ifRangeHolds(r.Header, part.Info) {
+		// The client's copy is of another version: it gets this one whole.
+		part.Close()
+		if part, err = s.store.Get(r.Context(), key, nil, ""); err != nil {
+			return s.storeError(w, key, "reading", err)
 		}
-		defer obj.Close()
-		info, content = obj.Info(), obj
-	} else {
-		var err error
-		if info, err = s.store.Stat(r.Context(), key); err != nil {
-			return s.storeError(w, key, "looking up", err)
-		}
-		lazy = &lazyObject{ctx: r.Context(), store: s.store, info: info}
-		defer lazy.Close()
-		content = lazy
+		rng = nil
+	}
+	defer part.Close()
+	setObjectHeaders(w.Header(), part.Info, s.CacheControl)
+	return s.copyError(key, writePart(w, r, part, rng != nil))
+}
+
+// proxyAfterStat answers what needs the object's metadata first: HEAD,
+// validators, several ranges, an unsatisfiable or invalid range.
+func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key string, kind rangeKind, ranges []ByteRange) error {
+	info, err := s.store.Stat(r.Context(), key)
+	if err != nil {
+		return s.storeError(w, key, "looking up", err)
 	}
 	setObjectHeaders(w.Header(), info, s.CacheControl)
-	http.ServeContent(w, r, path.Base(key), info.LastModified, content)
-	if lazy != nil && lazy.err != nil {
-		s.logger.Error("asset store read failed while serving", zap.String("key", key), zap.Error(lazy.err))
-	}
-	return nil
-}
-
-// conditionalOrRange reports whether a GET may be answered without the
-// whole object.
-func conditionalOrRange(h http.Header) bool {
-	for _, name := range []string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
-		if h.Get(name) != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// lazyObject is a stored object opened on its first Read, at the offset
-// of the last Seek, so that http.ServeContent's size probe and a 304 or
-// HEAD answer read nothing, and a Range answer reads only that range.
-type lazyObject struct {
-	ctx   context.Context
-	store Store
-	info  ObjectInfo
-	off   int64
-	body  io.ReadCloser
-	err   error // the open or read error, for the log
-}
-
-// rangeOpener is implemented by stores that read from an offset in one
-// request (S3: a ranged GET, conditional on the ETag).
-type rangeOpener interface {
-	openAt(ctx context.Context, info ObjectInfo, off int64) (io.ReadCloser, error)
-}
-
-func (l *lazyObject) Seek(offset int64, whence int) (int64, error) {
-	if l.body != nil {
-		return 0, errors.New("asset_serve: seek after the first read")
-	}
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += l.off
-	case io.SeekEnd:
-		offset += l.info.Size
-	default:
-		return 0, errors.New("asset_serve: invalid whence")
-	}
-	if offset < 0 {
-		return 0, errors.New("asset_serve: negative position")
-	}
-	l.off = offset
-	return offset, nil
-}
-
-func (l *lazyObject) Read(p []byte) (int, error) {
-	if l.body == nil {
-		if l.body, l.err = openAt(l.ctx, l.store, l.info, l.off); l.err != nil {
-			return 0, l.err
-		}
-	}
-	n, err := l.body.Read(p)
-	if err != nil && err != io.EOF {
-		l.err = err
-	}
-	return n, err
-}
-
-func (l *lazyObject) Close() error {
-	if l.body == nil {
+	switch precondition(r, info) {
+	case http.StatusNotModified:
+		writeNotModified(w)
+		return nil
+	case http.StatusPreconditionFailed:
+		w.WriteHeader(http.StatusPreconditionFailed)
 		return nil
 	}
-	return l.body.Close()
+	if kind == rangeSome && !ifRangeHolds(r.Header, info) {
+		kind = rangeNone
+	}
+	var spans []span
+	switch kind {
+	case rangeInvalid:
+		return writeUnsatisfiable(w, info.Size)
+	case rangeSome:
+		if spans = resolveRanges(ranges, info.Size); len(spans) == 0 {
+			return writeUnsatisfiable(w, info.Size)
+		}
+	}
+	if r.Method == http.MethodHead {
+		return writePart(w, r, &Part{Info: info, Length: info.Size}, false)
+	}
+	if len(spans) > 1 {
+		return s.serveRanges(w, r, info, spans)
+	}
+	var rng *ByteRange
+	if len(spans) == 1 {
+		rng = &ByteRange{First: spans[0].off, Last: spans[0].end() - 1}
+	}
+	part, err := s.store.Get(r.Context(), key, rng, info.ETag)
+	if err != nil {
+		return s.storeError(w, key, "reading", err)
+	}
+	defer part.Close()
+	return s.copyError(key, writePart(w, r, part, rng != nil))
 }
 
-// openAt reads info.Key from off, in one request where the store can.
-func openAt(ctx context.Context, store Store, info ObjectInfo, off int64) (io.ReadCloser, error) {
-	if ro, ok := store.(rangeOpener); ok {
-		return ro.openAt(ctx, info, off)
-	}
-	obj, err := store.Open(ctx, info.Key)
+// copyError logs a copy that failed after the headers were sent; there
+// is nothing left to answer.
+func (s *Serve) copyError(key string, err error) error {
 	if err != nil {
-		return nil, err
+		s.logger.Debug("copying a stored file to the client ended early", zap.String("key", key), zap.Error(err))
 	}
-	if _, err := obj.Seek(off, io.SeekStart); err != nil {
-		obj.Close()
-		return nil, err
-	}
-	return obj, nil
+	return nil
 }
 
 // setObjectHeaders describes the stored file. Content-Type is always set,
@@ -371,6 +349,9 @@ func setObjectHeaders(h http.Header, info ObjectInfo, defaultCacheControl string
 	}
 	h.Set("Content-Type", ctype)
 	h.Set("X-Content-Type-Options", "nosniff")
+	if !info.LastModified.IsZero() {
+		h.Set("Last-Modified", info.LastModified.UTC().Format(http.TimeFormat))
+	}
 	if etag := info.ETag; etag != "" {
 		if !strings.HasPrefix(etag, `"`) && !strings.HasPrefix(etag, `W/"`) {
 			etag = `"` + etag + `"`
@@ -440,6 +421,7 @@ func (s *Serve) storeError(w http.ResponseWriter, key, op string, err error) err
 //		cache_control <header value>
 //		private
 //		presign_expiry <duration>
+//		max_ranges <n>
 //	}
 func (s *Serve) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -473,6 +455,8 @@ func (s *Serve) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "presign_expiry":
 			s.PresignExpiry, err = parseDuration(d, opt, args)
+		case "max_ranges":
+			s.MaxRanges, err = parsePositiveInt(d, opt, args)
 		default:
 			return d.Errf("asset_serve: unknown option %q", opt)
 		}

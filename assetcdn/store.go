@@ -30,6 +30,13 @@ type Store interface {
 	// ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 
+	// Get reads key, or only rng of it, in one request: its answer
+	// carries the object's metadata, so no Stat is needed first. A range
+	// that starts past the end gives ErrRangeNotSatisfiable. With ifMatch
+	// set, the read fails with ErrChanged unless the object still has
+	// that ETag (the later reads of a response whose headers are sent).
+	Get(ctx context.Context, key string, rng *ByteRange, ifMatch string) (*Part, error)
+
 	// Delete removes key. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 
@@ -81,6 +88,21 @@ type Object interface {
 	Info() ObjectInfo
 }
 
+// ByteRange is a range of an object's bytes as an HTTP client asks for
+// it: First to Last inclusive, First to the end (Last < 0), or the last
+// Last bytes (First < 0).
+type ByteRange struct {
+	First, Last int64
+}
+
+// Part is what Get read: the bytes from Offset, Length of them, and the
+// whole object's metadata (Info.Size is the object's size).
+type Part struct {
+	io.ReadCloser
+	Info           ObjectInfo
+	Offset, Length int64
+}
+
 // PostPolicy is what a presigned POST upload allows.
 type PostPolicy struct {
 	// The exact key the client must upload to.
@@ -111,6 +133,10 @@ var (
 	ErrUnavailable = errors.New("object store unavailable")
 	// Every upload buffer is in use (upload_memory); try again shortly.
 	ErrBusy = errors.New("too many uploads in progress")
+	// A Get's range starts past the object's end.
+	ErrRangeNotSatisfiable = errors.New("range not satisfiable")
+	// A Get's ifMatch ETag is not the object's any more.
+	ErrChanged = errors.New("object changed")
 )
 
 // MaxKeyLength is S3's limit on key length in bytes.
@@ -160,4 +186,26 @@ type copier interface {
 	// opts.NoOverwrite and dst exists, ErrUnsupported when the store
 	// cannot copy this object itself (the caller then streams it).
 	Copy(ctx context.Context, src, dst string, opts PutOptions) error
+}
+
+// resolve turns the range into an offset and length within an object of
+// size bytes (RFC 9110 section 14.1.2); a nil range is the whole object.
+// ok is false when the range starts past the end, or asks for the last 0
+// bytes.
+func (r *ByteRange) resolve(size int64) (off, n int64, ok bool) {
+	switch {
+	case r == nil:
+		return 0, size, true
+	case r.First < 0: // the last r.Last bytes
+		if r.Last <= 0 || size == 0 {
+			return 0, 0, false
+		}
+		n = min(r.Last, size)
+		return size - n, n, true
+	case r.First >= size:
+		return 0, 0, false
+	case r.Last < 0 || r.Last >= size:
+		return r.First, size - r.First, true
+	}
+	return r.First, r.Last - r.First + 1, true
 }

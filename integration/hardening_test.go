@@ -4,17 +4,24 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/caddylb/caddylb/integration/harness"
 	"github.com/caddylb/caddylb/internal/testproc"
@@ -373,4 +380,163 @@ func multipartFile(t *testing.T, name string, content []byte) (io.Reader, string
 // pngLike is n bytes that sniff as image/png.
 func pngLike(n int) []byte {
 	return append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, n)...)
+}
+
+// s3Relay sits between caddy-lb and versitygw and counts what asset_serve
+// asks of the store: each request's method and Range, and the bytes of
+// the answers' bodies.
+type s3Relay struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	calls []string // "GET bytes=0-9", "HEAD", ...
+	bytes int64
+}
+
+func startS3Relay(t *testing.T, endpoint string) *s3Relay {
+	t.Helper()
+	target, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := &s3Relay{}
+	proxy := httputil.NewSingleHostReverseProxy(target) // keeps the Host the request was signed for
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		resp.Body = &countingBody{ReadCloser: resp.Body, relay: rl}
+		return nil
+	}
+	rl.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && !r.URL.Query().Has("location") { // not the client's own bucket lookups
+			rl.mu.Lock()
+			rl.calls = append(rl.calls, strings.TrimSpace(r.Method+" "+r.Header.Get("Range")))
+			rl.mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(rl.srv.Close)
+	return rl
+}
+
+type countingBody struct {
+	io.ReadCloser
+	relay *s3Relay
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.relay.mu.Lock()
+	b.relay.bytes += int64(n)
+	b.relay.mu.Unlock()
+	return n, err
+}
+
+func (rl *s3Relay) take() ([]string, int64) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	calls, n := rl.calls, rl.bytes
+	rl.calls, rl.bytes = nil, 0
+	return calls, n
+}
+
+const serveThroughRelay = `{
+	{{.Global}}
+	asset_store media s3 {
+		bucket {{.X.bucket}}
+		endpoint {{.X.endpoint}}
+		region us-east-1
+		access_key {{.X.access}}
+		secret_key {env.TEST_S3_SECRET}
+		path_style
+	}
+}
+:{{.HTTPPort}} {
+	asset_serve /media/* {
+		store media
+		strip_prefix /media
+	}
+}
+`
+
+// TestServeCostsTheStoreWhatItSays measures, with a counting relay in
+// front of versitygw and a 20 MB object, the requests and bytes each
+// answer costs the store. A plain GET once cost a HEAD and a GET,
+// Range: bytes=0-9 a HEAD and a GET of the whole object (0.3-3.9 MB read
+// for 10 bytes), and 1000 ranges 1001 GETs.
+func TestServeCostsTheStoreWhatItSays(t *testing.T) {
+	s3 := testproc.StartVersityGW(t)
+	t.Setenv("TEST_S3_SECRET", s3.SecretKey)
+	bucket := s3.CreateBucket(t, "media")
+	const size = 20 << 20
+	content := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	if _, err := s3.Client(t).PutObject(t.Context(), bucket, "big.bin", bytes.NewReader(content), size,
+		minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
+		t.Fatal(err)
+	}
+	relay := startS3Relay(t, s3.Endpoint)
+	c := harness.StartCaddyWith(t, serveThroughRelay, map[string]any{
+		"bucket": bucket, "endpoint": relay.srv.URL, "access": s3.AccessKey,
+	})
+	get := func(method string, header ...string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(method, c.URL("/media/big.bin"), nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body
+	}
+	// Warm up the client's connection and bucket lookup.
+	get(http.MethodHead)
+	relay.take()
+
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = fmt.Sprintf("%d-%d", i*100, i*100)
+	}
+	etag := func() string { r, _ := get(http.MethodHead); relay.take(); return r.Header.Get("Etag") }()
+	for _, tc := range []struct {
+		name      string
+		method    string
+		header    []string
+		status    int
+		calls     []string
+		maxBytes  int64
+		wantBytes int // body bytes the client gets
+	}{
+		{"plain GET", "GET", nil, 200, []string{"GET"}, size, size},
+		{"first 10 bytes", "GET", []string{"Range", "bytes=0-9"}, 206, []string{"GET bytes=0-9"}, 10, 10},
+		{"10 bytes inside", "GET", []string{"Range", "bytes=1000-1009"}, 206, []string{"GET bytes=1000-1009"}, 10, 10},
+		{"last 10 bytes", "GET", []string{"Range", "bytes=-10"}, 206, []string{"GET bytes=-10"}, 10, 10},
+		{"HEAD", "HEAD", nil, 200, []string{"HEAD"}, 0, 0},
+		{"revalidation", "GET", []string{"If-None-Match", etag}, 304, []string{"HEAD"}, 0, 0},
+		{"two close ranges", "GET", []string{"Range", "bytes=0-9,1000-1009"}, 206, []string{"HEAD", "GET bytes=0-1009"}, 1010, -1},
+		{"1000 ranges", "GET", []string{"Range", "bytes=" + strings.Join(many, ",")}, 200, []string{"GET"}, size, size},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := get(tc.method, tc.header...)
+			calls, n := relay.take()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d, want %d", resp.StatusCode, tc.status)
+			}
+			if strings.Join(calls, "; ") != strings.Join(tc.calls, "; ") {
+				t.Fatalf("the store was asked %q, want %q", calls, tc.calls)
+			}
+			if n > tc.maxBytes {
+				t.Fatalf("read %d bytes from the store, want at most %d", n, tc.maxBytes)
+			}
+			if tc.wantBytes >= 0 && len(body) != tc.wantBytes {
+				t.Fatalf("client got %d bytes, want %d", len(body), tc.wantBytes)
+			}
+			if tc.status == 206 && tc.wantBytes == 10 {
+				cr := resp.Header.Get("Content-Range")
+				var first int
+				if _, err := fmt.Sscanf(cr, "bytes %d-", &first); err != nil || !bytes.Equal(body, content[first:first+10]) {
+					t.Fatalf("Content-Range %q with body %q", cr, body)
+				}
+			}
+		})
+	}
 }
