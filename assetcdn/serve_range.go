@@ -324,7 +324,7 @@ func (bw byteRangesWriter) contentLength(spans []span) int64 {
 // serveRanges answers several spans: one ranged GET per read group,
 // each conditional on the ETag of the HEAD that the headers came from.
 func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info ObjectInfo, spans []span) error {
-	bw := newByteRangesWriter(info.ContentType, info.Size)
+	bw := newByteRangesWriter(w.Header().Get("Content-Type"), info.Size) // set by setObjectHeaders
 	h := w.Header()
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "multipart/byteranges; boundary="+bw.boundary)
