@@ -151,3 +151,30 @@ b.example.com {
 		})
 	}
 }
+
+// TestClientIPWithASharedStoreNeedsASecret: client IP store keys are
+// keyed hashes, and every node must use the same key.
+func TestClientIPWithASharedStoreNeedsASecret(t *testing.T) {
+	site := func(secret string) string {
+		return `{
+	admin off
+	session_store shared memcached 127.0.0.1:1
+}
+:8081 {
+	reverse_proxy 127.0.0.1:9001 {
+		lb_policy sticky {
+			client_ip
+			store shared
+			` + secret + `
+		}
+	}
+}
+`
+	}
+	if err := validate(t, site("")); err == nil || !strings.Contains(err.Error(), "needs `secret`") {
+		t.Fatalf("client_ip on a shared store without a secret: %v", err)
+	}
+	if err := validate(t, site("secret 0123456789abcdef0123")); err != nil {
+		t.Fatalf("with a secret: %v", err)
+	}
+}

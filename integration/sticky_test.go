@@ -72,6 +72,7 @@ http://ip.test:{{.HTTPPort}} {
 	reverse_proxy {{.X.upstreams}} {
 		lb_policy sticky {
 			client_ip
+			secret {{.X.secret}}
 			store shared
 			on_unavailable {{.X.on_unavailable}}
 		}

@@ -2,12 +2,7 @@ package sessionstore
 
 import (
 	"context"
-	"errors"
-	"hash/maphash"
-	"maps"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,18 +18,18 @@ func init() {
 // counts, but each LB node has its own. Its contents survive config reloads
 // (they live in a package-level pool keyed by the store's name), not restarts.
 type MemoryBackend struct {
-	// The most bindings the store holds; past it, new sessions are served
-	// without a binding (and counted as store errors) until old ones
-	// expire, so that clients inventing session keys cannot exhaust
-	// memory. About 150 bytes each. Default: 1,000,000.
+	// The most bindings the store holds, so that clients inventing
+	// session keys cannot exhaust memory. Past it, the least recently
+	// used binding is evicted for each new one, as HAProxy's stick tables
+	// purge the oldest entries: clients that start a session and never
+	// come back make room for those that do. Evictions are counted in
+	// caddylb_session_store_evictions_total. About 150 bytes each.
+	// Default: 1,000,000.
 	MaxBindings int `json:"max_bindings,omitempty"`
 
 	table *memoryTable
 	key   string
 }
-
-// ErrFull is returned by the memory backend when it holds MaxBindings.
-var ErrFull = errors.New("memory session store is full (max_bindings)")
 
 const defaultMaxBindings = 1_000_000
 
@@ -51,7 +46,7 @@ func (MemoryBackend) CaddyModule() caddy.ModuleInfo {
 func (m *MemoryBackend) open(name string) {
 	m.key = "memory:" + name
 	val, _, _ := memoryTables.LoadOrNew(m.key, func() (caddy.Destructor, error) {
-		return newMemoryTable(), nil
+		return newMemoryTable(storeMetrics.evictions.WithLabelValues(name)), nil
 	})
 	m.table = val.(*memoryTable)
 	limit := m.MaxBindings
@@ -146,145 +141,6 @@ func (m *MemoryBackend) Draining(context.Context) (map[string]bool, error) {
 // Counts implements Backend. They are exact.
 func (m *MemoryBackend) Counts(context.Context) (map[string]int64, error) {
 	return m.table.counts(time.Now()), nil
-}
-
-// memoryTables holds one table per memory store name across config reloads.
-var memoryTables = caddy.NewUsagePool()
-
-const memoryShards = 64
-
-// memoryTable is a sharded map of bindings, so that requests on different
-// sessions rarely wait on one lock, plus a copy-on-write drain set that the
-// request path reads without locking.
-type memoryTable struct {
-	seed     maphash.Seed
-	shards   [memoryShards]memoryShard
-	drainMu  sync.Mutex
-	draining atomic.Pointer[map[string]bool]
-	stop     chan struct{}
-	size     atomic.Int64 // entries in all shards, expired ones included until swept
-	limit    atomic.Int64
-}
-
-type memoryShard struct {
-	sync.RWMutex
-	m map[string]Binding
-}
-
-func newMemoryTable() *memoryTable {
-	t := &memoryTable{seed: maphash.MakeSeed(), stop: make(chan struct{})}
-	for i := range t.shards {
-		t.shards[i].m = make(map[string]Binding)
-	}
-	empty := map[string]bool{}
-	t.draining.Store(&empty)
-	go t.sweep(time.Minute)
-	return t
-}
-
-// Destruct stops the sweeper when no config uses the table any more.
-func (t *memoryTable) Destruct() error {
-	close(t.stop)
-	return nil
-}
-
-func (t *memoryTable) shard(key string) *memoryShard {
-	return &t.shards[maphash.String(t.seed, key)%memoryShards]
-}
-
-func (t *memoryTable) get(key string, now time.Time) (Binding, error) {
-	s := t.shard(key)
-	s.RLock()
-	b, ok := s.m[key]
-	s.RUnlock()
-	if !ok || !b.Live(now) {
-		return Binding{}, ErrNotFound
-	}
-	return b, nil
-}
-
-// update runs decide under the shard lock with the current binding and
-// whether it is live; if decide says so, its binding is stored. It returns
-// the binding in force afterwards and whether decide's binding was stored,
-// or ErrFull when a new key would pass the limit.
-func (t *memoryTable) update(key string, now time.Time, decide func(cur Binding, live bool) (Binding, bool)) (Binding, bool, error) {
-	s := t.shard(key)
-	s.Lock()
-	defer s.Unlock()
-	cur, ok := s.m[key]
-	next, store := decide(cur, ok && cur.Live(now))
-	if !store {
-		return cur, false, nil
-	}
-	if !ok {
-		if t.size.Load() >= t.limit.Load() {
-			return cur, false, ErrFull
-		}
-		t.size.Add(1)
-	}
-	s.m[key] = next
-	return next, true, nil
-}
-
-func (t *memoryTable) delete(key string) {
-	s := t.shard(key)
-	s.Lock()
-	if _, ok := s.m[key]; ok {
-		delete(s.m, key)
-		t.size.Add(-1)
-	}
-	s.Unlock()
-}
-
-func (t *memoryTable) setDraining(upstream string, draining bool) {
-	t.drainMu.Lock()
-	defer t.drainMu.Unlock()
-	next := maps.Clone(*t.draining.Load())
-	if draining {
-		next[upstream] = true
-	} else {
-		delete(next, upstream)
-	}
-	t.draining.Store(&next)
-}
-
-func (t *memoryTable) counts(now time.Time) map[string]int64 {
-	out := make(map[string]int64)
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.RLock()
-		for _, b := range s.m {
-			if b.Live(now) {
-				out[b.Upstream]++
-			}
-		}
-		s.RUnlock()
-	}
-	return out
-}
-
-// sweep drops expired bindings so that memory follows live sessions.
-func (t *memoryTable) sweep(every time.Duration) {
-	ticker := time.NewTicker(every)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case now := <-ticker.C:
-			for i := range t.shards {
-				s := &t.shards[i]
-				s.Lock()
-				for k, b := range s.m {
-					if !b.Live(now) {
-						delete(s.m, k)
-						t.size.Add(-1)
-					}
-				}
-				s.Unlock()
-			}
-		}
-	}
 }
 
 // Interface guards

@@ -9,8 +9,9 @@ import (
 // storeMetrics are package-level so that every config's registry (Caddy
 // makes a new one per config load) exports the same series across reloads.
 var storeMetrics = struct {
-	latency *prometheus.HistogramVec
-	errors  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+	evictions *prometheus.CounterVec
 }{
 	latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddylb",
@@ -25,9 +26,15 @@ var storeMetrics = struct {
 		Name:      "errors_total",
 		Help:      "Failed or refused (breaker open) calls to a session store, by store and operation.",
 	}, []string{"store", "op"}),
+	evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "session_store",
+		Name:      "evictions_total",
+		Help:      "Bindings a memory session store evicted, least recently used first, to stay within max_bindings.",
+	}, []string{"store"}),
 }
 
 // RegisterMetrics adds the store metrics to registry; registering twice is fine.
 func RegisterMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors)
+	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors, storeMetrics.evictions)
 }

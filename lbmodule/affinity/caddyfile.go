@@ -25,6 +25,7 @@ import (
 //		samesite lax|strict|none
 //		secure
 //		max_age <duration>
+//		token_max_age <duration>
 //		fallback <policy> [<args...>]
 //		on_unavailable rebind|strict
 //	}
@@ -63,7 +64,7 @@ func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				s.Secure = true
 			}
-		case "ttl", "max_age":
+		case "ttl", "max_age", "token_max_age":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -74,10 +75,13 @@ func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("%s takes one argument", opt)
 			}
-			if opt == "ttl" {
+			switch opt {
+			case "ttl":
 				s.TTL = caddy.Duration(dur)
-			} else {
+			case "max_age":
 				s.MaxAge = caddy.Duration(dur)
+			default:
+				s.TokenMaxAge = caddy.Duration(dur)
 			}
 		case "fallback":
 			if !d.NextArg() {
@@ -98,7 +102,7 @@ func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			s.FallbackRaw = caddyconfig.JSONModuleObject(sel, "policy", name, nil)
 		default:
-			return d.Errf("unrecognized lb_policy sticky option %s (known: cookie, secret, app_cookie, header, client_ip, store, namespace, ttl, domain, path, samesite, secure, max_age, fallback, on_unavailable)", strconv.Quote(opt))
+			return d.Errf("unrecognized lb_policy sticky option %s (known: cookie, secret, app_cookie, header, client_ip, store, namespace, ttl, domain, path, samesite, secure, max_age, token_max_age, fallback, on_unavailable)", strconv.Quote(opt))
 		}
 	}
 	return nil

@@ -109,7 +109,13 @@ func (s *Sticky) sessionValue(r *http.Request) string {
 
 // StoreKey is the store key of a session key value: a hash, so that the
 // store never holds a usable session cookie, and namespaced per policy.
+// Client IPs are few enough (2^32 for IPv4) that an unkeyed hash could be
+// reversed by trying them all: theirs is keyed with the first secret.
 func (s *Sticky) StoreKey(value string) string {
+	if s.mode == keyClientIP {
+		mac := s.signer.mac(0, []byte("client_ip\x00"), []byte(s.namespace), []byte{0}, []byte(value))
+		return base64.RawURLEncoding.EncodeToString(mac[:18])
+	}
 	sum := sha256.Sum256([]byte(s.namespace + "\x00" + value))
 	return base64.RawURLEncoding.EncodeToString(sum[:18])
 }
@@ -180,42 +186,102 @@ func outcomeFor(up *reverseproxy.Upstream, outcome string) string {
 // upstream (by signed tag), so the hit path never waits on the store; the
 // store records sessions for counting and lets nodes agree on rebinds.
 func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, st *requestState) (*reverseproxy.Upstream, string) {
-	c, err := r.Cookie(s.Cookie)
-	if err != nil {
+	now := time.Now()
+	value, tok, ok := s.lbCookie(r, now)
+	if !ok {
 		return s.newCookieSession(pool, r, w, st)
 	}
-	tok, err := s.signer.verify(c.Value)
-	if err != nil {
+	up := s.findByTag(pool, tok)
+	usable := st.usable(up)
+	if usable && tok.secret == 0 && tok.flags&flagRecorded != 0 && now.Sub(tok.issued) < s.refreshAfter {
+		return up, outcomeHit // the hit path: nothing to record
+	}
+	if !usable && up != nil && s.OnUnavailable == onUnavailableStrict {
+		return nil, outcomeStrictReject
+	}
+	// The cookie asks for work (record, refresh, re-sign, move). A client
+	// that keeps sending the same cookie gets the same answer, without
+	// store commands or another Set-Cookie.
+	if dial := s.replays.get(value, now); dial != "" {
+		if cached := findUpstream(pool, dial); st.usable(cached) {
+			return cached, outcomeHit
+		}
+	}
+	key := s.StoreKey(string(tok.sessionID[:]))
+	if usable {
+		if s.recordCookieSession(r, st, key, tok, up, now) {
+			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
+		}
+		s.replays.put(value, up.Dial, now.Add(s.refreshAfter))
+		return up, outcomeHit
+	}
+	next := s.rebindCookieSession(pool, r, st, key, tok, up)
+	if next != nil && (up == nil || !up.Available()) {
+		// Moved for good (not only around this request's failed attempt).
+		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
+		s.replays.put(value, next.Dial, now.Add(s.refreshAfter))
+	}
+	return next, outcomeFor(next, outcomeRebound)
+}
+
+// lbCookie returns the first LB cookie of the request that verifies and
+// is not older than token_max_age: a sibling subdomain (or a script on
+// one) can plant a second cookie of the same name, which browsers send
+// first when its Path is longer.
+func (s *Sticky) lbCookie(r *http.Request, now time.Time) (string, lbToken, bool) {
+	for _, c := range r.CookiesNamed(s.Cookie) {
+		tok, err := s.signer.verify(c.Value)
+		if err == nil && now.Sub(tok.issued) > s.tokenMaxAge {
+			err = errTokenExpired
+		}
+		if err == nil {
+			return c.Value, tok, true
+		}
 		if ce := s.logger.Check(zap.DebugLevel, "ignoring invalid LB cookie"); ce != nil {
 			ce.Write(zap.Error(err), zap.Int("length", len(c.Value)))
 		}
-		return s.newCookieSession(pool, r, w, st)
 	}
-	now := time.Now()
-	up := s.findByTag(pool, tok)
-	if st.usable(up) {
-		if tok.secret != 0 || tok.flags&flagRecorded == 0 || now.Sub(tok.issued) >= s.refreshAfter {
-			// Returning clients are recorded; rotated secrets re-sign.
-			_ = s.store.Put(r.Context(), s.StoreKey(string(tok.sessionID[:])), s.binding(up, now))
-			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
-		}
-		return up, outcomeHit
+	return "", lbToken{}, false
+}
+
+// recordCookieSession writes the session of a cookie whose upstream can
+// serve it: its first return (the cookie has no recorded flag yet), a
+// refresh once half the TTL has passed, or a re-sign with a rotated
+// secret. It reports whether the client should get a new cookie: not
+// when another request already recorded the session there (a replay).
+func (s *Sticky) recordCookieSession(r *http.Request, st *requestState, key string, tok lbToken, up *reverseproxy.Upstream, now time.Time) bool {
+	ctx := r.Context()
+	if tok.flags&flagRecorded != 0 {
+		return s.store.Put(ctx, key, s.binding(up, now)) == nil || tok.secret != 0
 	}
-	if up != nil && s.OnUnavailable == onUnavailableStrict {
-		return nil, outcomeStrictReject
+	_, added, err := s.store.Add(ctx, key, s.binding(up, now))
+	if err != nil {
+		return false // not recorded: the next request tries again
 	}
-	key := s.StoreKey(string(tok.sessionID[:]))
-	from := ""
+	// Not added: an earlier request with this cookie recorded it (a
+	// replay), here or on another node. The cookie still names an
+	// upstream that serves it; only a rotated secret needs a new one.
+	return added || tok.secret != 0
+}
+
+// rebindCookieSession moves a session whose upstream cannot serve it. up
+// is its upstream in the pool, nil when it was removed from the config:
+// the cookie's tag then names no dial, so the store says where the
+// session is. If another request (here or on another node) already moved
+// it to an upstream in the pool, it follows; otherwise it moves it, once,
+// with a compare-and-swap from what the store holds.
+func (s *Sticky) rebindCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key string, tok lbToken, up *reverseproxy.Upstream) *reverseproxy.Upstream {
 	if up != nil {
-		from = up.Dial
-	} else if b, err := s.store.Get(r.Context(), key); err == nil {
+		return s.rebind(pool, r, st, key, up, up.Dial)
+	}
+	from := ""
+	if b, err := s.store.Get(r.Context(), key); err == nil {
 		from = b.Upstream
+		if moved := findUpstream(pool, b.Upstream); st.usable(moved) {
+			return moved
+		}
 	}
-	next := s.rebind(pool, r, st, key, up, from)
-	if next != nil && (up == nil || !up.Available()) {
-		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
-	}
-	return next, outcomeFor(next, outcomeRebound)
+	return s.rebind(pool, r, st, key, nil, from)
 }
 
 func (s *Sticky) newCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter, st *requestState) (*reverseproxy.Upstream, string) {

@@ -44,7 +44,10 @@ type Sticky struct {
 	// one first and keeping the old one for a while. Placeholders such as
 	// {env.LB_SECRET} are expanded. Several LB nodes must share them. If
 	// empty, a random secret is made per process and cookies are not
-	// recognised by other nodes or after a restart.
+	// recognised by other nodes or after a restart. With client_ip, the
+	// first one also keys the hash of each client IP in the store
+	// (required with a shared store; rotating it moves those sessions
+	// once).
 	Secrets []string `json:"secrets,omitempty"`
 
 	// Name of the application's own session cookie (PHPSESSID,
@@ -87,6 +90,14 @@ type Sticky struct {
 	// The LB cookie's Max-Age. Default: none, a browser-session cookie.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
+	// How long after it was issued an LB cookie is honoured, whatever
+	// the browser does with Max-Age: an older one (a cookie copied from
+	// a log, replayed by a script) starts a new session. A returning
+	// client gets a fresh cookie every half ttl, so only clients idle for
+	// longer than this lose their session, as their binding has expired
+	// by then anyway. Default: the longer of ttl and max_age.
+	TokenMaxAge caddy.Duration `json:"token_max_age,omitempty"`
+
 	// The policy that picks an upstream for new sessions and for rebinding.
 	// Default: least_conn.
 	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=http.reverse_proxy.selection_policies inline_key=policy"`
@@ -101,6 +112,8 @@ type Sticky struct {
 	namespace    string
 	ttl          time.Duration
 	refreshAfter time.Duration
+	tokenMaxAge  time.Duration
+	replays      *replayCache
 	sameSite     http.SameSite
 	signer       *signer
 	fallback     reverseproxy.Selector
@@ -153,6 +166,11 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		s.ttl = defaultTTL
 	}
 	s.refreshAfter = s.ttl / 2
+	s.tokenMaxAge = time.Duration(s.TokenMaxAge)
+	if s.tokenMaxAge == 0 {
+		s.tokenMaxAge = max(s.ttl, time.Duration(s.MaxAge))
+	}
+	s.replays = newReplayCache(replayCapacity)
 	if s.OnUnavailable == "" {
 		s.OnUnavailable = onUnavailableRebind
 	}
@@ -186,6 +204,9 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	s.store, s.releaseStore, err = sessionstore.Lookup(ctx, s.Store)
 	if err != nil {
 		return err
+	}
+	if _, local := s.store.Backend().(*sessionstore.MemoryBackend); s.mode == keyClientIP && len(s.Secrets) == 0 && !local {
+		return fmt.Errorf("lb_policy sticky: client_ip with the shared session store %q needs `secret`: store keys of client IPs are keyed hashes (an unkeyed one could be reversed), and every node must use the same key; use e.g. secret {env.LB_STICKY_SECRET}", s.Store)
 	}
 	s.registry = ctx.GetMetricsRegistry()
 	s.claimed = "namespace\x00" + s.Store + "\x00" + s.namespace
@@ -287,6 +308,9 @@ func (s *Sticky) Validate() error {
 	}
 	if s.MaxAge < 0 || (s.MaxAge > 0 && time.Duration(s.MaxAge) < time.Second) {
 		return fmt.Errorf("lb_policy sticky: max_age must be at least 1s, got %v", time.Duration(s.MaxAge))
+	}
+	if s.tokenMaxAge < s.refreshAfter {
+		return fmt.Errorf("lb_policy sticky: token_max_age %v is shorter than half the ttl (%v), when returning clients get a fresh cookie: they would lose their session while active", s.tokenMaxAge, s.refreshAfter)
 	}
 	if s.mode == keyLBCookie {
 		probe := &http.Cookie{Name: s.Cookie, Value: "x", Path: s.Path, Domain: s.Domain}

@@ -41,6 +41,7 @@ var (
 	errTokenEncode  = errors.New("token is not base64url")
 	errTokenVersion = errors.New("token has an unknown version")
 	errTokenMAC     = errors.New("token signature does not verify")
+	errTokenExpired = errors.New("token is older than token_max_age")
 )
 
 // lbToken is a decoded, verified LB cookie.
