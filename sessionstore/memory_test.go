@@ -83,6 +83,7 @@ func TestMemoryAnonymousSessionsDoNotPushOutReturningOnes(t *testing.T) {
 		t.Fatalf("%d bindings held, want 200", n)
 	}
 }
+
 // metricValue reads a counter.
 func metricValue(t *testing.T, c prometheus.Counter) float64 {
 	t.Helper()
