@@ -20,6 +20,7 @@ import (
 //		trusted_unix
 //		accept x_forwarded|forwarded...
 //		emit x_forwarded|forwarded...
+//		client_header <name>...
 //	}
 //
 // trusted_proxies may be repeated: address lines add to one static source,
@@ -82,6 +83,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.TrustedUnix = true
+		case "client_header":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			if _, err := canonicalClientHeaders(names); err != nil {
+				return d.Err(err.Error())
+			}
+			h.ClientHeaders = append(h.ClientHeaders, names...)
 		case "accept", "emit":
 			names := d.RemainingArgs()
 			if len(names) == 0 {

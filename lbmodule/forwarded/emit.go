@@ -69,7 +69,13 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 			delete(hdr, "X-Forwarded-For")
 		}
 		set("X-Forwarded-Proto", v.proto)
-		set("X-Forwarded-Host", v.host)
+		if v.host != "" {
+			set("X-Forwarded-Host", v.host)
+		} else {
+			// No Host (HTTP/1.0): none to forward, and reverse_proxy
+			// would send an empty line of its own.
+			hdr["X-Forwarded-Host"] = nil
+		}
 		if v.port != "" {
 			set("X-Forwarded-Port", v.port)
 		} else {

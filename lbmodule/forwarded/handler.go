@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -84,8 +85,19 @@ type Handler struct {
 	// one chain, so they agree. Default: ["x_forwarded"].
 	Emit []string `json:"emit,omitempty"`
 
-	sources []caddyhttp.IPRangeSource
-	accept  formats
+	// Single-value client headers of a trusted CDN or proxy, such as
+	// Cloudflare's CF-Connecting-IP, believed only from trusted peers:
+	// the first one present with one valid IP address becomes the client
+	// (as stock Caddy's client_ip_headers does), in place of the client
+	// X-Forwarded-For names; the trusted hops stay in the chain sent
+	// upstream. From anyone else they are removed like every forwarding
+	// header. Every proxy trusted must set (not pass on) the header.
+	// Default: none.
+	ClientHeaders []string `json:"client_headers,omitempty"`
+
+	sources       []caddyhttp.IPRangeSource
+	clientHeaders []string // canonical
+	accept        formats
 	emit    formats
 	logger  *zap.Logger
 }
@@ -106,6 +118,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.emit, err = parseFormats("emit", h.Emit); err != nil {
+		return err
+	}
+	if h.clientHeaders, err = canonicalClientHeaders(h.ClientHeaders); err != nil {
 		return err
 	}
 	if h.TrustedProxiesRaw != nil {
@@ -129,6 +144,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			zap.Int("trusted_hops", h.TrustedHops))
 	}
 	return nil
+}
+
+// canonicalClientHeaders checks the client_header names and returns
+// them as Go's header map keys them.
+func canonicalClientHeaders(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		if n == "" || strings.ContainsAny(n, " \t:") {
+			return nil, fmt.Errorf("client_header: %q is not a header name", n)
+		}
+		if classifyHeader(n) == managed {
+			return nil, fmt.Errorf("client_header: %s is read from trusted peers already (accept); name a single-value header such as CF-Connecting-IP", n)
+		}
+		out = append(out, http.CanonicalHeaderKey(n))
+	}
+	return out, nil
 }
 
 // parseFormats turns the format names of `accept` or `emit` into a set;
@@ -236,6 +267,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	removeForwardingHeaders(r.Header, v.trustedPeer)
 	removeForwardingConnectionTokens(r.Header)
+	if r.Trailer != nil { // the client announced trailers
+		removeForwardingTrailers(r.Trailer)
+		r.Body = trailerSanitizingBody{ReadCloser: r.Body, trailer: r.Trailer}
+	}
 	h.writeHeaders(r.Header, &v)
 	if v.scratch != nil {
 		v.hops = nil

@@ -1,7 +1,9 @@
 package forwarded
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -131,6 +133,11 @@ var spoofed = []string{
 	"X-Real-Ip", "6.6.6.9",
 	"True-Client-Ip", "6.6.6.10",
 	"Forwarded", "for=6.6.6.11;proto=https",
+	"Cf-Connecting-Ip", "6.6.6.12",
+	"Fastly-Client-Ip", "6.6.6.13",
+	"X-Original-Forwarded-For", "6.6.6.14",
+	"X-Envoy-External-Address", "6.6.6.15",
+	"Akamai-Client-Ip", "6.6.6.16",
 }
 
 func TestUntrustedPeerIsTheClient(t *testing.T) {
@@ -476,8 +483,27 @@ func TestClassifyHeader(t *testing.T) {
 		{"X-Forwarded-Tls-Client-Cert", passable},
 		{"X-Forwarded", contradicting},
 		{"Forwarded-For", contradicting},
+		{"Cf-Connecting-Ip", contradicting},
+		{"CF-Connecting-IPv6", contradicting},
+		{"Cf-Pseudo-Ipv4", contradicting},
+		{"Fastly-Client-Ip", contradicting},
+		{"Akamai-Client-Ip", contradicting},
+		{"Fly-Client-Ip", contradicting},
+		{"X-Azure-Clientip", contradicting},
+		{"X-Azure-Socketip", contradicting},
+		{"X-Original-Forwarded-For", contradicting},
+		{"X_original_forwarded_for", contradicting},
+		{"X-Remote-Addr", contradicting},
+		{"X-Remote-Ip", contradicting},
+		{"X-Originating-Ip", contradicting},
+		{"X-Envoy-External-Address", contradicting},
+		{"X-Proxyuser-Ip", contradicting},
+		{"X-Appengine-User-Ip", contradicting},
 		{"X-Forwarded-", notForwarding},
 		{"Forwarded-By", notForwarding},
+		{"Accept-Encoding", notForwarding},
+		{"Authorization", notForwarding},
+		{"Cache-Control", notForwarding},
 		{"Connection", notForwarding},
 		{"Cookie", notForwarding},
 		{"X-Request-Id", notForwarding},
@@ -486,5 +512,107 @@ func TestClassifyHeader(t *testing.T) {
 		if got := classifyHeader(tt.key); got != tt.want {
 			t.Errorf("classifyHeader(%q) = %d, want %d", tt.key, got, tt.want)
 		}
+	}
+}
+
+// TestClientHeaderOfATrustedCDN: client_header is believed from trusted
+// peers only, when it holds one address, and replaces the client the
+// chain named; the trusted hops stay in the chain sent upstream.
+func TestClientHeaderOfATrustedCDN(t *testing.T) {
+	h := provision(t, &Handler{TrustedProxiesRaw: trusting("10.0.0.0/8"), ClientHeaders: []string{"cf-connecting-ip", "CF-Connecting-IPv6"},
+		Emit: []string{FormatXForwarded, FormatForwarded}})
+	for _, tc := range []struct {
+		name     string
+		r        *http.Request
+		clientIP string
+		xff      []string // as the handler leaves it for reverse_proxy (which appends the peer)
+	}{
+		{"trusted CDN edge", request("10.0.0.1:1", "Cf-Connecting-Ip", "203.0.113.7", "X-Forwarded-For", "198.51.100.1"),
+			"203.0.113.7", []string{"203.0.113.7"}},
+		{"no chain at all", request("10.0.0.1:1", "Cf-Connecting-Ip", "203.0.113.7"),
+			"203.0.113.7", []string{"203.0.113.7"}},
+		{"trusted hops stay", request("10.0.0.1:1", "Cf-Connecting-Ip", "203.0.113.7", "X-Forwarded-For", "198.51.100.1, 10.0.0.9"),
+			"203.0.113.7", []string{"203.0.113.7, 10.0.0.9"}},
+		{"the second header", request("10.0.0.1:1", "Cf-Connecting-Ipv6", "2001:db8::7"),
+			"2001:db8::7", []string{"2001:db8::7"}},
+		{"from an untrusted client", request("192.0.2.1:1", "Cf-Connecting-Ip", "203.0.113.7"),
+			"192.0.2.1", nil},
+		{"a list is not believed", request("10.0.0.1:1", "Cf-Connecting-Ip", "203.0.113.7, 6.6.6.6", "X-Forwarded-For", "198.51.100.1"),
+			"198.51.100.1", []string{"198.51.100.1"}},
+		{"two lines are not believed", request("10.0.0.1:1", "Cf-Connecting-Ip", "203.0.113.7", "Cf-Connecting-Ip", "6.6.6.6", "X-Forwarded-For", "198.51.100.1"),
+			"198.51.100.1", []string{"198.51.100.1"}},
+		{"a name is not believed", request("10.0.0.1:1", "Cf-Connecting-Ip", "evil", "X-Forwarded-For", "198.51.100.1"),
+			"198.51.100.1", []string{"198.51.100.1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := serve(t, h, tc.r)
+			if res.clientIP != tc.clientIP || res.placeholders["client_ip"] != tc.clientIP {
+				t.Fatalf("client_ip %v, placeholder %q; want %s", res.clientIP, res.placeholders["client_ip"], tc.clientIP)
+			}
+			if tc.xff != nil {
+				assertHeader(t, res.header, "X-Forwarded-For", tc.xff...)
+			}
+			assertHeader(t, res.header, "Cf-Connecting-Ip") // removed either way
+			if fwd := res.header.Get("Forwarded"); !strings.HasPrefix(fwd, "for="+strings.Trim(forwardedFor(tc.clientIP), "")) {
+				t.Fatalf("Forwarded %q does not start with the client %s", fwd, tc.clientIP)
+			}
+		})
+	}
+	if _, err := canonicalClientHeaders([]string{"X-Forwarded-For"}); err == nil {
+		t.Fatal("client_header X-Forwarded-For accepted")
+	}
+}
+
+// forwardedFor is how Forwarded names an address.
+func forwardedFor(ip string) string {
+	if strings.Contains(ip, ":") {
+		return `"[` + ip + `]"`
+	}
+	return ip
+}
+
+// TestForwardingTrailersAreDropped: a chunked body's trailer named like a
+// forwarding header never reaches the upstream.
+func TestForwardingTrailersAreDropped(t *testing.T) {
+	h := provision(t, &Handler{})
+	body := "5\r\nhello\r\n0\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-Ip: 6.6.6.7\r\nForwarded: for=6.6.6.8\r\nX-Checksum: abc\r\n\r\n"
+	raw := "POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\nTrailer: X-Forwarded-For, X-Real-Ip, Forwarded, X-Checksum\r\n\r\n" + body
+	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RemoteAddr = "192.0.2.1:1"
+	repl := caddy.NewReplacer()
+	w := httptest.NewRecorder()
+	r = caddyhttp.PrepareRequest(r, repl, w, nil)
+	var trailer http.Header
+	err = h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			return err
+		}
+		trailer = r.Trailer.Clone()
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trailer) != 1 || trailer.Get("X-Checksum") != "abc" {
+		t.Fatalf("trailer after the body: %v, want only X-Checksum", trailer)
+	}
+}
+
+// TestNoHostNoForwardedHost: an HTTP/1.0 request without Host gets no
+// X-Forwarded-Host (reverse_proxy would send an empty line), and the
+// placeholders say what is sent.
+func TestNoHostNoForwardedHost(t *testing.T) {
+	h := provision(t, &Handler{})
+	r := request("192.0.2.1:1")
+	r.Host = ""
+	res := serve(t, h, r)
+	if v, ok := res.header["X-Forwarded-Host"]; !ok || v != nil {
+		t.Fatalf("X-Forwarded-Host %q (present %v), want omitted (a nil value)", v, ok)
+	}
+	if res.placeholders["host"] != "" || res.placeholders["proto"] != "http" {
+		t.Fatalf("placeholders %v", res.placeholders)
 	}
 }

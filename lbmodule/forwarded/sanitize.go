@@ -1,6 +1,7 @@
 package forwarded
 
 import (
+	"io"
 	"net/http"
 	"strings"
 )
@@ -17,9 +18,10 @@ const (
 	managed
 
 	// contradicting: headers that restate the client's address or scheme
-	// (X-Real-IP, True-Client-IP, Client-IP, X-Forwarded-Ssl...). Always removed:
-	// nothing refreshes them, so any value could contradict the managed
-	// headers.
+	// (X-Real-IP, True-Client-IP, CF-Connecting-IP, X-Forwarded-Ssl...,
+	// see contradictingNames). Always removed: nothing refreshes them, so
+	// any value could contradict the managed headers. (A trusted CDN's
+	// header named by client_header is read before it goes.)
 	contradicting
 
 	// passable: the rest of the X-Forwarded-* family (X-Forwarded-Prefix,
@@ -27,6 +29,39 @@ const (
 	// trusted peers when spelled with hyphens.
 	passable
 )
+
+// contradictingNames restate the client's address or scheme in one value
+// and are refreshed by nobody here, by length for a quick look-up. X-Forwarded
+// and Forwarded-For are read by the common PHP get_client_ip() snippets
+// (HTTP_X_FORWARDED, HTTP_FORWARDED_FOR); the rest are the single-value
+// client headers of CDNs, cloud load balancers and proxies, which
+// applications and frameworks are told to read: Cloudflare
+// (CF-Connecting-IP, CF-Connecting-IPv6, CF-Pseudo-IPv4), Akamai
+// (True-Client-IP, Akamai-Client-IP), Fastly (Fastly-Client-IP), Azure
+// Front Door (X-Azure-ClientIP, X-Azure-SocketIP), Google (X-ProxyUser-Ip,
+// X-Appengine-User-Ip), Fly.io (Fly-Client-IP), Envoy
+// (X-Envoy-External-Address), ingress-nginx (X-Original-Forwarded-For),
+// and the generic X-Real-IP, X-Client-IP, Client-IP, X-Cluster-Client-IP,
+// X-Remote-Addr, X-Remote-IP, X-Originating-IP.
+var contradictingNames = byLength(
+	"x-real-ip", "true-client-ip", "x-client-ip", "client-ip",
+	"x-cluster-client-ip", "front-end-https", "x-forwarded", "forwarded-for",
+	"cf-connecting-ip", "cf-connecting-ipv6", "cf-pseudo-ipv4",
+	"fastly-client-ip", "akamai-client-ip", "fly-client-ip",
+	"x-azure-clientip", "x-azure-socketip", "x-proxyuser-ip", "x-appengine-user-ip",
+	"x-original-forwarded-for", "x-remote-addr", "x-remote-ip", "x-originating-ip",
+	"x-envoy-external-address",
+)
+
+// byLength indexes names by their length, which is all the look-up
+// costs for the many headers of no such length.
+func byLength(names ...string) *[32][]string {
+	var t [32][]string
+	for _, n := range names {
+		t[len(n)] = append(t[len(n)], n)
+	}
+	return &t
+}
 
 // classifyHeader tells which class the header name k belongs to. Case is
 // ignored and "_" counts as "-": PHP, CGI and WSGI turn both into "_", so
@@ -38,7 +73,7 @@ func classifyHeader(k string) headerClass {
 		return notForwarding
 	}
 	switch k[0] | 0x20 {
-	case 'x', 'f', 't', 'c':
+	case 'x', 'f', 't', 'c', 'a':
 	default:
 		return notForwarding
 	}
@@ -55,14 +90,11 @@ func classifyHeader(k string) headerClass {
 			return passable
 		}
 	}
-	// X-Forwarded and Forwarded-For are read by the common PHP
-	// get_client_ip() snippets (HTTP_X_FORWARDED, HTTP_FORWARDED_FOR).
-	for _, name := range [...]string{
-		"x-real-ip", "true-client-ip", "x-client-ip", "client-ip",
-		"x-cluster-client-ip", "front-end-https", "x-forwarded", "forwarded-for",
-	} {
-		if equalHeaderName(k, name) {
-			return contradicting
+	if len(k) < len(contradictingNames) {
+		for _, name := range contradictingNames[len(k)] {
+			if equalHeaderName(k, name) {
+				return contradicting
+			}
 		}
 	}
 	if equalHeaderName(k, "forwarded") {
@@ -177,4 +209,32 @@ func isCanonicalManaged(k string) bool {
 		}
 	}
 	return false
+}
+
+// removeForwardingTrailers drops trailer fields named like forwarding
+// headers: a chunked body's trailer is merged into the request's Trailer
+// map, which reverse_proxy passes on, and some servers and frameworks
+// merge trailers into the headers an application reads.
+func removeForwardingTrailers(t http.Header) {
+	for k := range t {
+		if classifyHeader(k) != notForwarding {
+			delete(t, k)
+		}
+	}
+}
+
+// trailerSanitizingBody removes forwarding trailers once the body has
+// been read to its end, when net/http has filled in the trailer and
+// before reverse_proxy copies it for the upstream.
+type trailerSanitizingBody struct {
+	io.ReadCloser
+	trailer http.Header
+}
+
+func (b trailerSanitizingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		removeForwardingTrailers(b.trailer)
+	}
+	return n, err
 }

@@ -69,6 +69,9 @@ func (h *Handler) decide(r *http.Request, v *verdict) {
 			return
 		}
 		v.trustedPeer = true
+		if addr, ok := h.clientFromHeader(r); ok {
+			c.hops, c.client = withClient(c.hops, c.client, addr)
+		}
 		v.hops, v.client = c.hops, c.client
 		v.apply(c)
 	}
@@ -76,6 +79,38 @@ func (h *Handler) decide(r *http.Request, v *verdict) {
 	if v.clientNode.IsIP() {
 		v.clientAddr = v.clientNode.Addr.Unmap()
 	}
+}
+
+// clientFromHeader reads the first client_header present: one field
+// line holding one IP address. Anything else (a list, two lines, a name)
+// is not believed, and the next header, or the chain, decides.
+func (h *Handler) clientFromHeader(r *http.Request) (netip.Addr, bool) {
+	for _, name := range h.clientHeaders {
+		values := r.Header[name]
+		if len(values) == 0 {
+			continue
+		}
+		if len(values) == 1 {
+			if addr, err := netip.ParseAddr(trimOWS(values[0])); err == nil && addr.Zone() == "" {
+				return addr.Unmap(), true
+			}
+		}
+		if ce := h.logger.Check(zap.DebugLevel, "client_header from a trusted peer is not one IP address; ignored"); ce != nil {
+			ce.Write(zap.String("header", name), zap.Strings("values", values), zap.String("remote_addr", r.RemoteAddr))
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// withClient puts addr in the chain as the client, in place of the hop
+// the chain named; the trusted hops nearer stay. hops lives in the
+// scratch, which has room for one more.
+func withClient(hops []Node, client int, addr netip.Addr) ([]Node, int) {
+	if client == 0 { // the chain named nobody beyond the trusted peer
+		return append(hops, Node{Addr: addr}), len(hops)
+	}
+	hops[client] = Node{Addr: addr}
+	return hops, client
 }
 
 // hop returns hop i of the chain, 0 being the peer.
