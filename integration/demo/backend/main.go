@@ -201,7 +201,14 @@ func (a *app) token(w http.ResponseWriter, r *http.Request) {
 // variable, so tests must see them too).
 func isForwardingHeader(name string) bool {
 	n := strings.ReplaceAll(strings.ToLower(name), "_", "-")
-	return n == "forwarded" || n == "x-real-ip" || n == "true-client-ip" || strings.HasPrefix(n, "x-forwarded-")
+	switch n {
+	case "forwarded", "x-real-ip", "true-client-ip", "cf-connecting-ip", "cf-connecting-ipv6",
+		"fastly-client-ip", "akamai-client-ip", "x-azure-clientip", "x-original-forwarded-for",
+		"x-remote-addr", "x-remote-ip", "x-originating-ip", "x-envoy-external-address":
+		return true
+	}
+	// X-Seen-* are what a test's header_up wrote, to compare with the rest.
+	return strings.HasPrefix(n, "x-forwarded-") || strings.HasPrefix(n, "x-seen-")
 }
 
 // headers echoes the forwarding headers as one JSON object keyed by the
