@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -111,19 +112,25 @@ func FuzzParseForwarded(f *testing.F) {
 // names the same hops as Forwarded, which carries the same scheme and
 // host as X-Forwarded-Proto and -Host (trap 8).
 func FuzzServeHTTP(f *testing.F) {
-	f.Add("198.51.100.9, 10.0.0.2", "", "https", "app.example", "")
-	f.Add("", `for=198.51.100.9;proto=https;host="app.example:8443", for=10.0.0.2`, "", "", "")
-	f.Add("198.51.100.9", "for=198.51.100.9", "http", "a.example", "8080")
-	f.Add("garbage, 10.0.0.2", `for="[2001:db8::1]:80"`, "HTTPS", "[2001:db8::1]:443", "0")
+	f.Add("198.51.100.9, 10.0.0.2", "", "https", "app.example", "", "")
+	f.Add("", `for=198.51.100.9;proto=https;host="app.example:8443", for=10.0.0.2`, "", "", "", "")
+	f.Add("198.51.100.9", "for=198.51.100.9", "http", "a.example", "8080", "")
+	f.Add("garbage, 10.0.0.2", `for="[2001:db8::1]:80"`, "HTTPS", "[2001:db8::1]:443", "0", "")
+	f.Add("198.51.100.9, 10.0.0.2", "", "https", "app.example", "", "203.0.113.7")
+	f.Add("", "", "", "", "", "2001:db8::7")
+	f.Add("198.51.100.9", "for=198.51.100.9", "", "", "", "203.0.113.7, 1.2.3.4")
+	f.Add("198.51.100.9", "", "", "", "", "fe80::1%eth0")
 	h := provision(f, &Handler{
 		TrustedProxiesRaw: trusting("10.0.0.0/8", "2001:db8::/32"),
 		Accept:            []string{"x_forwarded", "forwarded"},
 		Emit:              []string{"x_forwarded", "forwarded"},
+		ClientHeaders:     []string{"CF-Connecting-IP"},
 	})
-	f.Fuzz(func(t *testing.T, xff, fwd, xfp, xfh, xfport string) {
+	f.Fuzz(func(t *testing.T, xff, fwd, xfp, xfh, xfport, cdn string) {
 		r := request("10.0.0.1:1234",
 			"X-Forwarded-For", xff, "Forwarded", fwd,
-			"X-Forwarded-Proto", xfp, "X-Forwarded-Host", xfh, "X-Forwarded-Port", xfport)
+			"X-Forwarded-Proto", xfp, "X-Forwarded-Host", xfh, "X-Forwarded-Port", xfport,
+			"Cf-Connecting-Ip", cdn)
 		res, err := tryServe(h, r)
 		var he caddyhttp.HandlerError
 		if errors.As(err, &he) && he.StatusCode == http.StatusBadRequest {
@@ -160,6 +167,12 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 		if p := res.header.Get("X-Forwarded-Port"); !validPort(p) {
 			t.Fatalf("X-Forwarded-Port %q", p)
+		}
+		if a, err := netip.ParseAddr(strings.TrimSpace(cdn)); err == nil && a.Zone() == "" && res.placeholders["client_ip"] != a.Unmap().String() {
+			t.Fatalf("client_header %q from a trusted peer, client %q", cdn, res.placeholders["client_ip"])
+		}
+		if _, ok := res.header["Cf-Connecting-Ip"]; ok {
+			t.Fatal("CF-Connecting-IP passed on")
 		}
 	})
 }
