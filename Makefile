@@ -92,6 +92,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyTemplate$$' -fuzztime $(FUZZTIME) ./logship/
+	$(GO) test -run '^$$' -fuzz '^FuzzEscapeLineSeparators$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 
 clean:

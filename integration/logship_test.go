@@ -469,3 +469,70 @@ func fileStoreLogHas(t *testing.T, root, uri string) bool {
 	}
 	return found
 }
+
+// logshipFullDiskSite spools the access log where a file size limit
+// makes every write past 64 KiB fail, as a full disk does.
+const logshipFullDiskSite = `{
+	{{.Global}}
+	asset_store logs file {{.X.root}}
+}
+:{{.HTTPPort}} {
+	log {
+		output s3 logs {
+			spool_dir {{.X.spool}}
+			roll_size 16MiB
+			roll_interval 1h
+		}
+	}
+	respond "ok"
+}
+`
+
+// TestLogshipFullDiskIsQuietAndKeepsItsClock: with the spool's disk full,
+// every dropped entry once wrote a line to stderr (47,836 lines in 12 s)
+// and opened a new spool file named a millisecond further into the
+// future (36 s ahead after 12 s).
+func TestLogshipFullDiskIsQuietAndKeepsItsClock(t *testing.T) {
+	spool := filepath.Join(t.TempDir(), "spool")
+	// dash counts ulimit -f in 512-byte blocks: 64 KiB per file.
+	limit := []string{"/bin/sh", "-c", `ulimit -f 128 && exec "$0" "$@"`}
+	c := harness.StartCaddyUnder(t, limit, logshipFullDiskSite, map[string]any{"root": t.TempDir(), "spool": spool})
+	client := harness.NewClient()
+	start := time.Now()
+	for i := range 3000 {
+		resp, err := client.Get(c.URL(fmt.Sprintf("/seq/full/%d?pad=%s", i, strings.Repeat("x", 200))))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d with the spool's disk full: %v %v", i, resp, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := metric(t, c, `caddylb_logship_dropped_bytes_total{reason="write_error",spool="`+spool+`"}`); n == 0 {
+		t.Fatal("no write errors counted: the limit did not bite")
+	}
+	var files []string
+	entries, _ := os.ReadDir(spool)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".log.open") || strings.HasSuffix(e.Name(), ".log") {
+			files = append(files, e.Name())
+			stamp, err := time.Parse("20060102T150405.000Z", e.Name()[:len("20060102T150405.000Z")])
+			if err != nil || stamp.After(time.Now().Add(time.Second)) || stamp.Before(start.Add(-time.Minute)) {
+				t.Errorf("spool file %s is named off the clock (%v)", e.Name(), err)
+			}
+		}
+	}
+	if limit := int(time.Since(start)/time.Second) + 2; len(files) > limit { // at most a roll a second
+		t.Fatalf("%d spool files after %v of a full disk: %v", len(files), time.Since(start), files[:min(5, len(files))])
+	}
+	lines := strings.Count(c.Log(), "\n")
+	if strings.Count(c.Log(), "write error") > 0 || lines > 200 {
+		t.Fatalf("Caddy wrote %d lines (%d zap write errors) during a full disk", lines, strings.Count(c.Log(), "write error"))
+	}
+	deadline := time.Now().Add(5 * time.Second) // the shipper reports on its next tick
+	for !strings.Contains(c.Log(), "writing the log spool failed") {
+		if time.Now().After(deadline) {
+			t.Fatal("the full disk was not reported at all")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

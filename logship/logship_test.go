@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -506,4 +508,123 @@ func observeLogs(t *testing.T) *observer.ObservedLogs {
 	logger = func() *zap.Logger { return zap.New(core) }
 	t.Cleanup(func() { logger = prev })
 	return logs
+}
+
+// TestLineSeparatorsAreEscaped: U+2028 and U+2029 inside a logged field
+// are shipped escaped, so every reader sees one JSON object per line.
+func TestLineSeparatorsAreEscaped(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"msg":"plain"}`, `{"msg":"plain"}`},
+		{"{\"uri\":\"/a\u2028b\"}", `{"uri":"/a\u2028b"}`},
+		{"{\"uri\":\"\u2029\u2028\u2028\"}", `{"uri":"\u2029\u2028\u2028"}`},
+		{"{\"msg\":\"\u20ac \u2027 \u202a\"}", "{\"msg\":\"\u20ac \u2027 \u202a\"}"}, // neighbours stay
+		{"\xe2\x80", "\xe2\x80"},                                                     // a cut sequence stays as it is
+	} {
+		got := escapeLineSeparators([]byte(tc.in))
+		if string(got) != tc.want {
+			t.Errorf("escapeLineSeparators(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if strings.ContainsAny(string(got), "\u2028\u2029") {
+			t.Errorf("%q still holds a line separator", got)
+		}
+		var v any
+		if json.Valid([]byte(tc.in)) && json.Unmarshal(got, &v) != nil {
+			t.Errorf("%q is no longer JSON", got)
+		}
+	}
+}
+
+// FuzzEscapeLineSeparators: the escaped entry holds no U+2028/U+2029,
+// and a JSON entry stays JSON with the same value.
+func FuzzEscapeLineSeparators(f *testing.F) {
+	for _, seed := range []string{`{"a":"b"}`, "{\"a\":\"\u2028\"}", "\u2029", "\xe2\x80\xa8\xe2", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := escapeLineSeparators([]byte(in))
+		if strings.ContainsAny(string(got), "\u2028\u2029") {
+			t.Fatalf("%q still holds a line separator", got)
+		}
+		var before, after any
+		if json.Unmarshal([]byte(in), &before) == nil {
+			if err := json.Unmarshal(got, &after); err != nil || !reflect.DeepEqual(before, after) {
+				t.Fatalf("JSON %q escaped to %q: %v", in, got, err)
+			}
+		}
+	})
+}
+
+// TestFullDiskKeepsTheFileAndTheClock: when writes fail (a full disk),
+// entries are counted and dropped without an error to the logger (zap
+// printed each to stderr), the file is rolled at most once a second (a
+// new file per dropped entry once moved the names a millisecond further
+// into the future each), and the error is logged at most every 10 s.
+func TestFullDiskKeepsTheFileAndTheClock(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := openSpool(dir, metricsFor(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.lock.Close()
+	st := testSettings()
+	sp.configure(st.rollSize, st.spoolMax, st.onFull)
+	readOnly := func() { // the disk is full: the current file takes no more bytes
+		t.Helper()
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		if sp.cur == nil {
+			if err := sp.openLocked(time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		name := sp.cur.Name()
+		sp.cur.Close()
+		if sp.cur, err = os.Open(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sp.Write([]byte(`{"msg":"before the disk filled"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	lost := metricValue(sp.metrics.writeErrors)
+	entry := []byte(`{"msg":"dropped"}` + "\n")
+	start := time.Now()
+	for i := range 5000 {
+		if i%500 == 0 {
+			readOnly() // every file fails, as on a full disk
+		}
+		if n, err := sp.Write(entry); err != nil || n != len(entry) {
+			t.Fatalf("Write = %d, %v; want the entry counted, not an error", n, err)
+		}
+	}
+	rolls := int(time.Since(start)/errorRollEvery) + 1
+	sp.mu.Lock()
+	if sp.lastStamp.After(time.Now()) {
+		t.Fatalf("last file stamped %v, in the future", sp.lastStamp)
+	}
+	sp.mu.Unlock()
+	if files, _ := sp.stats(); files > rolls {
+		t.Fatalf("%d files rolled in %v of failing writes, want at most %d", files, time.Since(start), rolls)
+	}
+	// Every entry is in the spool or counted as lost, none half-written.
+	_, onDisk := sp.stats()
+	first := int64(len(`{"msg":"before the disk filled"}` + "\n"))
+	if got := metricValue(sp.metrics.writeErrors) - lost; got == 0 || int64(got)+onDisk-first != int64(5000*len(entry)) {
+		t.Fatalf("write_error bytes %v and %d bytes in the spool, want %d in all", got, onDisk-first, 5000*len(entry))
+	}
+	logs := observeLogs(t)
+	sh := &shipper{sl: &slot{dir: dir, spool: sp}}
+	var writes writeErrorLog
+	t0 := time.Now()
+	for i := range 30 { // 30 ticks of 1 s with errors every second
+		_, _ = sp.Write(entry)
+		sh.reportSpoolProblems(&writes, t0.Add(time.Duration(i)*time.Second))
+	}
+	lines := logs.FilterMessageSnippet("writing the log spool failed").All()
+	if len(lines) != 3 {
+		t.Fatalf("%d error lines over 30 s of failures, want 3 (one per 10 s)", len(lines))
+	}
+	if n := lines[1].ContextMap()["entries_lost"]; n != int64(10) {
+		t.Fatalf("second line counts %v lost entries, want 10", n)
+	}
 }

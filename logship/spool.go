@@ -1,6 +1,7 @@
 package logship
 
 import (
+	"bytes"
 	"compress/gzip"
 	"crypto/rand"
 	"encoding/binary"
@@ -28,6 +29,9 @@ const (
 	suffixTmp    = ".log.gz.tmp" // compression in progress
 	lockName     = ".lock"
 )
+
+// errorRollEvery is how often a failing write may roll the current file.
+const errorRollEvery = time.Second
 
 // Reasons in caddylb_logship_dropped_bytes_total.
 const (
@@ -82,6 +86,9 @@ type spool struct {
 	total     int64         // bytes of pending files and cur
 	rolled    chan struct{} // signalled (cap 1) when a file is rolled
 	lastErr   error         // the last write-path error, for the uploader to log
+	// entries lost to write errors since the last takeErr
+	writeErrors   int64
+	lastErrorRoll time.Time // when a write error last rolled the file
 	// bytes dropped since the last takeDrops, for the uploader to log
 	droppedOldest, refused int64
 }
@@ -197,10 +204,11 @@ func (s *spool) configure(rollSize, maxBytes int64, onFull string) {
 
 // Write appends one log entry to the current file: one write(2), no
 // user-space buffer, so a killed process loses nothing it wrote. A full
-// spool applies the on-full policy; an entry that is not kept is
-// counted, never an error, so that zap does not print every refused
-// entry to stderr.
-func (s *spool) Write(p []byte) (int, error) {
+// spool applies the on-full policy; an entry that is not kept (refused,
+// or lost to a write error such as a full disk) is counted, never an
+// error, so that zap does not print every one to stderr.
+func (s *spool) Write(entry []byte) (int, error) {
+	p := escapeLineSeparators(entry)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := int64(len(p))
@@ -212,24 +220,36 @@ func (s *spool) Write(p []byte) (int, error) {
 	if s.cur == nil {
 		if err := s.openLocked(time.Now()); err != nil {
 			s.lastErr = err
+			s.writeErrors++
 			s.metrics.writeErrors.Add(float64(n))
-			return 0, err
+			return len(p), nil // counted and reported, as above
 		}
 	}
 	written, err := s.cur.Write(p)
 	if err != nil {
 		// A short write (disk full, I/O error) must not leave half an
-		// entry for the next one to be appended to: cut it off, and
-		// start a new file for the entries after it.
+		// entry for the next one to be appended to: cut it off. Then
+		// roll, so that what the file holds gets uploaded (freeing the
+		// disk) and a new file can take more (a file size limit), but at
+		// most once per errorRollEvery: a full disk once opened a new
+		// file per dropped entry, each named a millisecond later, until
+		// the names ran far ahead of the clock.
 		s.lastErr = fmt.Errorf("log spool: writing %s: %w", s.curBase+suffixOpen, err)
+		s.writeErrors++
 		s.metrics.writeErrors.Add(float64(len(p)))
-		if written > 0 && s.cur.Truncate(s.curSize) != nil {
+		cut := written == 0 || s.cur.Truncate(s.curSize) == nil
+		if !cut {
 			s.curSize += int64(written) // could not cut it: count what is there
 			s.total += int64(written)
 		}
-		s.rollLocked()
+		if now := time.Now(); !cut || now.Sub(s.lastErrorRoll) >= errorRollEvery {
+			s.lastErrorRoll = now
+			s.rollLocked()
+		}
 		s.metrics.spoolBytes.Set(float64(s.total))
-		return 0, err
+		// Not an error to the logger: zap would print every dropped entry
+		// to stderr. The shipper reports it, rate-limited.
+		return len(p), nil
 	}
 	s.curSize += int64(written)
 	s.total += int64(written)
@@ -237,8 +257,27 @@ func (s *spool) Write(p []byte) (int, error) {
 		s.rollLocked()
 	}
 	s.metrics.spoolBytes.Set(float64(s.total))
-	return written, err
+	return len(entry), nil
 }
+
+// escapeLineSeparators writes U+2028 and U+2029 as \u2028 and \u2029.
+// zap's JSON encoder leaves them raw, which is valid JSON, but readers
+// that split lines the Unicode way (Python's str.splitlines, many log
+// viewers) then see an entry as two lines. In a JSON entry they can only
+// occur inside strings, where the escape means the same character. p is
+// returned as it is when it holds neither, the usual case.
+func escapeLineSeparators(p []byte) []byte {
+	if !bytes.Contains(p, lineSeparator) && !bytes.Contains(p, paragraphSeparator) {
+		return p
+	}
+	p = bytes.ReplaceAll(p, lineSeparator, []byte(`\u2028`))
+	return bytes.ReplaceAll(p, paragraphSeparator, []byte(`\u2029`))
+}
+
+var (
+	lineSeparator      = []byte("\u2028")
+	paragraphSeparator = []byte("\u2029")
+)
 
 // makeRoomLocked applies drop_oldest: it deletes the oldest pending
 // files the uploader does not hold, then the current file, until n more
@@ -501,13 +540,14 @@ func gzipISize(path string) int64 {
 	return int64(binary.LittleEndian.Uint32(tail[:]))
 }
 
-// takeErr returns and clears the last write-path error.
-func (s *spool) takeErr() error {
+// takeErr returns and clears the last write-path error and the number
+// of entries it cost since the last call.
+func (s *spool) takeErr() (lost int64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.lastErr
-	s.lastErr = nil
-	return err
+	lost, err = s.writeErrors, s.lastErr
+	s.lastErr, s.writeErrors = nil, 0
+	return lost, err
 }
 
 // takeDrops returns and clears the bytes dropped since the last call.

@@ -98,13 +98,14 @@ func (sh *shipper) rollLoop() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var alarm storeAlarm
+	var writes writeErrorLog
 	for {
 		select {
 		case <-sh.stop:
 			return
 		case now := <-t.C:
 			sh.sl.spool.rollIfOlder(sh.sl.current().settings.rollInterval, now)
-			sh.reportSpoolProblems()
+			sh.reportSpoolProblems(&writes, now)
 			alarm.check(sh.sl, now)
 			sh.sl.spool.compressIdle()
 		}
@@ -144,11 +145,28 @@ func (a *storeAlarm) check(sl *slot, now time.Time) {
 		zap.Int("pending_files", files), zap.Int64("spool_bytes", bytes))
 }
 
-// reportSpoolProblems logs write errors and drops since the last tick.
-// The write path cannot log: the entry being written may be its own.
-func (sh *shipper) reportSpoolProblems() {
-	if err := sh.sl.spool.takeErr(); err != nil {
-		logger().Error("writing the log spool", zap.String("spool", sh.sl.dir), zap.Error(err))
+// writeErrorLogEvery limits how often spool write errors are logged,
+// as the session stores' errors are: a full disk fails every entry.
+const writeErrorLogEvery = 10 * time.Second
+
+// writeErrorLog rate-limits the log of spool write errors.
+type writeErrorLog struct {
+	last    time.Time
+	dropped int64 // entries lost since the last line
+}
+
+// reportSpoolProblems logs write errors (at most every
+// writeErrorLogEvery, with the entries lost since) and drops since the
+// last tick. The write path cannot log: the entry being written may be
+// its own.
+func (sh *shipper) reportSpoolProblems(writes *writeErrorLog, now time.Time) {
+	if n, err := sh.sl.spool.takeErr(); err != nil {
+		writes.dropped += n
+		if now.Sub(writes.last) >= writeErrorLogEvery {
+			logger().Error("writing the log spool failed; entries are lost (counted in caddylb_logship_dropped_bytes_total{reason=\"write_error\"})",
+				zap.String("spool", sh.sl.dir), zap.Int64("entries_lost", writes.dropped), zap.Error(err))
+			writes.last, writes.dropped = now, 0
+		}
 	}
 	if oldest, refused := sh.sl.spool.takeDrops(); oldest+refused > 0 {
 		logger().Warn("log spool full: log data dropped (see caddylb_logship_dropped_bytes_total)",

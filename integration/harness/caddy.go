@@ -68,6 +68,15 @@ func StartCaddy(t testing.TB, tmpl string) *Caddy {
 // .X.name; a template naming a field that is not in data fails the test.
 func StartCaddyWith(t testing.TB, tmpl string, data map[string]any) *Caddy {
 	t.Helper()
+	return StartCaddyUnder(t, nil, tmpl, data)
+}
+
+// StartCaddyUnder is StartCaddyWith with the binary run by a wrapper
+// command, e.g. {"/bin/sh", "-c", `ulimit -f 128 && exec "$0" "$@"`}
+// for a file size limit: the binary and its arguments follow the
+// wrapper's own.
+func StartCaddyUnder(t testing.TB, wrapper []string, tmpl string, data map[string]any) *Caddy {
+	t.Helper()
 	bin := CaddyBinary(t)
 	dir := t.TempDir()
 	c := &Caddy{Dir: dir, configPath: filepath.Join(dir, "Caddyfile")}
@@ -79,10 +88,14 @@ func StartCaddyWith(t testing.TB, tmpl string, data map[string]any) *Caddy {
 	c.writeConfig(t, c.render(t, tmpl))
 
 	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c.HTTPPort))
+	path, args := bin, []string{"run", "--config", c.configPath, "--adapter", "caddyfile"}
+	if len(wrapper) > 0 {
+		path, args = wrapper[0], append(append(wrapper[1:len(wrapper):len(wrapper)], bin), args...)
+	}
 	c.proc = testproc.Start(t, testproc.Spec{
 		Name: "caddy",
-		Path: bin,
-		Args: []string{"run", "--config", c.configPath, "--adapter", "caddyfile"},
+		Path: path,
+		Args: args,
 		Env: []string{
 			"HOME=" + filepath.Join(dir, "home"),
 			"XDG_DATA_HOME=" + filepath.Join(dir, "data"),
