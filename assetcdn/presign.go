@@ -269,6 +269,11 @@ func (p *Presign) check(req presignRequest) (string, int, error) {
 	if err != nil || !strings.Contains(mt, "/") || len(req.ContentType) > 255 {
 		return "", http.StatusBadRequest, fmt.Errorf("content_type %q is not a media type like image/png", req.ContentType)
 	}
+	// A pattern would become the object's type and let the client send
+	// any file under it: the declaration names the one type it uploads.
+	if major, minor, _ := strings.Cut(mt, "/"); major == "" || minor == "" || strings.Contains(mt, "*") {
+		return "", http.StatusBadRequest, fmt.Errorf("content_type %q is a pattern, not a type; declare the file's one type, like image/png", req.ContentType)
+	}
 	if !TypeAllowed(mt, p.AllowTypes) {
 		return "", http.StatusUnsupportedMediaType, fmt.Errorf("content_type %s is not allowed here", mt)
 	}
