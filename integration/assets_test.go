@@ -441,6 +441,7 @@ func TestPresignedDirectUploadToVersityGW(t *testing.T) {
 		{`{"filename": "x.html", "content_type": "text/html", "size": 10}`, http.StatusUnsupportedMediaType},
 		{`{"filename": "big.png", "content_type": "image/png", "size": 70000}`, http.StatusRequestEntityTooLarge},
 		{`{"filename": "x.png", "content_type": "image/png"}`, http.StatusBadRequest},
+		{`{"filename": "x.png", "content_type": "image/*", "size": 10}`, http.StatusBadRequest},
 		{`{"filename": "x.png", "content_type": "image/png", "size": 10, "key": "mine.png"}`, http.StatusBadRequest},
 		{`not json`, http.StatusBadRequest},
 	} {
