@@ -1,54 +1,26 @@
 package sessionstore
 
 import (
-	"hash/maphash"
-	"sync"
 	"time"
+
+	"github.com/caddylb/caddylb/internal/boundedcache"
 )
 
 // bindingCache is a node-local copy of recently read or written bindings,
 // for backends whose server cannot push invalidations (memcached). Each
 // entry is served until its cache deadline or its binding's expiry,
-// whichever comes first. It holds at most its capacity: a shard that is full
-// drops one arbitrary entry (Go's map iteration starts at a random place)
-// for each new one, which costs O(1) and needs no LRU bookkeeping on the hit
-// path. Safe for concurrent use. A nil *bindingCache is a cache that is
-// turned off: it holds nothing.
+// whichever comes first; it holds at most about its capacity (see
+// boundedcache). A nil *bindingCache is a cache that is turned off: it
+// holds nothing.
 type bindingCache struct {
-	ttl      time.Duration
-	perShard int
-	seed     maphash.Seed
-	shards   [bindingCacheShards]bindingCacheShard
-}
-
-const bindingCacheShards = 32
-
-type bindingCacheShard struct {
-	sync.RWMutex
-	m map[string]cachedBinding
-}
-
-type cachedBinding struct {
-	b     Binding
-	until time.Time // cache deadline
+	ttl     time.Duration
+	entries *boundedcache.Cache[Binding]
 }
 
 // newBindingCache returns a cache of about capacity entries whose entries
 // live at most ttl.
 func newBindingCache(capacity int, ttl time.Duration) *bindingCache {
-	c := &bindingCache{
-		ttl:      ttl,
-		perShard: max(1, capacity/bindingCacheShards),
-		seed:     maphash.MakeSeed(),
-	}
-	for i := range c.shards {
-		c.shards[i].m = make(map[string]cachedBinding)
-	}
-	return c
-}
-
-func (c *bindingCache) shard(key string) *bindingCacheShard {
-	return &c.shards[maphash.String(c.seed, key)%bindingCacheShards]
+	return &bindingCache{ttl: ttl, entries: boundedcache.New[Binding](capacity)}
 }
 
 // get returns the cached binding of key if it may still be served at now.
@@ -56,14 +28,11 @@ func (c *bindingCache) get(key string, now time.Time) (Binding, bool) {
 	if c == nil {
 		return Binding{}, false
 	}
-	s := c.shard(key)
-	s.RLock()
-	e, ok := s.m[key]
-	s.RUnlock()
-	if !ok || !now.Before(e.until) || !e.b.Live(now) {
+	b, ok := c.entries.Get(key, now)
+	if !ok || !b.Live(now) {
 		return Binding{}, false
 	}
-	return e.b, true
+	return b, true
 }
 
 // put records b as the binding of key, read or written at now.
@@ -71,16 +40,7 @@ func (c *bindingCache) put(key string, b Binding, now time.Time) {
 	if c == nil {
 		return
 	}
-	s := c.shard(key)
-	s.Lock()
-	defer s.Unlock()
-	if _, ok := s.m[key]; !ok && len(s.m) >= c.perShard {
-		for k := range s.m {
-			delete(s.m, k)
-			break
-		}
-	}
-	s.m[key] = cachedBinding{b: b, until: now.Add(c.ttl)}
+	c.entries.Put(key, b, now.Add(c.ttl))
 }
 
 // remove forgets key.
@@ -88,20 +48,8 @@ func (c *bindingCache) remove(key string) {
 	if c == nil {
 		return
 	}
-	s := c.shard(key)
-	s.Lock()
-	delete(s.m, key)
-	s.Unlock()
+	c.entries.Remove(key)
 }
 
 // len is the number of entries held, for tests.
-func (c *bindingCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.RLock()
-		n += len(s.m)
-		s.RUnlock()
-	}
-	return n
-}
+func (c *bindingCache) len() int { return c.entries.Len() }

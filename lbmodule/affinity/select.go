@@ -202,7 +202,7 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 	// The cookie asks for work (record, refresh, re-sign, move). A client
 	// that keeps sending the same cookie gets the same answer, without
 	// store commands or another Set-Cookie.
-	if dial := s.replays.get(value, now); dial != "" {
+	if dial, ok := s.replays.Get(value, now); ok {
 		if cached := findUpstream(pool, dial); st.usable(cached) {
 			return cached, outcomeHit
 		}
@@ -212,14 +212,14 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 		if s.recordCookieSession(r, st, key, tok, up, now) {
 			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
 		}
-		s.replays.put(value, up.Dial, now.Add(s.refreshAfter))
+		s.replays.Put(value, up.Dial, now.Add(s.refreshAfter))
 		return up, outcomeHit
 	}
 	next := s.rebindCookieSession(pool, r, st, key, tok, up)
 	if next != nil && (up == nil || !up.Available()) {
 		// Moved for good (not only around this request's failed attempt).
 		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
-		s.replays.put(value, next.Dial, now.Add(s.refreshAfter))
+		s.replays.Put(value, next.Dial, now.Add(s.refreshAfter))
 	}
 	return next, outcomeFor(next, outcomeRebound)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/caddylb/caddylb/internal/boundedcache"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -113,7 +114,7 @@ type Sticky struct {
 	ttl          time.Duration
 	refreshAfter time.Duration
 	tokenMaxAge  time.Duration
-	replays      *replayCache
+	replays      *replays
 	sameSite     http.SameSite
 	signer       *signer
 	fallback     reverseproxy.Selector
@@ -170,7 +171,7 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	if s.tokenMaxAge == 0 {
 		s.tokenMaxAge = max(s.ttl, time.Duration(s.MaxAge))
 	}
-	s.replays = newReplayCache(replayCapacity)
+	s.replays = boundedcache.New[string](replayCapacity)
 	if s.OnUnavailable == "" {
 		s.OnUnavailable = onUnavailableRebind
 	}

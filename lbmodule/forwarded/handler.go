@@ -98,8 +98,8 @@ type Handler struct {
 	sources       []caddyhttp.IPRangeSource
 	clientHeaders []string // canonical
 	accept        formats
-	emit    formats
-	logger  *zap.Logger
+	emit          formats
+	logger        *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.

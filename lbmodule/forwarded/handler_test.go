@@ -3,10 +3,10 @@ package forwarded
 import (
 	"bufio"
 	"context"
-	"io"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
