@@ -28,26 +28,10 @@ import (
 // defects found by attacking caddy-lb from outside.
 
 // rawExchange sends raw bytes to addr, as an attacker would, and reads
-// the whole answer (the connection is closed by the request, or by the
-// server after a refusal).
+// the whole answer.
 func rawExchange(t *testing.T, addr, raw string) *http.Response {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp
+	return rawExchangeFrom(t, "127.0.0.1", addr, raw)
 }
 
 // offloadToPHP stores uploads in a file store and passes the rest to a

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"net"
@@ -39,7 +40,10 @@ const forwardedEcho = `{
 }
 `
 
-// rawExchangeFrom is rawExchange from the local address from.
+// rawExchangeFrom sends raw bytes to addr from the local address from
+// (127.0.0.2 is a second client on loopback) and returns the answer with
+// its body read in full (the connection is closed by the request, or by
+// the server after a refusal).
 func rawExchangeFrom(t *testing.T, from, addr, raw string) *http.Response {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
@@ -48,7 +52,7 @@ func rawExchangeFrom(t *testing.T, from, addr, raw string) *http.Response {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	if _, err := io.WriteString(conn, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +60,8 @@ func rawExchangeFrom(t *testing.T, from, addr, raw string) *http.Response {
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
 	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp
 }
 
