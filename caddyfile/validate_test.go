@@ -112,6 +112,41 @@ a.example.com {
 		}
 	}
 }`, ""},
+		{"a named route invoked from a site that learns", `
+&(app) {
+	reverse_proxy 127.0.0.1:9001 {
+		lb_policy sticky {
+			app_cookie PHPSESSID
+		}
+	}
+}
+a.example.com {
+	sticky_learn
+	invoke app
+}`, ""},
+		{"a named route in a server without sticky_learn", `
+&(app) {
+	reverse_proxy 127.0.0.1:9001 {
+		lb_policy sticky {
+			app_cookie PHPSESSID
+		}
+	}
+}
+a.example.com {
+	invoke app
+}`, "a named route"},
+		{"error routes of a site without a host", `
+:8081 {
+	sticky_learn
+	reverse_proxy 127.0.0.1:9001
+	handle_errors {
+		reverse_proxy 127.0.0.1:9002 {
+			lb_policy sticky {
+				app_cookie PHPSESSID
+			}
+		}
+	}
+}`, "error routes"},
 		{"both sites learn", `
 a.example.com {
 	sticky_learn

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -256,5 +257,77 @@ func TestClientIPStoreKeysAreKeyed(t *testing.T) {
 	}
 	if a.StoreKey("203.0.113.7") != a.StoreKey("203.0.113.7") || a.StoreKey("203.0.113.7") == a.StoreKey("203.0.113.8") {
 		t.Fatal("store keys are not a function of the address")
+	}
+}
+
+// downBackend is a store that fails every call.
+type downBackend struct{ sessionstore.Backend }
+
+var errStoreDown = errors.New("store down")
+
+func (downBackend) Get(context.Context, string) (sessionstore.Binding, error) {
+	return sessionstore.Binding{}, errStoreDown
+}
+func (downBackend) Add(context.Context, string, sessionstore.Binding) (sessionstore.Binding, bool, error) {
+	return sessionstore.Binding{}, false, errStoreDown
+}
+func (downBackend) Put(context.Context, string, sessionstore.Binding) error { return errStoreDown }
+func (downBackend) Draining(context.Context) (map[string]bool, error)       { return nil, errStoreDown }
+
+// TestLBCookieSessionsOutliveAStoreOutage: the cookie routes the session,
+// so a cookie due for a refresh is re-issued while the store is down;
+// otherwise an active client would lose its session at token_max_age.
+func TestLBCookieSessionsOutliveAStoreOutage(t *testing.T) {
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002")
+	s := provision(t, testContext(t), Sticky{Secrets: []string{testSecret}, TTL: caddy.Duration(time.Hour)})
+	s.store = sessionstore.NewStore("down", downBackend{s.store.Backend()}, nil)
+	var id [sessionIDLen]byte
+	id[0] = 9
+	for _, tc := range []struct {
+		name  string
+		flags byte
+		age   time.Duration
+	}{
+		{"recorded, due for a refresh", flagRecorded, 40 * time.Minute},
+		{"never recorded", 0, time.Minute},
+	} {
+		c := &http.Cookie{Name: defaultCookieName, Value: s.signer.issue(id, pool[1].Dial, time.Now().Add(-tc.age), tc.flags)}
+		w := httptest.NewRecorder()
+		r := newRequest(c)
+		if got := s.Select(pool, r, w); got != pool[1] || outcomeOf(r) != outcomeHit {
+			t.Fatalf("%s: %v %q with the store down", tc.name, got, outcomeOf(r))
+		}
+		fresh := lbCookie(t, w, defaultCookieName)
+		if fresh == nil {
+			t.Fatalf("%s: no fresh cookie while the store is down", tc.name)
+		}
+		if tok := mustVerify(t, s, fresh); time.Since(tok.issued) > time.Minute || tok.flags&flagRecorded == 0 {
+			t.Fatalf("%s: re-issued cookie from %v, flags %b", tc.name, tok.issued, tok.flags)
+		}
+	}
+}
+
+// TestLostRecordedCookieIsReissuedWhenDue: a client whose answer with the
+// recorded cookie was lost keeps sending the first one; once that is due
+// for a refresh it gets a new cookie, although the session is recorded.
+func TestLostRecordedCookieIsReissuedWhenDue(t *testing.T) {
+	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002")
+	lb, _ := nodes(t, 2, Sticky{Secrets: []string{testSecret}, TTL: caddy.Duration(time.Hour)})
+	var id [sessionIDLen]byte
+	id[0] = 10
+	key := lb[0].StoreKey(string(id[:]))
+	if err := lb[0].store.Put(context.Background(), key, lb[0].binding(pool[0], time.Now().Add(-40*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	old := &http.Cookie{Name: defaultCookieName, Value: lb[0].signer.issue(id, pool[0].Dial, time.Now().Add(-40*time.Minute), 0)}
+	w := httptest.NewRecorder()
+	if got := lb[1].Select(pool, newRequest(old), w); got != pool[0] {
+		t.Fatalf("went to %v", got)
+	}
+	if fresh := lbCookie(t, w, defaultCookieName); fresh == nil {
+		t.Fatal("a first cookie 40 minutes old, its session recorded, got no fresh cookie: the client would lose its session at token_max_age")
+	}
+	if b, err := lb[0].store.Get(context.Background(), key); err != nil || time.Until(b.Expires) < 50*time.Minute {
+		t.Fatalf("binding not refreshed: %v %v", b, err)
 	}
 }

@@ -1,7 +1,6 @@
 package affinity
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -45,40 +44,79 @@ func release(config *prometheus.Registry, what string) {
 }
 
 // routeScope is one list of routes: those of a server (parent is then the
-// http app), or those of a subroute handler such as a Caddyfile site
-// block or a handle block (parent is that handler). A handler in a scope
-// runs for the requests of every route after it in that scope and in the
-// scopes nested there.
+// http app, and list says which of the server's lists: its routes, its
+// error routes or a named route), or those of a subroute handler such as
+// a Caddyfile site block or a handle block (parent is that handler). A
+// handler in a scope runs for the requests of every route after it in
+// that scope and in the scopes nested there.
 type routeScope struct {
 	server any          // the *caddyhttp.Server being provisioned; nil outside one
 	parent caddy.Module // the module whose route list holds the handler
+	list   string       // with the http app as parent: "routes", "errors" or "named"
 }
 
 // learnScopes are the route lists holding a provisioned sticky_learn
-// handler. Caddy provisions the handlers of a route list in order, the
-// same order in which they run, so a sticky policy finds here exactly the
+// handler, and learnServers the servers whose routes (at any depth) hold
+// one. Caddy provisions the handlers of a route list in order, the same
+// order in which they run, so a sticky policy finds here exactly the
 // sticky_learn handlers that run before its reverse_proxy: the check
 // depends on where each handler sits, not on which server of the config
-// happens to be provisioned first.
+// happens to be provisioned first. A server's routes are provisioned
+// before its error routes and its named routes.
 var learnScopes = struct {
 	sync.Mutex
-	n map[routeScope]int
-}{n: map[routeScope]int{}}
+	n       map[routeScope]int
+	servers map[any]int
+}{n: map[routeScope]int{}, servers: map[any]int{}}
 
 // scopeOf is the route list of the module ctx is provisioning.
 func scopeOf(ctx caddy.Context) routeScope {
 	chain := ctx.Modules() // the modules being provisioned, this one last
-	s := routeScope{server: ctx.Value(caddyhttp.ServerCtxKey)}
+	var parent caddy.Module
 	if len(chain) >= 2 {
-		s.parent = chain[len(chain)-2]
+		parent = chain[len(chain)-2]
+	}
+	return scopeIn(ctx, parent)
+}
+
+// scopeIn is the route list that parent, a module enclosing the one ctx
+// is provisioning, holds it in.
+func scopeIn(ctx caddy.Context, parent caddy.Module) routeScope {
+	s := routeScope{server: ctx.Value(caddyhttp.ServerCtxKey), parent: parent}
+	if srv, ok := s.server.(*caddyhttp.Server); ok {
+		if _, isApp := parent.(*caddyhttp.App); isApp {
+			s.list = provisioningList(srv)
+		}
 	}
 	return s
+}
+
+// provisioningList tells which of the server's route lists Caddy is
+// provisioning: a route not provisioned yet still holds its raw handlers.
+func provisioningList(srv *caddyhttp.Server) string {
+	switch {
+	case provisioning(srv.Routes):
+		return "routes"
+	case srv.Errors != nil && provisioning(srv.Errors.Routes):
+		return "errors"
+	}
+	return "named"
+}
+
+func provisioning(routes caddyhttp.RouteList) bool {
+	for _, r := range routes {
+		if r.HandlersRaw != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func addLearnScope(s routeScope) {
 	learnScopes.Lock()
 	defer learnScopes.Unlock()
 	learnScopes.n[s]++
+	learnScopes.servers[s.server]++
 }
 
 func removeLearnScope(s routeScope) {
@@ -87,22 +125,31 @@ func removeLearnScope(s routeScope) {
 	if learnScopes.n[s]--; learnScopes.n[s] <= 0 {
 		delete(learnScopes.n, s)
 	}
+	if learnScopes.servers[s.server]--; learnScopes.servers[s.server] <= 0 {
+		delete(learnScopes.servers, s.server)
+	}
 }
 
 // learnsAhead reports whether a sticky_learn handler sits ahead of the
 // reverse_proxy whose selection policy ctx is provisioning: in the route
-// list that holds the reverse_proxy or in one enclosing it.
+// list that holds the reverse_proxy or in one enclosing it. A named route
+// runs wherever `invoke` calls it, which provisioning cannot see: there,
+// a sticky_learn anywhere in the server's routes will do (the policy
+// warns at run time if a request reaches it without one).
 func learnsAhead(ctx caddy.Context) bool {
 	chain := ctx.Modules() // ..., the enclosing handlers, reverse_proxy, this policy
-	server := ctx.Value(caddyhttp.ServerCtxKey)
 	enclosing := []caddy.Module{nil} // modules provisioned directly, outside any (tests)
 	if len(chain) > 2 {
 		enclosing = chain[:len(chain)-2]
 	}
+	scopes := make([]routeScope, 0, len(enclosing))
+	for _, m := range enclosing {
+		scopes = append(scopes, scopeIn(ctx, m))
+	}
 	learnScopes.Lock()
 	defer learnScopes.Unlock()
-	for _, m := range enclosing {
-		if learnScopes.n[routeScope{server, m}] > 0 {
+	for _, s := range scopes {
+		if learnScopes.n[s] > 0 || s.list == "named" && learnScopes.servers[s.server] > 0 {
 			return true
 		}
 	}
@@ -128,7 +175,14 @@ func siteName(ctx caddy.Context) string {
 		}
 		break
 	}
-	return fmt.Sprintf("the site on %s", strings.Join(srv.Listen, ", "))
+	listen := strings.Join(srv.Listen, ", ")
+	switch provisioningList(srv) {
+	case "errors":
+		return "the error routes (handle_errors) of the site on " + listen
+	case "named":
+		return "a named route of the server on " + listen
+	}
+	return "the site on " + listen
 }
 
 func routeHosts(route caddyhttp.Route) []string {

@@ -17,7 +17,7 @@ import (
 // newer cookie for the same session is decided afresh. Entries live
 // refreshAfter (half the TTL): a replayed cookie is looked at again about
 // as often as a returning browser's binding is refreshed. Bounded at
-// replayCapacity entries, about 100 bytes each.
+// replayCapacity entries, about 100 bytes each: at most 1.6 MB a policy.
 type replays = boundedcache.Cache[string]
 
-const replayCapacity = 1 << 16
+const replayCapacity = 1 << 14

@@ -209,10 +209,13 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 	}
 	key := s.StoreKey(string(tok.sessionID[:]))
 	if usable {
-		if s.recordCookieSession(r, st, key, tok, up, now) {
+		reissue, stored := s.recordCookieSession(r, key, tok, up, now)
+		if reissue {
 			s.setCookie(w, r, st, s.signer.issue(tok.sessionID, up.Dial, now, flagRecorded))
 		}
-		s.replays.Put(value, up.Dial, now.Add(s.refreshAfter))
+		if stored { // else the next request with this cookie tries the store again
+			s.replays.Put(value, up.Dial, now.Add(s.refreshAfter))
+		}
 		return up, outcomeHit
 	}
 	next := s.rebindCookieSession(pool, r, st, key, tok, up)
@@ -247,21 +250,26 @@ func (s *Sticky) lbCookie(r *http.Request, now time.Time) (string, lbToken, bool
 // recordCookieSession writes the session of a cookie whose upstream can
 // serve it: its first return (the cookie has no recorded flag yet), a
 // refresh once half the TTL has passed, or a re-sign with a rotated
-// secret. It reports whether the client should get a new cookie: not
-// when another request already recorded the session there (a replay).
-func (s *Sticky) recordCookieSession(r *http.Request, st *requestState, key string, tok lbToken, up *reverseproxy.Upstream, now time.Time) bool {
+// secret. It reports whether the client should get a new cookie, and
+// whether the store took the write.
+//
+// The cookie, not the store, routes the session: a new cookie is issued
+// whenever the old one is due (stale, rotated, or not recorded yet), also
+// when the store is down, so that sessions outlive an outage longer than
+// token_max_age. Only a replay (a cookie not recorded yet whose session
+// an earlier request, here or on another node, already recorded, and
+// that is not due for a refresh) gets none.
+func (s *Sticky) recordCookieSession(r *http.Request, key string, tok lbToken, up *reverseproxy.Upstream, now time.Time) (reissue, stored bool) {
 	ctx := r.Context()
+	due := tok.secret != 0 || now.Sub(tok.issued) >= s.refreshAfter
 	if tok.flags&flagRecorded != 0 {
-		return s.store.Put(ctx, key, s.binding(up, now)) == nil || tok.secret != 0
+		return true, s.store.Put(ctx, key, s.binding(up, now)) == nil
 	}
 	_, added, err := s.store.Add(ctx, key, s.binding(up, now))
-	if err != nil {
-		return false // not recorded: the next request tries again
+	if err == nil && !added && due {
+		err = s.store.Put(ctx, key, s.binding(up, now)) // refresh what the earlier request wrote
 	}
-	// Not added: an earlier request with this cookie recorded it (a
-	// replay), here or on another node. The cookie still names an
-	// upstream that serves it; only a rotated secret needs a new one.
-	return added || tok.secret != 0
+	return added || due || err != nil, err == nil
 }
 
 // rebindCookieSession moves a session whose upstream cannot serve it. up
