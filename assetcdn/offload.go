@@ -250,7 +250,8 @@ func (o *Offload) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if o.MinRate > 0 {
-		guard := guardRate(w, r, o.MinRate, time.Duration(o.MinRateGrace))
+		var guard *rateGuard
+		guard, r = guardRate(w, r, o.MinRate, time.Duration(o.MinRateGrace))
 		defer guard.stop()
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, o.requestLimit(kind))

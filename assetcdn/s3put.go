@@ -60,6 +60,9 @@ func (s *S3Store) Put(ctx context.Context, key string, body io.Reader, size int6
 		return ObjectInfo{}, err
 	}
 	defer release()
+	// Holding upload_memory, the upload must fill its part in
+	// part_hold_time (see uploadrate.go).
+	defer raiseMinRate(ctx, float64(s.PartSize)/time.Duration(s.PartHoldTime).Seconds())()
 	bufp := s.parts.Get().(*[]byte)
 	defer s.parts.Put(bufp)
 	buf := *bufp

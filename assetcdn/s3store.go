@@ -84,6 +84,13 @@ type S3Store struct {
 	// 10 s, then is refused with 503 and Retry-After. Default: 512 MiB.
 	UploadMemory int64 `json:"upload_memory,omitempty"`
 
+	// How long an upload may take to fill one part buffer of
+	// upload_memory: while it holds one, asset_offload's min_rate rises
+	// to part_size per part_hold_time (8 MiB per 5m, about 28 KB/s, by
+	// default), so that clients trickling just above min_rate cannot keep
+	// every buffer and every other upload waiting. Default: 5m.
+	PartHoldTime caddy.Duration `json:"part_hold_time,omitempty"`
+
 	// A PEM file of CA certificates to trust instead of the system roots,
 	// for an https endpoint with a private CA. Certificates are always
 	// verified.
@@ -107,6 +114,7 @@ type S3Store struct {
 const (
 	defaultS3PartSize     = 8 << 20
 	defaultS3UploadMemory = 512 << 20
+	defaultPartHoldTime   = 5 * time.Minute
 	minS3PartSize         = 5 << 20
 	maxS3PartSize         = 5 << 30
 	maxS3Parts            = 10000
@@ -133,6 +141,9 @@ func (s *S3Store) Provision(ctx caddy.Context) error {
 		s.UploadMemory = defaultS3UploadMemory
 	}
 	s.partWait = partBufferWait
+	if s.PartHoldTime == 0 {
+		s.PartHoldTime = caddy.Duration(defaultPartHoldTime)
+	}
 	// ReplaceKnown rather than ReplaceAll: {env.*} is always known, and a
 	// secret that happens to contain braces must survive intact.
 	repl := caddy.NewReplacer()
@@ -210,6 +221,9 @@ func (s *S3Store) Validate() error {
 	}
 	if s.PartSize < minS3PartSize || s.PartSize > maxS3PartSize {
 		return fmt.Errorf("s3 asset store: part_size %d: must be between 5 MiB and 5 GiB", s.PartSize)
+	}
+	if time.Duration(s.PartHoldTime) < time.Second {
+		return fmt.Errorf("s3 asset store: part_hold_time %v must be at least 1s", time.Duration(s.PartHoldTime))
 	}
 	if s.UploadMemory < s.PartSize {
 		return fmt.Errorf("s3 asset store: upload_memory %d must hold at least one part of part_size %d", s.UploadMemory, s.PartSize)
@@ -289,6 +303,7 @@ func (s *S3Store) String() string {
 //		public_url <base url>
 //		part_size <size>
 //		upload_memory <size>
+//		part_hold_time <duration>
 //		ca_file <pem file>
 //	}
 //
@@ -340,6 +355,12 @@ func (s *S3Store) unmarshalOption(d *caddyfile.Dispenser) error {
 		s.PublicBaseURL = v
 	case "ca_file":
 		s.CAFile = v
+	case "part_hold_time":
+		d2, err := caddy.ParseDuration(v)
+		if err != nil || d2 <= 0 {
+			return d.Errf("part_hold_time %q is not a positive duration like 5m", v)
+		}
+		s.PartHoldTime = caddy.Duration(d2)
 	case "part_size", "upload_memory":
 		n, err := parseByteSize(v)
 		if err != nil {

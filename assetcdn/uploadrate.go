@@ -1,6 +1,7 @@
 package assetcdn
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -24,6 +25,13 @@ import (
 // grace period's worth is cut off. A client sending nothing is cut off
 // after one grace period; one sending at half the rate after two, and so
 // on; one at the rate or faster, never.
+//
+// A per-connection floor low enough for a slow phone does not protect
+// memory: filling an 8 MiB part at 1 KiB/s takes over two hours. So while
+// the S3 store holds a part buffer of upload_memory for the upload, the
+// floor rises to part_size per part_hold_time (8 MiB per 5 minutes, about
+// 28 KB/s, by default): an upload holds memory only while it fills it at
+// a rate that frees it in bounded time (raiseMinRate).
 
 // Defaults of the upload rate guard.
 const (
@@ -39,34 +47,37 @@ var errUploadTooSlow = errors.New("upload slower than min_rate")
 // end is blocked.
 type rateGuard struct {
 	body        io.ReadCloser
-	minRate     float64 // bytes per second
-	allowance   float64 // min_rate × grace: the most debt (and savings)
+	grace       time.Duration
 	setDeadline func(time.Time) error
 	tick        time.Duration
 
 	mu      sync.Mutex
+	minRate float64   // bytes per second: min_rate, or the store's floor while raised
 	reading bool      // a Read is waiting for the client
 	since   time.Time // when that Read began, or the last check during it
 	debt    float64   // bytes owed; negative is savings
 	cut     bool
 	timer   *time.Timer
-	stopped bool
+	stopped bool // the body ended or the upload is done
 }
 
 // guardRate starts guarding r's body at minRate bytes per second with
 // the given grace; a cut-off ends the blocked read through the
-// connection's read deadline. Stop it when the upload is done.
-func guardRate(w http.ResponseWriter, r *http.Request, minRate int64, grace time.Duration) *rateGuard {
+// connection's read deadline. The returned request carries the guard in
+// its context, for the store to raise the rate (raiseMinRate). Stop it
+// when the upload is done.
+func guardRate(w http.ResponseWriter, r *http.Request, minRate int64, grace time.Duration) (*rateGuard, *http.Request) {
 	g := newRateGuard(r.Body, minRate, grace, http.NewResponseController(w).SetReadDeadline)
+	r = r.WithContext(context.WithValue(r.Context(), rateGuardKey{}, g))
 	r.Body = g
-	return g
+	return g, r
 }
 
 func newRateGuard(body io.ReadCloser, minRate int64, grace time.Duration, setDeadline func(time.Time) error) *rateGuard {
 	g := &rateGuard{
 		body:        body,
+		grace:       grace,
 		minRate:     float64(minRate),
-		allowance:   float64(minRate) * grace.Seconds(),
 		setDeadline: setDeadline,
 		tick:        min(max(grace/10, 10*time.Millisecond), time.Second),
 	}
@@ -76,7 +87,8 @@ func newRateGuard(body io.ReadCloser, minRate int64, grace time.Duration, setDea
 	return g
 }
 
-// Read reads from the client, counting the wait.
+// Read reads from the client, counting the wait. The end of the body
+// ends the guard: what arrived in full is never cut off afterwards.
 func (g *rateGuard) Read(p []byte) (int, error) {
 	g.mu.Lock()
 	if g.cut {
@@ -96,8 +108,15 @@ func (g *rateGuard) Read(p []byte) (int, error) {
 		// The deadline set by check ended the read: say why.
 		return n, errUploadTooSlow
 	}
+	if err == io.EOF {
+		g.stopLocked()
+	}
 	return n, err
 }
+
+// allowance is the most debt (and savings) at the current rate: one
+// grace period's worth.
+func (g *rateGuard) allowance() float64 { return g.minRate * g.grace.Seconds() }
 
 // account charges the wait since g.since and credits n bytes.
 func (g *rateGuard) account(now time.Time, n int) {
@@ -106,12 +125,13 @@ func (g *rateGuard) account(now time.Time, n int) {
 		g.since = now
 	}
 	g.debt -= float64(n)
-	if g.debt < -g.allowance {
-		g.debt = -g.allowance
+	if a := g.allowance(); g.debt < -a {
+		g.debt = -a
 	}
 }
 
-// check runs every tick: it charges a read still waiting and cuts the
+// check runs every tick: it charges a read still waiting and, while one
+// waits (never while the handler is busy with what arrived), cuts the
 // body off once the debt passes the allowance, by moving the read
 // deadline to now (which ends the blocked read).
 func (g *rateGuard) check() {
@@ -121,7 +141,7 @@ func (g *rateGuard) check() {
 		return
 	}
 	g.account(time.Now(), 0)
-	if g.debt > g.allowance {
+	if g.reading && g.debt > g.allowance() {
 		g.cut = true
 		// Without deadlines on the connection (HTTP/3) the read ends
 		// with the client's next bytes, and fails then.
@@ -129,6 +149,33 @@ func (g *rateGuard) check() {
 		return
 	}
 	g.timer.Reset(g.tick)
+}
+
+// raise sets the rate to at least rate bytes per second until the
+// returned function restores the previous one.
+func (g *rateGuard) raise(rate float64) (restore func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	prev := g.minRate
+	g.minRate = max(prev, rate)
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.minRate = prev
+	}
+}
+
+// rateGuardKey is the request context key of the upload's guard.
+type rateGuardKey struct{}
+
+// raiseMinRate raises the minimum rate of the upload whose request
+// context is ctx, while the caller holds memory for it; it does nothing
+// for a request without a guard.
+func raiseMinRate(ctx context.Context, rate float64) (restore func()) {
+	if g, ok := ctx.Value(rateGuardKey{}).(*rateGuard); ok {
+		return g.raise(rate)
+	}
+	return func() {}
 }
 
 // tooSlow reports whether the guard cut the body off.
@@ -142,6 +189,10 @@ func (g *rateGuard) tooSlow() bool {
 func (g *rateGuard) stop() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.stopLocked()
+}
+
+func (g *rateGuard) stopLocked() {
 	g.stopped = true
 	g.timer.Stop()
 }

@@ -1,6 +1,7 @@
 package assetcdn
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -109,5 +110,91 @@ func TestRateGuardDoesNotCountTimeNotSpentReading(t *testing.T) {
 	buf := make([]byte, 10)
 	if _, err := io.ReadFull(g, buf); err != nil || g.tooSlow() {
 		t.Fatalf("read after a pause of the handler's own: %v", err)
+	}
+}
+
+// TestRateGuardNeverCutsABodyThatArrived: once the body ended, the
+// upload is done with the client, and while no read waits the client is
+// not to blame: a check then never cuts, whatever the debt. The guard once
+// cut an upload after it arrived (its last read crossed the allowance
+// between two checks), cancelling the backend's request.
+func TestRateGuardNeverCutsABodyThatArrived(t *testing.T) {
+	body := newPipeBody()
+	cuts := 0
+	g := newRateGuard(body, 1000, time.Hour, func(time.Time) error { cuts++; return nil })
+	g.timer.Stop() // the test calls check itself
+	go func() {
+		_, _ = body.w.Write(make([]byte, 10))
+		body.w.Close()
+	}()
+	buf := make([]byte, 512)
+	for {
+		if _, err := g.Read(buf); err != nil {
+			break
+		}
+	}
+	g.mu.Lock()
+	g.debt = 10 * g.allowance() // far behind, as a slow last read leaves it
+	g.mu.Unlock()
+	g.check()
+	if cuts != 0 || g.tooSlow() {
+		t.Fatal("cut off after the body ended")
+	}
+
+	// The same debt while the handler is busy and no read waits.
+	g2 := newRateGuard(newPipeBody(), 1000, time.Hour, func(time.Time) error { cuts++; return nil })
+	defer g2.stop()
+	g2.mu.Lock()
+	g2.debt = 10 * g2.allowance()
+	g2.mu.Unlock()
+	g2.check()
+	if cuts != 0 || g2.tooSlow() {
+		t.Fatal("cut off while no read was waiting for the client")
+	}
+}
+
+// TestRateGuardRaisedWhileHoldingMemory: a client just above min_rate is
+// cut off while the store holds a part buffer for it (the rate then is
+// part_size per part_hold_time), and only then.
+func TestRateGuardRaisedWhileHoldingMemory(t *testing.T) {
+	body := newPipeBody()
+	g := newRateGuard(body, 1000, 300*time.Millisecond, body.setDeadline)
+	defer g.stop()
+	ctx := context.WithValue(context.Background(), rateGuardKey{}, g)
+	stop := make(chan struct{})
+	go func() {
+		for { // 4000 bytes/s: four times min_rate
+			select {
+			case <-stop:
+				body.w.Close()
+				return
+			case <-time.After(25 * time.Millisecond):
+			}
+			if _, err := body.w.Write(make([]byte, 100)); err != nil {
+				return
+			}
+		}
+	}()
+	read := func(d time.Duration) error {
+		buf := make([]byte, 512)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if _, err := g.Read(buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := read(time.Second); err != nil {
+		t.Fatalf("at four times min_rate: %v", err)
+	}
+	restore := raiseMinRate(ctx, 100_000) // holding memory: 100 kB/s
+	err := read(2 * time.Second)
+	restore()
+	close(stop)
+	if !errors.Is(err, errUploadTooSlow) {
+		t.Fatalf("at 4 kB/s while holding a buffer that wants 100 kB/s: %v, want errUploadTooSlow", err)
+	}
+	if raiseMinRate(context.Background(), 1e9) == nil {
+		t.Fatal("raiseMinRate without a guard returned nil")
 	}
 }

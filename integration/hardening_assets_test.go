@@ -149,6 +149,7 @@ const slowUploadsCaddyfile = `{
 		path_style
 		part_size 5MiB
 		upload_memory 10MiB
+		part_hold_time 20s
 	}
 }
 :{{.HTTPPort}} {
@@ -162,8 +163,9 @@ const slowUploadsCaddyfile = `{
 }
 `
 
-// trickle sends a 10 MiB upload's headers and 128 KiB, then a byte a
-// second, and returns the status the server answered with (0 for none).
+// trickle sends a 10 MiB upload's headers and 128 KiB, then 2 KiB a
+// second (twice min_rate), and returns the status the server answered
+// with (0 for none).
 func trickle(t *testing.T, addr string) <-chan int {
 	t.Helper()
 	status := make(chan int, 1)
@@ -182,7 +184,7 @@ func trickle(t *testing.T, addr string) <-chan int {
 	go func() {
 		for range 30 { // bounded: at most 30 s
 			time.Sleep(time.Second)
-			if _, err := conn.Write([]byte{7}); err != nil {
+			if _, err := conn.Write(bytes.Repeat([]byte{7}, 2<<10)); err != nil {
 				return
 			}
 		}
@@ -201,10 +203,12 @@ func trickle(t *testing.T, addr string) <-chan int {
 }
 
 // TestTricklingUploadsAreCutOffAndFreeTheirMemory: clients that send 128
-// KiB and then a byte a second once held every part buffer for as long
-// as they trickled, and every other upload waited 10 s and got 503. Now
-// they are cut off with 408, their partial uploads aborted, and a normal
-// upload started meanwhile gets the memory they held.
+// KiB and then a trickle once held every part buffer for as long as they
+// trickled, and every other upload waited 10 s and got 503. Trickling at
+// twice min_rate, they are cut off all the same while they hold a part
+// buffer (which wants part_size per part_hold_time), with 408, their
+// partial uploads aborted, and a normal upload started meanwhile gets the
+// memory they held.
 func TestTricklingUploadsAreCutOffAndFreeTheirMemory(t *testing.T) {
 	s3 := testproc.StartVersityGW(t)
 	t.Setenv("UPLOAD_SIGNING_SECRET", uploadSecret)
