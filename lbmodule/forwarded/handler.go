@@ -96,7 +96,8 @@ type Handler struct {
 	ClientHeaders []string `json:"client_headers,omitempty"`
 
 	sources       []caddyhttp.IPRangeSource
-	clientHeaders []string // canonical
+	clientHeaders []string   // canonical
+	names         classifier // the headers to remove
 	accept        formats
 	emit          formats
 	logger        *zap.Logger
@@ -123,6 +124,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.clientHeaders, err = canonicalClientHeaders(h.ClientHeaders); err != nil {
 		return err
 	}
+	h.names = newClassifier(h.clientHeaders)
 	if h.TrustedProxiesRaw != nil {
 		mods, err := ctx.LoadModule(h, "TrustedProxiesRaw")
 		if err != nil {
@@ -265,11 +267,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest,
 			fmt.Errorf("X-Forwarded-For/-Proto/-Host/-Port and Forwarded from trusted proxy %s disagree on %s", r.RemoteAddr, v.conflict))
 	}
-	removeForwardingHeaders(r.Header, v.trustedPeer)
-	removeForwardingConnectionTokens(r.Header)
+	h.names.removeForwardingHeaders(r.Header, v.trustedPeer)
+	h.names.removeForwardingConnectionTokens(r.Header)
 	if r.Trailer != nil { // the client announced trailers
-		removeForwardingTrailers(r.Trailer)
-		r.Body = trailerSanitizingBody{ReadCloser: r.Body, trailer: r.Trailer}
+		h.names.removeForwardingTrailers(r.Trailer)
+		r.Body = trailerSanitizingBody{ReadCloser: r.Body, trailer: r.Trailer, names: h.names}
 	}
 	h.writeHeaders(r.Header, &v)
 	if v.scratch != nil {

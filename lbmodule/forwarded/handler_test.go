@@ -499,6 +499,10 @@ func TestClassifyHeader(t *testing.T) {
 		{"X-Envoy-External-Address", contradicting},
 		{"X-Proxyuser-Ip", contradicting},
 		{"X-Appengine-User-Ip", contradicting},
+		{"Cloudfront-Viewer-Address", contradicting},
+		{"Incap-Client-Ip", contradicting},
+		{"X-Real-Client-Ip", contradicting},
+		{"X-Client-Real-Ip", contradicting},
 		{"X-Forwarded-", notForwarding},
 		{"Forwarded-By", notForwarding},
 		{"Accept-Encoding", notForwarding},
@@ -511,6 +515,17 @@ func TestClassifyHeader(t *testing.T) {
 	for _, tt := range tests {
 		if got := classifyHeader(tt.key); got != tt.want {
 			t.Errorf("classifyHeader(%q) = %d, want %d", tt.key, got, tt.want)
+		}
+	}
+	// Every listed name, in every spelling: a quick filter (length,
+	// first letter) must not hide one.
+	for _, names := range contradictingNames {
+		for _, n := range names {
+			for _, k := range []string{n, http.CanonicalHeaderKey(n), strings.ReplaceAll(strings.ToUpper(n), "-", "_")} {
+				if got := classifyHeader(k); got != contradicting {
+					t.Errorf("classifyHeader(%q) = %d, want contradicting", k, got)
+				}
+			}
 		}
 	}
 }
@@ -614,5 +629,34 @@ func TestNoHostNoForwardedHost(t *testing.T) {
 	}
 	if res.placeholders["host"] != "" || res.placeholders["proto"] != "http" {
 		t.Fatalf("placeholders %v", res.placeholders)
+	}
+}
+
+// TestClientHeaderOfAnyNameIsRemovedFromUntrustedClients: a client_header
+// the built-in family does not know is removed from everyone else like
+// the rest, in every spelling, in headers, Connection tokens and
+// trailers; from the trusted CDN it is read, then removed too.
+func TestClientHeaderOfAnyNameIsRemovedFromUntrustedClients(t *testing.T) {
+	h := provision(t, &Handler{TrustedProxiesRaw: trusting("10.0.0.0/8"), ClientHeaders: []string{"My-Cdn-Client"}})
+	res := serve(t, h, request("192.0.2.1:1", "My-Cdn-Client", "6.6.6.6", "My_cdn_client", "6.6.6.7", "Connection", "My-Cdn-Client"))
+	for k := range res.header {
+		if h.names.class(k) == contradicting {
+			t.Fatalf("%s reached the upstream from an untrusted client", k)
+		}
+	}
+	if res.header.Get("Connection") != "" {
+		t.Fatalf("Connection %q still names the client header", res.header.Get("Connection"))
+	}
+	if res.clientIP != "192.0.2.1" {
+		t.Fatalf("client %v", res.clientIP)
+	}
+	res = serve(t, h, request("10.0.0.1:1", "My-Cdn-Client", "203.0.113.5"))
+	if res.clientIP != "203.0.113.5" || res.header.Get("My-Cdn-Client") != "" {
+		t.Fatalf("from the trusted CDN: client %v, header passed on %q", res.clientIP, res.header.Get("My-Cdn-Client"))
+	}
+	tr := http.Header{"My-Cdn-Client": {"6.6.6.8"}, "X-Checksum": {"a"}}
+	h.names.removeForwardingTrailers(tr)
+	if len(tr) != 1 {
+		t.Fatalf("trailer %v", tr)
 	}
 }

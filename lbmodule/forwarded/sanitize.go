@@ -41,8 +41,10 @@ const (
 // Front Door (X-Azure-ClientIP, X-Azure-SocketIP), Google (X-ProxyUser-Ip,
 // X-Appengine-User-Ip), Fly.io (Fly-Client-IP), Envoy
 // (X-Envoy-External-Address), ingress-nginx (X-Original-Forwarded-For),
-// and the generic X-Real-IP, X-Client-IP, Client-IP, X-Cluster-Client-IP,
-// X-Remote-Addr, X-Remote-IP, X-Originating-IP.
+// Amazon CloudFront (CloudFront-Viewer-Address), Imperva (Incap-Client-IP),
+// and the generic X-Real-IP, X-Real-Client-IP, X-Client-Real-IP,
+// X-Client-IP, Client-IP, X-Cluster-Client-IP, X-Remote-Addr, X-Remote-IP,
+// X-Originating-IP.
 var contradictingNames = byLength(
 	"x-real-ip", "true-client-ip", "x-client-ip", "client-ip",
 	"x-cluster-client-ip", "front-end-https", "x-forwarded", "forwarded-for",
@@ -50,7 +52,8 @@ var contradictingNames = byLength(
 	"fastly-client-ip", "akamai-client-ip", "fly-client-ip",
 	"x-azure-clientip", "x-azure-socketip", "x-proxyuser-ip", "x-appengine-user-ip",
 	"x-original-forwarded-for", "x-remote-addr", "x-remote-ip", "x-originating-ip",
-	"x-envoy-external-address",
+	"x-envoy-external-address", "cloudfront-viewer-address", "incap-client-ip",
+	"x-real-client-ip", "x-client-real-ip",
 )
 
 // byLength indexes names by their length, which is all the look-up
@@ -72,8 +75,8 @@ func classifyHeader(k string) headerClass {
 	if len(k) < 9 { // the shortest member, "Forwarded" and "Client-IP"
 		return notForwarding
 	}
-	switch k[0] | 0x20 {
-	case 'x', 'f', 't', 'c', 'a':
+	switch k[0] | 0x20 { // the first letters of the family's names
+	case 'x', 'f', 't', 'c', 'a', 'i':
 	default:
 		return notForwarding
 	}
@@ -99,6 +102,33 @@ func classifyHeader(k string) headerClass {
 	}
 	if equalHeaderName(k, "forwarded") {
 		return managed
+	}
+	return notForwarding
+}
+
+// classifier sorts header names for one handler: the forwarding family,
+// and the handler's client_header names, which are removed like the
+// family's single-value client headers whatever they are.
+type classifier struct {
+	clientHeaders []string // lowercase
+}
+
+func newClassifier(clientHeaders []string) classifier {
+	c := classifier{}
+	for _, n := range clientHeaders {
+		c.clientHeaders = append(c.clientHeaders, strings.ToLower(n))
+	}
+	return c
+}
+
+func (c classifier) class(k string) headerClass {
+	if cl := classifyHeader(k); cl != notForwarding || len(c.clientHeaders) == 0 {
+		return cl
+	}
+	for _, n := range c.clientHeaders {
+		if equalHeaderName(k, n) {
+			return contradicting
+		}
 	}
 	return notForwarding
 }
@@ -131,9 +161,9 @@ func equalHeaderName(k, name string) bool {
 // The canonical spellings of the managed headers are left for writeHeaders,
 // which sets or deletes each of them: deleting a map key only to assign it
 // again was a tenth of the handler's time.
-func removeForwardingHeaders(h http.Header, trustedPeer bool) {
+func (c classifier) removeForwardingHeaders(h http.Header, trustedPeer bool) {
 	for k := range h {
-		switch classifyHeader(k) {
+		switch c.class(k) {
 		case notForwarding:
 			continue
 		case managed:
@@ -154,9 +184,9 @@ func removeForwardingHeaders(h http.Header, trustedPeer bool) {
 // 9110 section 7.6.1; reverse_proxy does, before it adds its own
 // X-Forwarded-*), so a client sending "Connection: X-Forwarded-For" could
 // otherwise make the next hop delete the chain written here.
-func removeForwardingConnectionTokens(h http.Header) {
+func (c classifier) removeForwardingConnectionTokens(h http.Header) {
 	values := h["Connection"]
-	if len(values) == 0 || !connectionNamesForwarding(values) {
+	if len(values) == 0 || !c.connectionNamesForwarding(values) {
 		return
 	}
 	kept := make([]string, 0, len(values))
@@ -164,7 +194,7 @@ func removeForwardingConnectionTokens(h http.Header) {
 		var b strings.Builder
 		for tok := range strings.SplitSeq(v, ",") {
 			tok = trimOWS(tok)
-			if tok == "" || classifyHeader(tok) != notForwarding {
+			if tok == "" || c.class(tok) != notForwarding {
 				continue
 			}
 			if b.Len() > 0 {
@@ -185,12 +215,12 @@ func removeForwardingConnectionTokens(h http.Header) {
 
 // connectionNamesForwarding reports whether any token of the Connection
 // field lines is a forwarding header, without allocating.
-func connectionNamesForwarding(values []string) bool {
+func (c classifier) connectionNamesForwarding(values []string) bool {
 	for _, v := range values {
 		for v != "" {
 			var tok string
 			tok, v, _ = strings.Cut(v, ",")
-			if classifyHeader(trimOWS(tok)) != notForwarding {
+			if c.class(trimOWS(tok)) != notForwarding {
 				return true
 			}
 		}
@@ -215,9 +245,9 @@ func isCanonicalManaged(k string) bool {
 // headers: a chunked body's trailer is merged into the request's Trailer
 // map, which reverse_proxy passes on, and some servers and frameworks
 // merge trailers into the headers an application reads.
-func removeForwardingTrailers(t http.Header) {
+func (c classifier) removeForwardingTrailers(t http.Header) {
 	for k := range t {
-		if classifyHeader(k) != notForwarding {
+		if c.class(k) != notForwarding {
 			delete(t, k)
 		}
 	}
@@ -229,12 +259,13 @@ func removeForwardingTrailers(t http.Header) {
 type trailerSanitizingBody struct {
 	io.ReadCloser
 	trailer http.Header
+	names   classifier
 }
 
 func (b trailerSanitizingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
-		removeForwardingTrailers(b.trailer)
+		b.names.removeForwardingTrailers(b.trailer)
 	}
 	return n, err
 }
