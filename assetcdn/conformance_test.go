@@ -191,6 +191,19 @@ func testGetRanges(t *testing.T, fx storeFixture) {
 	if _, err := s.Get(t.Context(), "ranges/missing", nil, ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get of a missing key: %v, want ErrNotFound", err)
 	}
+	// An empty object has no byte to range over (versitygw answers a
+	// ranged GET of one with the whole, empty, object and no Content-Range).
+	put(t, s, "ranges/empty", nil, PutOptions{})
+	for _, rng := range []*ByteRange{{0, -1}, {-1, 5}, {0, 0}} {
+		if part, err := s.Get(t.Context(), "ranges/empty", rng, ""); !errors.Is(err, ErrRangeNotSatisfiable) {
+			t.Errorf("Get %v of an empty object: %+v %v, want ErrRangeNotSatisfiable", rng, part, err)
+		}
+	}
+	part, err = s.Get(t.Context(), "ranges/empty", nil, "")
+	if err != nil || part.Length != 0 || part.Info.Size != 0 {
+		t.Fatalf("Get of an empty object: %+v %v", part, err)
+	}
+	part.Close()
 }
 
 // put stores body under key or fails the test.

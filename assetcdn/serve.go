@@ -272,14 +272,6 @@ func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error 
 	if err != nil {
 		return s.storeError(w, key, "reading", err)
 	}
-	if rng != nil && !ifRangeHolds(r.Header, part.Info) {
-		// The client's copy is of another version: it gets this one whole.
-		part.Close()
-		if part, err = s.store.Get(r.Context(), key, nil, ""); err != nil {
-			return s.storeError(w, key, "reading", err)
-		}
-		rng = nil
-	}
 	defer part.Close()
 	setObjectHeaders(w.Header(), part.Info, s.CacheControl)
 	return s.copyError(key, writePart(w, r, part, rng != nil))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -21,14 +22,16 @@ import (
 //   - GET: one GET, with the exact range when the client sent one Range;
 //     the GET's answer carries the metadata a HEAD would.
 //   - HEAD, and a GET with validators (If-None-Match, If-Modified-Since,
-//     If-Match, If-Unmodified-Since): one HEAD, which answers a
+//     If-Match, If-Unmodified-Since, If-Range): one HEAD, which answers a
 //     revalidation (304) or a failed precondition (412) without reading
 //     the object; then, only if bytes are sent, one GET.
 //   - several ranges: one HEAD (their positions need the size), then one
-//     ranged GET per group of ranges less than rangeReadGap apart. Ranges
-//     that overlap or touch are merged, and more than max_ranges make the
-//     header ignored (RFC 9110 section 14.2 allows either): the whole
-//     object is sent, as to a plain GET, so no request costs more than one.
+//     ranged GET per group of ranges less than rangeReadGap apart, so at
+//     most max_ranges GETs. Ranges that overlap or touch are merged, and
+//     more than max_ranges make the header ignored (RFC 9110 section 14.2
+//     allows it): the whole object is sent, as to a plain GET. No answer
+//     reads more of the store than the object, or the ranges sent and the
+//     gaps (under rangeReadGap) between close ones.
 
 // defaultMaxRanges is how many ranges one request may ask for before its
 // Range header is ignored.
@@ -111,16 +114,21 @@ func parseRangeSpec(spec string) (ByteRange, bool) {
 	return ByteRange{First: first, Last: last}, true
 }
 
-// parseDigits reads a non-negative decimal of 1 to 18 digits (no sign,
-// no spaces), which cannot overflow an int64.
+// parseDigits reads a non-negative decimal (no sign, no spaces). One
+// past an int64 saturates at the largest: "bytes=0-99999999999999999999"
+// is valid and means to the end.
 func parseDigits(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
+	if s == "" {
 		return 0, false
 	}
 	var n int64
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
 			return 0, false
+		}
+		if n > (math.MaxInt64-9)/10 {
+			n = math.MaxInt64
+			continue
 		}
 		n = n*10 + int64(s[i]-'0')
 	}
@@ -193,9 +201,11 @@ func precondition(r *http.Request, info ObjectInfo) int {
 }
 
 // hasValidators reports whether the request has a conditional header
-// that needs the object's metadata before anything is read.
+// that needs the object's metadata before anything is read. (If-Range
+// could be checked on a ranged GET's answer, but when it fails that
+// costs a second GET of the whole object and the first one's bytes.)
 func hasValidators(h http.Header) bool {
-	for _, name := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+	for _, name := range [...]string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
 		if h.Get(name) != "" {
 			return true
 		}
@@ -256,10 +266,16 @@ func writeNotModified(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusNotModified)
 }
 
-// writeUnsatisfiable answers 416 with the object's size.
+// writeUnsatisfiable answers 416 with the object's size, and without
+// the object's validators and caching headers: an error is not the
+// object, and a shared cache must not store it as such.
 func writeUnsatisfiable(w http.ResponseWriter, size int64) error {
-	w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	h := w.Header()
+	for _, name := range [...]string{"Etag", "Last-Modified", "Cache-Control", "Content-Disposition"} {
+		delete(h, name)
+	}
+	h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
 	_, err := io.WriteString(w, "none of the requested ranges is within the file\n")
 	return err

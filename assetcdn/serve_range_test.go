@@ -1,6 +1,7 @@
 package assetcdn
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -31,7 +32,9 @@ func TestParseRange(t *testing.T) {
 		{"bytes=+1-2", nil, rangeInvalid},
 		{"bytes=1 -2", nil, rangeInvalid},
 		{"bytes=0x1-2", nil, rangeInvalid},
-		{"bytes=99999999999999999999-", nil, rangeInvalid}, // would overflow
+		{"bytes=99999999999999999999-", []ByteRange{{math.MaxInt64, -1}}, rangeSome}, // past any object: 416 once resolved
+		{"bytes=0-99999999999999999999", []ByteRange{{0, math.MaxInt64}}, rangeSome},  // to the end
+		{"bytes=-99999999999999999999", []ByteRange{{-1, math.MaxInt64}}, rangeSome},  // the whole object
 		{"bytes=1-2-3", nil, rangeInvalid},
 		{"bytes 0-9", nil, rangeInvalid},
 	} {
@@ -61,6 +64,9 @@ func TestResolveRanges(t *testing.T) {
 		{[]ByteRange{{0, 0}, {0, 0}, {0, 0}}, 1000, []span{{0, 1}}},                   // repeated
 		{[]ByteRange{{0, 0}, {200, 200}, {5000, -1}}, 1000, []span{{0, 1}, {200, 1}}}, // the unsatisfiable dropped
 		{[]ByteRange{{-1, 600}, {0, 600}}, 1000, []span{{0, 1000}}},
+		{[]ByteRange{{0, math.MaxInt64}}, 1000, []span{{0, 1000}}},
+		{[]ByteRange{{math.MaxInt64, -1}}, 1000, nil},
+		{[]ByteRange{{-1, math.MaxInt64}}, 1000, []span{{0, 1000}}},
 	} {
 		if got := resolveRanges(tc.ranges, tc.size); !reflect.DeepEqual(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
 			t.Errorf("resolveRanges(%v, %d) = %v, want %v", tc.ranges, tc.size, got, tc.want)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -352,6 +353,8 @@ func TestServeCostsTheStoreOneRequest(t *testing.T) {
 		{http.MethodGet, "Range", "bytes=" + strings.Join(many, ","), 200, 0, 1, []*ByteRange{nil}, ""},
 		{http.MethodGet, "Range", "bytes=5-1", 416, 1, 0, nil, "-"},
 		{http.MethodGet, "Range", "items=0-9", 200, 0, 1, []*ByteRange{nil}, ""},
+		{http.MethodGet, "Range", "bytes=0-0,100000-100000,199000-199000", 206, 1, 3, []*ByteRange{{0, 0}, {100000, 100000}, {199000, 199000}}, "-"},
+		{http.MethodGet, "Range", "bytes=0-99999999999999999999", 206, 0, 1, []*ByteRange{{0, math.MaxInt64}}, ""},
 	} {
 		store.heads, store.gets, store.ranges = 0, 0, nil
 		req := httptest.NewRequest(tc.method, "/f.bin", nil)
@@ -412,5 +415,45 @@ func TestServeSeveralRanges(t *testing.T) {
 	}
 	if _, err := mr.NextPart(); err != io.EOF {
 		t.Fatalf("after two parts: %v", err)
+	}
+}
+
+// TestServeIfRangeCostsAHeadAndOneGet: If-Range is checked against a
+// HEAD, so a stale copy costs one GET of the whole file (checking it on a
+// ranged GET's answer cost two GETs, the first one's bytes thrown away).
+func TestServeIfRangeCostsAHeadAndOneGet(t *testing.T) {
+	store := &callCounter{Store: newTestStore(t)}
+	info := putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain"})
+	s := newTestServe(t, store, nil)
+	for _, ifRange := range []string{info.ETag, `"stale"`} {
+		store.heads, store.gets, store.ranges = 0, 0, nil
+		req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+		req.Header.Set("Range", "bytes=2-3")
+		req.Header.Set("If-Range", ifRange)
+		serveAsset(t, s, req)
+		if store.heads != 1 || store.gets != 1 {
+			t.Errorf("If-Range %s: %d HEAD and %d GET, want 1 and 1", ifRange, store.heads, store.gets)
+		}
+	}
+}
+
+// TestServeErrorsCarryNoObjectHeaders: a 416 is not the object: no ETag,
+// Last-Modified or Cache-Control a shared cache could store it under.
+func TestServeErrorsCarryNoObjectHeaders(t *testing.T) {
+	store := newTestStore(t)
+	putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain", CacheControl: "public, max-age=31536000, immutable"})
+	s := newTestServe(t, store, nil)
+	for _, rng := range []string{"bytes=100-", "bytes=5-1"} {
+		req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+		req.Header.Set("Range", rng)
+		rec := serveAsset(t, s, req)
+		if rec.Code != http.StatusRequestedRangeNotSatisfiable || rec.Header().Get("Content-Range") != "bytes */10" {
+			t.Fatalf("%s: %d %q", rng, rec.Code, rec.Header().Get("Content-Range"))
+		}
+		for _, name := range []string{"Etag", "Last-Modified", "Cache-Control", "Content-Disposition"} {
+			if v := rec.Header().Get(name); v != "" {
+				t.Errorf("%s: 416 with %s: %s", rng, name, v)
+			}
+		}
 	}
 }
