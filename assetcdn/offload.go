@@ -306,7 +306,7 @@ const (
 // bodyKind decides whether the request is an upload: multipart/form-data
 // of any method (Go's FormFile parses a multipart DELETE; PHP 8.4's
 // request_parse_body any method's), or the body of a PUT, or of a POST
-// that is not an ordinary form or JSON document. A body that an
+// that is not an ordinary form or JSON document (typed or not). A body that an
 // application might read as multipart although Go cannot is refused
 // rather than passed on untouched: a Content-Type that does not parse
 // (PHP, Rack and Express find "multipart/form-data, text/plain;
@@ -320,6 +320,9 @@ func (o *Offload) bodyKind(r *http.Request) (bodyKind, *uploadError) {
 	switch ctypes := r.Header.Values("Content-Type"); len(ctypes) {
 	case 0:
 	case 1:
+		if strings.TrimSpace(ctypes[0]) == "" {
+			break // an empty line says no more than none
+		}
 		var err error
 		if mt, _, err = mime.ParseMediaType(ctypes[0]); err != nil {
 			return bodyNone, badContentType(ctypes[0], err)
@@ -338,9 +341,11 @@ func (o *Offload) bodyKind(r *http.Request) (bodyKind, *uploadError) {
 		return bodyRaw, nil
 	case !strings.EqualFold(r.Method, http.MethodPost):
 		return bodyNone, nil
-	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"), mt == "":
+	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"):
 		return bodyNone, nil
 	}
+	// Any other POST body, untyped ones too (fetch sends a File of an
+	// unknown type without Content-Type), is a file.
 	return bodyRaw, nil
 }
 

@@ -519,12 +519,13 @@ func TestLineSeparatorsAreEscaped(t *testing.T) {
 		{"{\"uri\":\"\u2029\u2028\u2028\"}", `{"uri":"\u2029\u2028\u2028"}`},
 		{"{\"msg\":\"\u20ac \u2027 \u202a\"}", "{\"msg\":\"\u20ac \u2027 \u202a\"}"}, // neighbours stay
 		{"\xe2\x80", "\xe2\x80"},                                                     // a cut sequence stays as it is
+		{"{\"ua\":\"a\u0085b\"}", `{"ua":"a\u0085b"}`},
 	} {
 		got := escapeLineSeparators([]byte(tc.in))
 		if string(got) != tc.want {
 			t.Errorf("escapeLineSeparators(%q) = %q, want %q", tc.in, got, tc.want)
 		}
-		if strings.ContainsAny(string(got), "\u2028\u2029") {
+		if strings.ContainsAny(string(got), "\u0085\u2028\u2029") {
 			t.Errorf("%q still holds a line separator", got)
 		}
 		var v any
@@ -542,7 +543,7 @@ func FuzzEscapeLineSeparators(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		got := escapeLineSeparators([]byte(in))
-		if strings.ContainsAny(string(got), "\u2028\u2029") {
+		if strings.ContainsAny(string(got), "\u0085\u2028\u2029") {
 			t.Fatalf("%q still holds a line separator", got)
 		}
 		var before, after any

@@ -260,24 +260,27 @@ func (s *spool) Write(entry []byte) (int, error) {
 	return len(entry), nil
 }
 
-// escapeLineSeparators writes U+2028 and U+2029 as \u2028 and \u2029.
-// zap's JSON encoder leaves them raw, which is valid JSON, but readers
+// escapeLineSeparators writes U+0085 (NEL), U+2028 and U+2029 as \u0085,
+// \u2028 and \u2029. zap's JSON encoder escapes the control characters
+// below U+0020 but leaves these raw, which is valid JSON, yet readers
 // that split lines the Unicode way (Python's str.splitlines, many log
 // viewers) then see an entry as two lines. In a JSON entry they can only
 // occur inside strings, where the escape means the same character. p is
-// returned as it is when it holds neither, the usual case.
+// returned as it is when it holds none, the usual case.
 func escapeLineSeparators(p []byte) []byte {
-	if !bytes.Contains(p, lineSeparator) && !bytes.Contains(p, paragraphSeparator) {
-		return p
+	for _, sep := range lineSeparators {
+		if bytes.Contains(p, sep.raw) {
+			p = bytes.ReplaceAll(p, sep.raw, sep.escaped)
+		}
 	}
-	p = bytes.ReplaceAll(p, lineSeparator, []byte(`\u2028`))
-	return bytes.ReplaceAll(p, paragraphSeparator, []byte(`\u2029`))
+	return p
 }
 
-var (
-	lineSeparator      = []byte("\u2028")
-	paragraphSeparator = []byte("\u2029")
-)
+var lineSeparators = [...]struct{ raw, escaped []byte }{
+	{[]byte("\u0085"), []byte(`\u0085`)},
+	{[]byte("\u2028"), []byte(`\u2028`)},
+	{[]byte("\u2029"), []byte(`\u2029`)},
+}
 
 // makeRoomLocked applies drop_oldest: it deletes the oldest pending
 // files the uploader does not hold, then the current file, until n more
