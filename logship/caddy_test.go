@@ -88,6 +88,26 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 	}
 }
 
+// shippedTestMessages returns a function that reads the messages of
+// the "test" logger shipped so far to the file store in root.
+func shippedTestMessages(t *testing.T, root string) func() map[string]bool {
+	t.Helper()
+	fs := &assetcdn.FileStore{Root: root}
+	if err := fs.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	return func() map[string]bool {
+		msgs := map[string]bool{}
+		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
+			var entry struct{ Logger, Msg string }
+			if json.Unmarshal([]byte(l), &entry) == nil && entry.Logger == "test" {
+				msgs[entry.Msg] = true
+			}
+		}
+		return msgs
+	}
+}
+
 // forgetSpools makes the spools no config uses forget the store of their
 // last config, as a new process starts without one. (The spools stay:
 // Caddy keeps the writers it opened for the life of the process.)
@@ -133,20 +153,7 @@ func TestReloadToAnotherSpoolShipsLateEntries(t *testing.T) {
 	old.Info("late entry of the old config")
 	caddy.Log().Named("test").Info("after reload")
 
-	fs := &assetcdn.FileStore{Root: root}
-	if err := fs.Provision(caddy.Context{}); err != nil {
-		t.Fatal(err)
-	}
-	shipped := func() map[string]bool {
-		msgs := map[string]bool{}
-		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
-			var entry struct{ Logger, Msg string }
-			if json.Unmarshal([]byte(l), &entry) == nil && entry.Logger == "test" {
-				msgs[entry.Msg] = true
-			}
-		}
-		return msgs
-	}
+	shipped := shippedTestMessages(t, root)
 	// The old spool rolls by time (roll_interval 5m by default) or at
 	// exit; stop as at exit to flush both.
 	processExiting = func() bool { return true }
@@ -276,20 +283,7 @@ func TestStoreHandedOverWhicheverAppProvisionsFirst(t *testing.T) {
 		},
 	}}}
 	raw, _ := json.Marshal(cfg)
-	fs := &assetcdn.FileStore{Root: root}
-	if err := fs.Provision(caddy.Context{}); err != nil {
-		t.Fatal(err)
-	}
-	shipped := func() map[string]bool {
-		msgs := map[string]bool{}
-		for _, l := range (&flakyStore{FileStore: fs}).lines(t) {
-			var entry struct{ Logger, Msg string }
-			if json.Unmarshal([]byte(l), &entry) == nil && entry.Logger == "test" {
-				msgs[entry.Msg] = true
-			}
-		}
-		return msgs
-	}
+	shipped := shippedTestMessages(t, root)
 	const starts = 40
 	var missing []int
 	for i := range starts {
