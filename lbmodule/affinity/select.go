@@ -218,7 +218,7 @@ func (s *Sticky) selectByCookie(pool reverseproxy.UpstreamPool, r *http.Request,
 		}
 		return up, outcomeHit
 	}
-	next := s.rebindCookieSession(pool, r, st, key, tok, up)
+	next := s.rebindCookieSession(pool, r, st, key, up)
 	if next != nil && (up == nil || !up.Available()) {
 		// Moved for good (not only around this request's failed attempt).
 		s.setCookie(w, r, st, s.signer.issue(tok.sessionID, next.Dial, now, flagRecorded))
@@ -278,7 +278,7 @@ func (s *Sticky) recordCookieSession(r *http.Request, key string, tok lbToken, u
 // session is. If another request (here or on another node) already moved
 // it to an upstream in the pool, it follows; otherwise it moves it, once,
 // with a compare-and-swap from what the store holds.
-func (s *Sticky) rebindCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key string, tok lbToken, up *reverseproxy.Upstream) *reverseproxy.Upstream {
+func (s *Sticky) rebindCookieSession(pool reverseproxy.UpstreamPool, r *http.Request, st *requestState, key string, up *reverseproxy.Upstream) *reverseproxy.Upstream {
 	if up != nil {
 		return s.rebind(pool, r, st, key, up, up.Dial)
 	}
