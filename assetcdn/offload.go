@@ -89,8 +89,10 @@ type Offload struct {
 	// one grace period's worth (min_rate × min_rate_grace) behind is cut
 	// off with 408, its partial objects removed and its memory returned,
 	// so that trickling clients cannot hold upload_memory. Sending fast
-	// first buys at most one grace period of trickling later. -1 turns
-	// the check off. Default 1024 (1 KiB/s).
+	// first buys at most one grace period of trickling later. While an S3
+	// store holds a part buffer for the upload, the rate rises to the
+	// store's part_size per part_hold_time. -1 turns the check off.
+	// Default 1024 (1 KiB/s).
 	MinRate int64 `json:"min_rate,omitempty"`
 
 	// How long an upload may send nothing before it is cut off, and the
@@ -416,7 +418,7 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 		countUpload(outcomeTooSlow)
 		o.logger.Info("upload cut off: slower than min_rate; stored parts removed",
 			zap.Int64("min_rate", o.MinRate), zap.Duration("min_rate_grace", time.Duration(o.MinRateGrace)))
-		return o.fail(w, r, http.StatusRequestTimeout, fmt.Sprintf("the upload arrived slower than %d bytes/s for %v and was cut off; nothing was stored", o.MinRate, time.Duration(o.MinRateGrace)))
+		return o.fail(w, r, http.StatusRequestTimeout, fmt.Sprintf("the upload fell %v behind its minimum rate (%d bytes/s, more while it held upload memory) and was cut off; nothing was stored", time.Duration(o.MinRateGrace), o.MinRate))
 	case errors.As(err, &ue):
 		countUpload(ue.outcome)
 		return o.refuse(w, r, clientBody, ue.status, ue.msg)
