@@ -308,7 +308,7 @@ const (
 // bodyKind decides whether the request is an upload: multipart/form-data
 // of any method (Go's FormFile parses a multipart DELETE; PHP 8.4's
 // request_parse_body any method's), or the body of a PUT, or of a POST
-// that is not an ordinary form or JSON document (typed or not). A body that an
+// typed as anything but an ordinary form or JSON document. A body that an
 // application might read as multipart although Go cannot is refused
 // rather than passed on untouched: a Content-Type that does not parse
 // (PHP, Rack and Express find "multipart/form-data, text/plain;
@@ -343,11 +343,11 @@ func (o *Offload) bodyKind(r *http.Request) (bodyKind, *uploadError) {
 		return bodyRaw, nil
 	case !strings.EqualFold(r.Method, http.MethodPost):
 		return bodyNone, nil
-	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"):
+	case mt == "application/x-www-form-urlencoded", mt == "application/json", strings.HasSuffix(mt, "+json"), mt == "":
+		// An untyped POST body is passed on: clients send JSON untyped
+		// (Python's requests.post(data=...)) more often than files.
 		return bodyNone, nil
 	}
-	// Any other POST body, untyped ones too (fetch sends a File of an
-	// unknown type without Content-Type), is a file.
 	return bodyRaw, nil
 }
 

@@ -39,6 +39,11 @@ const (
 	defaultMinRateGrace = 10 * time.Second
 )
 
+// multiplexedGrace is the least grace of an HTTP/2 or HTTP/3 upload
+// (see guardRate): longer than partBufferWait, how long a sibling upload
+// may wait for memory without reading.
+const multiplexedGrace = 30 * time.Second
+
 // errUploadTooSlow is returned by a guarded body once it was cut off.
 var errUploadTooSlow = errors.New("upload slower than min_rate")
 
@@ -67,6 +72,17 @@ type rateGuard struct {
 // its context, for the store to raise the rate (raiseMinRate). Stop it
 // when the upload is done.
 func guardRate(w http.ResponseWriter, r *http.Request, minRate int64, grace time.Duration) (*rateGuard, *http.Request) {
+	if r.ProtoMajor >= 2 {
+		// One HTTP/2 (or 3) connection carries many streams under one
+		// flow-control window: a sibling stream whose handler does not
+		// read (an upload waiting for a part buffer, a proxied body a
+		// backend does not take) stalls this one, and its slowness is not
+		// the client's. Such a stream costs a goroutine, bounded per
+		// connection by max_concurrent_streams; only the memory a stream
+		// holds needs the rate (raiseMinRate), and with a grace longer
+		// than the 10 s an upload may wait for a part buffer.
+		minRate, grace = 0, max(grace, multiplexedGrace)
+	}
 	g := newRateGuard(r.Body, minRate, grace, http.NewResponseController(w).SetReadDeadline)
 	r = r.WithContext(context.WithValue(r.Context(), rateGuardKey{}, g))
 	r.Body = g
@@ -162,6 +178,10 @@ func (g *rateGuard) raise(rate float64) (restore func()) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.minRate = prev
+		// What fell behind the raised rate is forgiven with the memory it
+		// held: at the lower rate that debt would cut the next file of a
+		// request at once. Savings stay.
+		g.debt = min(g.debt, 0)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -196,5 +198,44 @@ func TestRateGuardRaisedWhileHoldingMemory(t *testing.T) {
 	}
 	if raiseMinRate(context.Background(), 1e9) == nil {
 		t.Fatal("raiseMinRate without a guard returned nil")
+	}
+}
+
+// TestRateGuardForgivesWhatFellBehindTheRaisedRate: after the store gave
+// back the part buffer, the debt run up against the raised rate does not
+// cut the next file of the request at the lower rate.
+func TestRateGuardForgivesWhatFellBehindTheRaisedRate(t *testing.T) {
+	cuts := 0
+	g := newRateGuard(newPipeBody(), 1000, time.Second, func(time.Time) error { cuts++; return nil })
+	defer g.stop()
+	restore := g.raise(100_000)
+	g.mu.Lock()
+	g.debt = g.allowance() / 2 // behind, within the raised allowance
+	g.mu.Unlock()
+	restore()
+	g.mu.Lock()
+	g.reading, g.since = true, time.Now() // a read waits for the next file
+	g.mu.Unlock()
+	g.check()
+	if cuts != 0 || g.tooSlow() {
+		t.Fatal("cut off at the lower rate for what fell behind the raised one")
+	}
+}
+
+// TestRateGuardOverHTTP2OnlyGuardsMemory: an HTTP/2 stream can be stalled
+// by a sibling on its connection, so only the memory floor applies, with
+// a grace longer than an upload's wait for a part buffer.
+func TestRateGuardOverHTTP2OnlyGuardsMemory(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPut, "/upload", newPipeBody())
+	r.ProtoMajor = 2
+	g, r := guardRate(httptest.NewRecorder(), r, 1000, time.Second)
+	defer g.stop()
+	if g.minRate != 0 || g.grace < multiplexedGrace {
+		t.Fatalf("HTTP/2: rate %v, grace %v", g.minRate, g.grace)
+	}
+	restore := raiseMinRate(r.Context(), 28_000)
+	defer restore()
+	if g.minRate != 28_000 {
+		t.Fatalf("the memory floor does not apply over HTTP/2: %v", g.minRate)
 	}
 }

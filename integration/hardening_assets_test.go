@@ -458,3 +458,49 @@ func TestServeCostsTheStoreWhatItSays(t *testing.T) {
 		t.Fatalf("bytes=0- of an empty object: %d, Content-Range %q; want 416 bytes */0", resp.StatusCode, resp.Header.Get("Content-Range"))
 	}
 }
+
+// TestAPacedMultiFileUploadIsNotCutOff: two 300 KB files in one body at
+// about 100 KB/s (a hundred times min_rate). What the first file fell
+// behind the raised rate while it held a part buffer once carried over
+// and cut the second at the lower rate (408 after 3 s).
+func TestAPacedMultiFileUploadIsNotCutOff(t *testing.T) {
+	s3 := testproc.StartVersityGW(t)
+	t.Setenv("UPLOAD_SIGNING_SECRET", uploadSecret)
+	t.Setenv("TEST_S3_SECRET", s3.SecretKey)
+	c := harness.StartCaddyWith(t, slowUploadsCaddyfile, map[string]any{
+		"bucket": s3.CreateBucket(t, "media"), "endpoint": s3.Endpoint, "access": s3.AccessKey,
+	})
+	const boundary = "b0undary"
+	var body bytes.Buffer
+	for _, name := range []string{"a", "b"} {
+		body.WriteString("--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name + "\"; filename=\"" + name + ".png\"\r\n\r\n")
+		body.Write(pngLike(300 << 10))
+		body.WriteString("\r\n")
+	}
+	body.WriteString("--" + boundary + "--\r\n")
+	pr, pw := io.Pipe()
+	go func() {
+		data := body.Bytes()
+		for len(data) > 0 { // 10 KB every 100 ms; bounded by the body
+			n := min(10<<10, len(data))
+			if _, err := pw.Write(data[:n]); err != nil {
+				return
+			}
+			data = data[n:]
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, c.URL("/upload"), pr)
+	req.ContentLength = int64(body.Len())
+	req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("a two-file upload at 100 KB/s: %d %s", resp.StatusCode, answer)
+	}
+}
