@@ -124,6 +124,8 @@ a.example.com {
 	sticky_learn
 	invoke app
 }`, ""},
+		// Provisioning cannot see which site invokes a named route: a
+		// policy in one is accepted, and warns at run time.
 		{"a named route in a server without sticky_learn", `
 &(app) {
 	reverse_proxy 127.0.0.1:9001 {
@@ -134,7 +136,24 @@ a.example.com {
 }
 a.example.com {
 	invoke app
-}`, "a named route"},
+}`, ""},
+		{"sticky_learn in one named route, the proxy in another", `
+&(learn) {
+	sticky_learn
+}
+&(app) {
+	reverse_proxy 127.0.0.1:9001 {
+		lb_policy sticky {
+			app_cookie PHPSESSID
+		}
+	}
+}
+a.example.com {
+	route {
+		invoke learn
+		invoke app
+	}
+}`, ""},
 		{"error routes of a site without a host", `
 :8081 {
 	sticky_learn

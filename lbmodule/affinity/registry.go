@@ -56,18 +56,15 @@ type routeScope struct {
 }
 
 // learnScopes are the route lists holding a provisioned sticky_learn
-// handler, and learnServers the servers whose routes (at any depth) hold
-// one. Caddy provisions the handlers of a route list in order, the same
-// order in which they run, so a sticky policy finds here exactly the
+// handler. Caddy provisions the handlers of a route list in order, the
+// same order in which they run, so a sticky policy finds here exactly the
 // sticky_learn handlers that run before its reverse_proxy: the check
 // depends on where each handler sits, not on which server of the config
-// happens to be provisioned first. A server's routes are provisioned
-// before its error routes and its named routes.
+// happens to be provisioned first.
 var learnScopes = struct {
 	sync.Mutex
-	n       map[routeScope]int
-	servers map[any]int
-}{n: map[routeScope]int{}, servers: map[any]int{}}
+	n map[routeScope]int
+}{n: map[routeScope]int{}}
 
 // scopeOf is the route list of the module ctx is provisioning.
 func scopeOf(ctx caddy.Context) routeScope {
@@ -116,7 +113,6 @@ func addLearnScope(s routeScope) {
 	learnScopes.Lock()
 	defer learnScopes.Unlock()
 	learnScopes.n[s]++
-	learnScopes.servers[s.server]++
 }
 
 func removeLearnScope(s routeScope) {
@@ -125,17 +121,15 @@ func removeLearnScope(s routeScope) {
 	if learnScopes.n[s]--; learnScopes.n[s] <= 0 {
 		delete(learnScopes.n, s)
 	}
-	if learnScopes.servers[s.server]--; learnScopes.servers[s.server] <= 0 {
-		delete(learnScopes.servers, s.server)
-	}
 }
 
 // learnsAhead reports whether a sticky_learn handler sits ahead of the
 // reverse_proxy whose selection policy ctx is provisioning: in the route
 // list that holds the reverse_proxy or in one enclosing it. A named route
-// runs wherever `invoke` calls it, which provisioning cannot see: there,
-// a sticky_learn anywhere in the server's routes will do (the policy
-// warns at run time if a request reaches it without one).
+// runs wherever `invoke` calls it, after whatever ran before there, which
+// provisioning cannot see (named routes are provisioned last, in map
+// order): a policy in one is not refused, and warns at run time if a
+// request reaches it without sticky_learn.
 func learnsAhead(ctx caddy.Context) bool {
 	chain := ctx.Modules() // ..., the enclosing handlers, reverse_proxy, this policy
 	enclosing := []caddy.Module{nil} // modules provisioned directly, outside any (tests)
@@ -144,12 +138,16 @@ func learnsAhead(ctx caddy.Context) bool {
 	}
 	scopes := make([]routeScope, 0, len(enclosing))
 	for _, m := range enclosing {
-		scopes = append(scopes, scopeIn(ctx, m))
+		s := scopeIn(ctx, m)
+		if s.list == "named" {
+			return true
+		}
+		scopes = append(scopes, s)
 	}
 	learnScopes.Lock()
 	defer learnScopes.Unlock()
 	for _, s := range scopes {
-		if learnScopes.n[s] > 0 || s.list == "named" && learnScopes.servers[s.server] > 0 {
+		if learnScopes.n[s] > 0 {
 			return true
 		}
 	}
@@ -179,8 +177,6 @@ func siteName(ctx caddy.Context) string {
 	switch provisioningList(srv) {
 	case "errors":
 		return "the error routes (handle_errors) of the site on " + listen
-	case "named":
-		return "a named route of the server on " + listen
 	}
 	return "the site on " + listen
 }

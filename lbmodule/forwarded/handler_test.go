@@ -659,4 +659,12 @@ func TestClientHeaderOfAnyNameIsRemovedFromUntrustedClients(t *testing.T) {
 	if len(tr) != 1 {
 		t.Fatalf("trailer %v", tr)
 	}
+	// A name configured with an underscore matches every spelling too.
+	u := provision(t, &Handler{ClientHeaders: []string{"X-Edge_Client"}})
+	res = serve(t, u, request("192.0.2.1:1", "X-Edge_client", "1", "X-Edge-Client", "2", "X_edge_client", "3"))
+	for k := range res.header {
+		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "x-edge-client") {
+			t.Fatalf("%s reached the upstream from an untrusted client", k)
+		}
+	}
 }

@@ -110,13 +110,14 @@ func classifyHeader(k string) headerClass {
 // and the handler's client_header names, which are removed like the
 // family's single-value client headers whatever they are.
 type classifier struct {
-	clientHeaders []string // lowercase
+	clientHeaders []string // lowercase, with "-" for "_"
 }
 
 func newClassifier(clientHeaders []string) classifier {
 	c := classifier{}
 	for _, n := range clientHeaders {
-		c.clientHeaders = append(c.clientHeaders, strings.ToLower(n))
+		// As equalHeaderName compares: lower case, "_" as "-".
+		c.clientHeaders = append(c.clientHeaders, strings.ReplaceAll(strings.ToLower(n), "_", "-"))
 	}
 	return c
 }
