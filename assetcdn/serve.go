@@ -284,16 +284,23 @@ func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key strin
 	if err != nil {
 		return s.storeError(w, key, "looking up", err)
 	}
-	setObjectHeaders(w.Header(), info, s.CacheControl)
+	// The object's headers go only on answers that are the object (200,
+	// 206, and 304, which must repeat its validators and caching headers,
+	// RFC 9110 section 15.4.5): an error a shared cache could store under
+	// them never gets them.
 	switch precondition(r, info) {
 	case http.StatusNotModified:
+		setObjectHeaders(w.Header(), info, s.CacheControl)
 		writeNotModified(w)
 		return nil
 	case http.StatusPreconditionFailed:
 		w.WriteHeader(http.StatusPreconditionFailed)
 		return nil
 	}
-	if kind == rangeSome && !ifRangeHolds(r.Header, info) {
+	if kind == rangeSome && (!ifRangeHolds(r.Header, info) || info.Size == 0) {
+		// A stale copy gets this version whole; an empty file has no
+		// byte to range over, and is sent as it is (RFC 9110 lets a
+		// server ignore Range), never as a 206 of nothing.
 		kind = rangeNone
 	}
 	var spans []span
@@ -306,6 +313,7 @@ func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key strin
 		}
 	}
 	if r.Method == http.MethodHead {
+		setObjectHeaders(w.Header(), info, s.CacheControl)
 		return writePart(w, r, &Part{Info: info, Length: info.Size}, false)
 	}
 	if len(spans) > 1 {
@@ -320,6 +328,7 @@ func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key strin
 		return s.storeError(w, key, "reading", err)
 	}
 	defer part.Close()
+	setObjectHeaders(w.Header(), info, s.CacheControl)
 	return s.copyError(key, writePart(w, r, part, rng != nil))
 }
 

@@ -29,9 +29,10 @@ import (
 //     ranged GET per group of ranges less than rangeReadGap apart, so at
 //     most max_ranges GETs. Ranges that overlap or touch are merged, and
 //     more than max_ranges make the header ignored (RFC 9110 section 14.2
-//     allows it): the whole object is sent, as to a plain GET. No answer
-//     reads more of the store than the object, or the ranges sent and the
-//     gaps (under rangeReadGap) between close ones.
+//     allows it): the whole object is sent, as to a plain GET. With a
+//     store that honours Range (S3, MinIO, R2, versitygw but for empty
+//     objects), no answer reads more of the store than the object, or the
+//     ranges sent and the gaps (under rangeReadGap) between close ones.
 
 // defaultMaxRanges is how many ranges one request may ask for before its
 // Range header is ignored.
@@ -266,14 +267,10 @@ func writeNotModified(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusNotModified)
 }
 
-// writeUnsatisfiable answers 416 with the object's size, and without
-// the object's validators and caching headers: an error is not the
-// object, and a shared cache must not store it as such.
+// writeUnsatisfiable answers 416 with the object's size (and none of
+// the object's headers: see proxyAfterStat).
 func writeUnsatisfiable(w http.ResponseWriter, size int64) error {
 	h := w.Header()
-	for _, name := range [...]string{"Etag", "Last-Modified", "Cache-Control", "Content-Disposition"} {
-		delete(h, name)
-	}
 	h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
@@ -340,13 +337,9 @@ func (bw byteRangesWriter) contentLength(spans []span) int64 {
 // serveRanges answers several spans: one ranged GET per read group,
 // each conditional on the ETag of the HEAD that the headers came from.
 func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info ObjectInfo, spans []span) error {
-	bw := newByteRangesWriter(w.Header().Get("Content-Type"), info.Size) // set by setObjectHeaders
-	h := w.Header()
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Type", "multipart/byteranges; boundary="+bw.boundary)
-	h.Set("Content-Length", strconv.FormatInt(bw.contentLength(spans), 10))
 	groups := readGroups(spans)
 	wroteHeader, first := false, true
+	var bw byteRangesWriter
 	for _, g := range groups {
 		rng := &ByteRange{First: g[0].off, Last: g[len(g)-1].end() - 1}
 		part, err := s.store.Get(r.Context(), info.Key, rng, info.ETag)
@@ -358,6 +351,13 @@ func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info ObjectI
 			panic(http.ErrAbortHandler) // headers are out: end the answer rather than send a wrong one
 		}
 		if !wroteHeader {
+			// The headers, once the store has answered.
+			h := w.Header()
+			setObjectHeaders(h, info, s.CacheControl)
+			bw = newByteRangesWriter(h.Get("Content-Type"), info.Size)
+			h.Set("Accept-Ranges", "bytes")
+			h.Set("Content-Type", "multipart/byteranges; boundary="+bw.boundary)
+			h.Set("Content-Length", strconv.FormatInt(bw.contentLength(spans), 10))
 			w.WriteHeader(http.StatusPartialContent)
 			wroteHeader = true
 		}

@@ -437,23 +437,62 @@ func TestServeIfRangeCostsAHeadAndOneGet(t *testing.T) {
 	}
 }
 
-// TestServeErrorsCarryNoObjectHeaders: a 416 is not the object: no ETag,
-// Last-Modified or Cache-Control a shared cache could store it under.
+// getAfterHeadFails is a store whose Stat answers and whose Get fails.
+type getAfterHeadFails struct{ Store }
+
+func (getAfterHeadFails) Get(context.Context, string, *ByteRange, string) (*Part, error) {
+	return nil, ErrUnavailable
+}
+
+// TestServeErrorsCarryNoObjectHeaders: a 416, a 412 or a store error is
+// not the object: no ETag, Last-Modified or Cache-Control a shared cache
+// could store it under.
 func TestServeErrorsCarryNoObjectHeaders(t *testing.T) {
 	store := newTestStore(t)
 	putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain", CacheControl: "public, max-age=31536000, immutable"})
 	s := newTestServe(t, store, nil)
-	for _, rng := range []string{"bytes=100-", "bytes=5-1"} {
+	failing := newTestServe(t, getAfterHeadFails{store}, nil)
+	for _, tc := range []struct {
+		serve   *Serve
+		headers []string
+		status  int
+	}{
+		{s, []string{"Range", "bytes=100-"}, http.StatusRequestedRangeNotSatisfiable},
+		{s, []string{"Range", "bytes=5-1"}, http.StatusRequestedRangeNotSatisfiable},
+		{s, []string{"If-Match", `"other"`}, http.StatusPreconditionFailed},
+		{failing, []string{"If-None-Match", `"other"`}, http.StatusServiceUnavailable},
+		{failing, []string{"Range", "bytes=0-0,5-5"}, http.StatusServiceUnavailable},
+	} {
 		req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
+		req.Header.Set(tc.headers[0], tc.headers[1])
+		rec := serveAsset(t, tc.serve, req)
+		if rec.Code != tc.status {
+			t.Fatalf("%v: %d, want %d", tc.headers, rec.Code, tc.status)
+		}
+		if tc.status == http.StatusRequestedRangeNotSatisfiable && rec.Header().Get("Content-Range") != "bytes */10" {
+			t.Errorf("%v: Content-Range %q", tc.headers, rec.Header().Get("Content-Range"))
+		}
+		for _, name := range []string{"Etag", "Last-Modified", "Cache-Control", "Content-Disposition", "Content-Length"} {
+			if v := rec.Header().Get(name); v != "" {
+				t.Errorf("%v: %d with %s: %s", tc.headers, tc.status, name, v)
+			}
+		}
+	}
+}
+
+// TestServeEmptyFileIgnoresRange: an empty file has no byte to range
+// over; any Range gets the file as it is (200, empty), never a 206 of
+// nothing.
+func TestServeEmptyFileIgnoresRange(t *testing.T) {
+	store := newTestStore(t)
+	putTestObject(t, store, "empty.txt", nil, PutOptions{ContentType: "text/plain"})
+	s := newTestServe(t, store, nil)
+	for _, rng := range []string{"bytes=0-", "bytes=-5", "bytes=0-0,2-3"} {
+		req := httptest.NewRequest(http.MethodGet, "/empty.txt", nil)
 		req.Header.Set("Range", rng)
 		rec := serveAsset(t, s, req)
-		if rec.Code != http.StatusRequestedRangeNotSatisfiable || rec.Header().Get("Content-Range") != "bytes */10" {
-			t.Fatalf("%s: %d %q", rng, rec.Code, rec.Header().Get("Content-Range"))
-		}
-		for _, name := range []string{"Etag", "Last-Modified", "Cache-Control", "Content-Disposition"} {
-			if v := rec.Header().Get(name); v != "" {
-				t.Errorf("%s: 416 with %s: %s", rng, name, v)
-			}
+		if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("Content-Range") != "" || rec.Header().Get("Content-Length") != "0" {
+			t.Errorf("%s on an empty file: %d, %d bytes, Content-Range %q", rng, rec.Code, rec.Body.Len(), rec.Header().Get("Content-Range"))
 		}
 	}
 }
