@@ -33,8 +33,8 @@ func TestParseRange(t *testing.T) {
 		{"bytes=1 -2", nil, rangeInvalid},
 		{"bytes=0x1-2", nil, rangeInvalid},
 		{"bytes=99999999999999999999-", []ByteRange{{math.MaxInt64, -1}}, rangeSome}, // past any object: 416 once resolved
-		{"bytes=0-99999999999999999999", []ByteRange{{0, math.MaxInt64}}, rangeSome},  // to the end
-		{"bytes=-99999999999999999999", []ByteRange{{-1, math.MaxInt64}}, rangeSome},  // the whole object
+		{"bytes=0-99999999999999999999", []ByteRange{{0, math.MaxInt64}}, rangeSome}, // to the end
+		{"bytes=-99999999999999999999", []ByteRange{{-1, math.MaxInt64}}, rangeSome}, // the whole object
 		{"bytes=1-2-3", nil, rangeInvalid},
 		{"bytes 0-9", nil, rangeInvalid},
 	} {

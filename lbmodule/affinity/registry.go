@@ -131,7 +131,7 @@ func removeLearnScope(s routeScope) {
 // order): a policy in one is not refused, and warns at run time if a
 // request reaches it without sticky_learn.
 func learnsAhead(ctx caddy.Context) bool {
-	chain := ctx.Modules() // ..., the enclosing handlers, reverse_proxy, this policy
+	chain := ctx.Modules()           // ..., the enclosing handlers, reverse_proxy, this policy
 	enclosing := []caddy.Module{nil} // modules provisioned directly, outside any (tests)
 	if len(chain) > 2 {
 		enclosing = chain[:len(chain)-2]
