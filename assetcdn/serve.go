@@ -3,6 +3,7 @@ package assetcdn
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -332,11 +333,17 @@ func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key strin
 	return s.copyError(key, writePart(w, r, part, rng != nil))
 }
 
-// copyError logs a copy that failed after the headers were sent; there
-// is nothing left to answer.
+// copyError handles a copy that failed after the headers were sent:
+// there is nothing left to answer, so it is logged, not returned for
+// Caddy to render; a store that sent fewer bytes than it said (EOF
+// before the end) aborts the answer rather than let it pass as whole.
 func (s *Serve) copyError(key string, err error) error {
-	if err != nil {
-		s.logger.Debug("copying a stored file to the client ended early", zap.String("key", key), zap.Error(err))
+	if err == nil {
+		return nil
+	}
+	s.logger.Debug("copying a stored file to the client ended early", zap.String("key", key), zap.Error(err))
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		panic(http.ErrAbortHandler)
 	}
 	return nil
 }

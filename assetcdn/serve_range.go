@@ -3,7 +3,6 @@ package assetcdn
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -371,20 +370,11 @@ func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info ObjectI
 			first, pos = false, sp.end()
 			if err != nil {
 				part.Close()
-				return errClientOrStore(err)
+				return s.copyError(info.Key, err)
 			}
 		}
 		part.Close()
 	}
 	_, err := io.WriteString(w, bw.closing())
 	return err
-}
-
-// errClientOrStore is what a failed copy returns: nothing to answer any
-// more (the headers are out), so not an error for Caddy to render.
-func errClientOrStore(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		panic(http.ErrAbortHandler) // the store sent fewer bytes than it said
-	}
-	return nil
 }

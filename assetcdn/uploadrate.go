@@ -198,13 +198,6 @@ func raiseMinRate(ctx context.Context, rate float64) (restore func()) {
 	return func() {}
 }
 
-// tooSlow reports whether the guard cut the body off.
-func (g *rateGuard) tooSlow() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cut
-}
-
 // stop ends the guard; the body stays usable.
 func (g *rateGuard) stop() {
 	g.mu.Lock()

@@ -28,6 +28,13 @@ func (p *pipeBody) setDeadline(time.Time) error {
 	return nil
 }
 
+// tooSlow reports whether the guard cut the body off.
+func (g *rateGuard) tooSlow() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cut
+}
+
 // readAll reads g until an error and reports it and when it came.
 func readAll(g *rateGuard) (error, time.Time) {
 	buf := make([]byte, 512)
