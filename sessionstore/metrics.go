@@ -12,6 +12,8 @@ var storeMetrics = struct {
 	latency   *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	evictions *prometheus.CounterVec
+	stale     *prometheus.CounterVec
+	rewritten *prometheus.CounterVec
 }{
 	latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddylb",
@@ -32,9 +34,22 @@ var storeMetrics = struct {
 		Name:      "evictions_total",
 		Help:      "Bindings a memory session store evicted, least recently used first, to stay within max_bindings.",
 	}, []string{"store"}),
+	stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "session_store",
+		Name:      "stale_served_total",
+		Help:      "Bindings served from this node's last known copy because the store could not be asked.",
+	}, []string{"store"}),
+	rewritten: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb",
+		Subsystem: "session_store",
+		Name:      "rewritten_total",
+		Help:      "Bindings this node wrote to Redis again: reason retry (a write that had failed) or refill (the store lost its data).",
+	}, []string{"reason"}),
 }
 
 // RegisterMetrics adds the store metrics to registry; registering twice is fine.
 func RegisterMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors, storeMetrics.evictions)
+	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors, storeMetrics.evictions,
+		storeMetrics.stale, storeMetrics.rewritten)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +37,21 @@ func init() {
 // the write's reply.
 //
 // Writes are Lua scripts, atomic on the server, which also keep one sorted
-// set of sessions per upstream: Counts is exact. The backend addresses a
-// single Redis (or a primary with replicas); it does not support Redis
-// Cluster, since the scripts touch keys of several hash slots.
+// set of sessions per upstream: Counts is exact.
+//
+// Three deployments are supported. A single server (or a primary and the
+// replicas listed after it). A primary found through Redis Sentinel
+// (sentinel <master_set>, the addresses are then the Sentinels'): the
+// client asks the Sentinels for the primary, follows a failover and never
+// writes to a replica. A Redis Cluster, detected when the first server that
+// answers runs in cluster mode: the keys are spread over 64 hash-tag groups
+// so that every script touches one slot (see keyLayout), and Counts is the
+// exact sum of the groups.
+//
+// The client remembers the bindings it read or wrote (knownBindings): while
+// Redis cannot be asked, a session it knows keeps its backend; a write that
+// failed is written again when Redis answers; a store that lost its data is
+// refilled.
 //
 // One client is kept per distinct connection settings and shared by every
 // config that uses them, so a config reload keeps its connections and its
@@ -47,9 +60,27 @@ type RedisBackend struct {
 	// The Redis server's address, host:port. When several are given, each
 	// connection tries them in order, starting with the last one that
 	// answered, so they must reach the same data (for example a primary and
-	// the replica a failover promotes). Placeholders like {env.REDIS_ADDR}
-	// are resolved at load. Default: 127.0.0.1:6379.
+	// the replica a failover promotes). With sentinel, the Sentinels'
+	// addresses. A Redis Cluster node's address connects to the whole
+	// cluster. Placeholders like {env.REDIS_ADDR} are resolved at load.
+	// Default: 127.0.0.1:6379 (127.0.0.1:26379 with sentinel).
 	Addresses []string `json:"addresses,omitempty"`
+
+	// The name of the master set the Sentinels at Addresses monitor. The
+	// client asks them for the primary, follows a failover and never
+	// writes to a replica.
+	Sentinel string `json:"sentinel,omitempty"`
+
+	// The ACL user and password the Sentinels require (their requirepass
+	// or ACL), which may differ from the data nodes'. Placeholders are
+	// resolved at load; never logged.
+	SentinelUsername string `json:"sentinel_username,omitempty"`
+	SentinelPassword string `json:"sentinel_password,omitempty"`
+
+	// How many bindings this node remembers to serve while Redis cannot be
+	// asked and to refill a store that lost its data. Each takes about
+	// 200 bytes. Default: 100000; -1 remembers none.
+	KnownBindings int `json:"known_bindings,omitempty"`
 
 	// The ACL user to log in as (Redis 6 ACLs). Default: the default user.
 	// Placeholders are resolved at load.
@@ -90,17 +121,16 @@ type RedisBackend struct {
 	DisableClientCache bool `json:"disable_client_cache,omitempty"`
 
 	// Settings with placeholders resolved.
-	addrs              []string
-	username, password string
+	addrs                              []string
+	username, password                 string
+	sentinelUsername, sentinelPassword string
 
-	client  rueidis.Client
-	recent  *recentWrites // keys this client wrote lately, shared with it
+	client  *redisClient // the shared client
+	recent  *recentWrites
 	poolKey string
 	logger  *zap.Logger
 
-	bindingPrefix string // KeyPrefix + "b:"
-	upstreamsKey  string // KeyPrefix + "upstreams"
-	drainKey      string // KeyPrefix + "drain"
+	drainKey string // KeyPrefix + "drain"
 
 	drain *atomic.Pointer[drainSet] // last decoded drain set
 }
@@ -131,8 +161,14 @@ func (RedisBackend) CaddyModule() caddy.ModuleInfo {
 // or client tracking does.
 func (r *RedisBackend) Provision(ctx caddy.Context) error {
 	r.logger = ctx.Logger()
+	if len(r.Addresses) == 0 && r.Sentinel != "" {
+		r.Addresses = []string{"127.0.0.1:26379"}
+	}
 	if len(r.Addresses) == 0 {
 		r.Addresses = []string{"127.0.0.1:6379"}
+	}
+	if r.KnownBindings == 0 {
+		r.KnownBindings = defaultKnownBindings
 	}
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = "caddylb:"
@@ -155,8 +191,9 @@ func (r *RedisBackend) Provision(ctx caddy.Context) error {
 	}
 	r.username = repl.ReplaceKnown(r.Username, "")
 	r.password = repl.ReplaceKnown(r.Password, "")
-	r.bindingPrefix = r.KeyPrefix + "b:"
-	r.upstreamsKey = r.KeyPrefix + "upstreams"
+	r.sentinelUsername = repl.ReplaceKnown(r.SentinelUsername, "")
+	r.sentinelPassword = repl.ReplaceKnown(r.SentinelPassword, "")
+	r.Sentinel = repl.ReplaceKnown(r.Sentinel, "")
 	r.drainKey = r.KeyPrefix + "drain"
 	r.drain = new(atomic.Pointer[drainSet])
 
@@ -170,13 +207,14 @@ func (r *RedisBackend) Provision(ctx caddy.Context) error {
 		return err
 	}
 	val, _, err := redisClients.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return connectRedis(opt, r.logger)
+		return connectRedis(opt, max(r.KnownBindings, 0), r.logger)
 	})
 	if err != nil {
 		return err
 	}
-	r.client = val.(*redisClient).Client
-	r.recent = val.(*redisClient).recent
+	r.client = val.(*redisClient)
+	r.recent = r.client.recent
+	r.client.known.usePrefix(r.KeyPrefix)
 	r.poolKey = key
 	return nil
 }
@@ -190,6 +228,15 @@ func (r *RedisBackend) Validate() error {
 	}
 	if r.DB < 0 {
 		return fmt.Errorf("redis db %d: must not be negative", r.DB)
+	}
+	if strings.ContainsAny(r.KeyPrefix, "{}") {
+		return fmt.Errorf("redis key_prefix %q: must not contain { or }, which Redis Cluster reads as a hash tag", r.KeyPrefix)
+	}
+	if r.KnownBindings < -1 {
+		return fmt.Errorf("redis known_bindings %d: want a count, or -1 for none", r.KnownBindings)
+	}
+	if r.Sentinel == "" && (r.SentinelUsername != "" || r.SentinelPassword != "") {
+		return errors.New("redis sentinel_username and sentinel_password need sentinel <master_set>")
 	}
 	if r.Timeout < 0 || r.DialTimeout < 0 || r.ClientCacheTTL < 0 {
 		return errors.New("redis timeout, dial_timeout and client_cache_ttl must not be negative")
@@ -215,8 +262,12 @@ func (r *RedisBackend) CallTimeout() time.Duration { return time.Duration(r.Time
 //
 //	session_store <name> redis [<host:port>...] {
 //		address <host:port>...
+//		sentinel <master_set>
+//		sentinel_username <user>
+//		sentinel_password <password>
 //		username <user>
 //		password <password>
+//		known_bindings <n>|off
 //		db <n>
 //		key_prefix <prefix>
 //		tls
@@ -246,6 +297,23 @@ func (r *RedisBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.Username, err = oneArg(d)
 		case "password":
 			r.Password, err = oneArg(d)
+		case "sentinel":
+			r.Sentinel, err = oneArg(d)
+		case "sentinel_username":
+			r.SentinelUsername, err = oneArg(d)
+		case "sentinel_password":
+			r.SentinelPassword, err = oneArg(d)
+		case "known_bindings":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				if v == "off" {
+					r.KnownBindings = -1
+				} else if n, perr := strconv.Atoi(v); perr != nil || n <= 0 {
+					err = d.Errf("known_bindings: want a positive count or off, got %q", v)
+				} else {
+					r.KnownBindings = n
+				}
+			}
 		case "db":
 			r.DB, err = intArg(d)
 		case "key_prefix":
@@ -292,16 +360,23 @@ func (r *RedisBackend) tlsSettings() *RedisTLS {
 	return r.TLS
 }
 
+// defaultKnownBindings is how many bindings a client remembers by default.
+const defaultKnownBindings = 100000
+
 // Get implements Backend. A hit is answered from the client-side cache,
 // except for a key this client has just written (see recentWrites).
 func (r *RedisBackend) Get(ctx context.Context, key string) (Binding, error) {
+	conn, err := r.client.get()
+	if err != nil {
+		return Binding{}, fmt.Errorf("redis GET: %w", err)
+	}
 	now := time.Now()
-	fullKey := r.bindingPrefix + key
+	fullKey := conn.layout.bindingKey(r.KeyPrefix, key)
 	var res rueidis.RedisResult
 	if r.recent.has(fullKey, now) {
-		res = r.client.Do(ctx, r.client.B().Get().Key(fullKey).Build())
+		res = conn.Do(ctx, conn.B().Get().Key(fullKey).Build())
 	} else {
-		res = r.client.DoCache(ctx, r.client.B().Get().Key(fullKey).Cache(), time.Duration(r.ClientCacheTTL))
+		res = conn.DoCache(ctx, conn.B().Get().Key(fullKey).Cache(), time.Duration(r.ClientCacheTTL))
 	}
 	s, err := res.ToString()
 	if err != nil {
@@ -317,7 +392,48 @@ func (r *RedisBackend) Get(ctx context.Context, key string) (Binding, error) {
 	if !b.Live(now) {
 		return Binding{}, ErrNotFound
 	}
+	if !res.IsCacheHit() {
+		r.client.known.remember(fullKey, r.KeyPrefix, key, b)
+	}
 	return b, nil
+}
+
+// LastKnown implements Remembering: the binding of key this node last read
+// or wrote, while it is live.
+func (r *RedisBackend) LastKnown(key string) (Binding, bool) {
+	return r.client.known.lookup(r.layout().bindingKey(r.KeyPrefix, key), time.Now())
+}
+
+// Unwritten implements Remembering: b is remembered as the binding of key
+// and written (with Put when put, else Add) once Redis answers.
+func (r *RedisBackend) Unwritten(key string, b Binding, put bool) {
+	r.client.known.unwritten(r.layout().bindingKey(r.KeyPrefix, key), r.KeyPrefix, key, b, put)
+}
+
+// LastDraining implements Remembering: the drain set last read.
+func (r *RedisBackend) LastDraining() (map[string]bool, bool) {
+	if d := r.drain.Load(); d != nil {
+		return d.set, true
+	}
+	return nil, false
+}
+
+// layout is the key layout of the deployment connected to; the single
+// layout before any connection.
+func (r *RedisBackend) layout() keyLayout {
+	if conn, err := r.client.get(); err == nil {
+		return conn.layout
+	}
+	return singleLayout
+}
+
+// Mode reports the deployment the backend is connected to ("single",
+// "sentinel" or "cluster"), or "" before it connected.
+func (r *RedisBackend) Mode() string {
+	if conn, err := r.client.get(); err == nil {
+		return conn.mode
+	}
+	return ""
 }
 
 // Add implements Backend.
@@ -341,13 +457,14 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 	if b.Upstream == "" {
 		return Binding{}, false, fmt.Errorf("redis %s %s: binding has no upstream", name, key)
 	}
-	value := EncodeBinding(b)
+	conn, err := r.client.get()
+	if err != nil {
+		return Binding{}, false, fmt.Errorf("redis %s script: %w", name, err)
+	}
 	now := time.Now()
-	ttl := strconv.FormatInt(b.TTL(now).Milliseconds(), 10)
-	fullKey := r.bindingPrefix + key
-	res := script.Exec(ctx, r.client,
-		[]string{fullKey, r.upstreamsKey},
-		[]string{r.KeyPrefix, key, value, ttl, b.Upstream, from})
+	exec := bindExec(conn.layout, conn.layout.bindingKey(r.KeyPrefix, key), r.KeyPrefix, key, b, from, now)
+	fullKey := exec.Keys[0]
+	res := script.Exec(ctx, conn, exec.Keys, exec.Args)
 	r.recent.add(fullKey, now) // even on error: the script may have run
 	reply, err := res.ToArray()
 	if err != nil {
@@ -361,6 +478,7 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 		return Binding{}, false, fmt.Errorf("redis %s script: %w", name, err)
 	}
 	if stored == 1 {
+		r.client.known.remember(fullKey, r.KeyPrefix, key, b)
 		return b, true, nil
 	}
 	s, err := reply[1].ToString()
@@ -371,16 +489,23 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 	if err != nil {
 		return Binding{}, false, fmt.Errorf("redis %s %s: %w", name, key, err)
 	}
+	r.client.known.remember(fullKey, r.KeyPrefix, key, cur)
 	return cur, false, nil
 }
 
 // Delete implements Backend.
 func (r *RedisBackend) Delete(ctx context.Context, key string) error {
-	fullKey := r.bindingPrefix + key
-	err := redisDeleteScript.Exec(ctx, r.client,
+	conn, err := r.client.get()
+	if err != nil {
+		return fmt.Errorf("redis delete script: %w", err)
+	}
+	g := conn.layout.group(key)
+	fullKey := conn.layout.bindingKey(r.KeyPrefix, key)
+	err = redisDeleteScript.Exec(ctx, conn,
 		[]string{fullKey},
-		[]string{r.KeyPrefix, key}).Error()
+		[]string{conn.layout.groupPrefix(r.KeyPrefix, g), key}).Error()
 	r.recent.add(fullKey, time.Now())
+	r.client.known.forget(fullKey)
 	if err != nil {
 		return fmt.Errorf("redis delete script: %w", err)
 	}
@@ -389,14 +514,18 @@ func (r *RedisBackend) Delete(ctx context.Context, key string) error {
 
 // SetDraining implements Backend.
 func (r *RedisBackend) SetDraining(ctx context.Context, upstream string, draining bool) error {
+	conn, err := r.client.get()
+	if err != nil {
+		return fmt.Errorf("redis drain: %w", err)
+	}
 	defer r.recent.add(r.drainKey, time.Now())
 	if draining {
-		if err := r.client.Do(ctx, r.client.B().Sadd().Key(r.drainKey).Member(upstream).Build()).Error(); err != nil {
+		if err := conn.Do(ctx, conn.B().Sadd().Key(r.drainKey).Member(upstream).Build()).Error(); err != nil {
 			return fmt.Errorf("redis SADD: %w", err)
 		}
 		return nil
 	}
-	if err := r.client.Do(ctx, r.client.B().Srem().Key(r.drainKey).Member(upstream).Build()).Error(); err != nil {
+	if err := conn.Do(ctx, conn.B().Srem().Key(r.drainKey).Member(upstream).Build()).Error(); err != nil {
 		return fmt.Errorf("redis SREM: %w", err)
 	}
 	return nil
@@ -406,11 +535,15 @@ func (r *RedisBackend) SetDraining(ctx context.Context, upstream string, drainin
 // cache, and while its members stay the same every call returns the same
 // map, so the request path allocates nothing.
 func (r *RedisBackend) Draining(ctx context.Context) (map[string]bool, error) {
+	conn, err := r.client.get()
+	if err != nil {
+		return nil, fmt.Errorf("redis SMEMBERS: %w", err)
+	}
 	var res rueidis.RedisResult
 	if r.recent.has(r.drainKey, time.Now()) {
-		res = r.client.Do(ctx, r.client.B().Smembers().Key(r.drainKey).Build())
+		res = conn.Do(ctx, conn.B().Smembers().Key(r.drainKey).Build())
 	} else {
-		res = r.client.DoCache(ctx, r.client.B().Smembers().Key(r.drainKey).Cache(), time.Duration(r.ClientCacheTTL))
+		res = conn.DoCache(ctx, conn.B().Smembers().Key(r.drainKey).Cache(), time.Duration(r.ClientCacheTTL))
 	}
 	members, err := res.ToArray()
 	if err != nil {
@@ -453,24 +586,47 @@ func (d *drainSet) sameMembers(members []rueidis.RedisMessage) bool {
 }
 
 // Counts implements Backend. It is exact: expired sessions are removed from
-// each upstream's sorted set before it is counted, atomically.
+// each upstream's sorted set before it is counted, atomically. On a
+// cluster each of the 64 groups is counted by its own script, all in one
+// pipelined round trip per primary; a binding is in exactly one group, so
+// the sum is exact but for writes that land while the groups are counted.
 func (r *RedisBackend) Counts(ctx context.Context) (map[string]int64, error) {
-	reply, err := redisCountsScript.Exec(ctx, r.client,
-		[]string{r.upstreamsKey}, []string{r.KeyPrefix}).ToArray()
+	conn, err := r.client.get()
 	if err != nil {
 		return nil, fmt.Errorf("redis counts script: %w", err)
 	}
-	counts := make(map[string]int64, len(reply)/2)
-	for i := 0; i+1 < len(reply); i += 2 {
-		up, err := reply[i].ToString()
+	l := conn.layout
+	var results []rueidis.RedisResult
+	if l.groups() == 1 {
+		results = []rueidis.RedisResult{redisCountsScript.Exec(ctx, conn,
+			[]string{l.upstreamsKey(r.KeyPrefix, 0)}, []string{l.groupPrefix(r.KeyPrefix, 0)})}
+	} else {
+		execs := make([]rueidis.LuaExec, l.groups())
+		for g := range execs {
+			execs[g] = rueidis.LuaExec{
+				Keys: []string{l.upstreamsKey(r.KeyPrefix, g)},
+				Args: []string{l.groupPrefix(r.KeyPrefix, g)},
+			}
+		}
+		results = redisCountsScript.ExecMulti(ctx, conn, execs...)
+	}
+	counts := map[string]int64{}
+	for _, res := range results {
+		reply, err := res.ToArray()
 		if err != nil {
 			return nil, fmt.Errorf("redis counts script: %w", err)
 		}
-		n, err := reply[i+1].AsInt64()
-		if err != nil {
-			return nil, fmt.Errorf("redis counts script: %w", err)
+		for i := 0; i+1 < len(reply); i += 2 {
+			up, err := reply[i].ToString()
+			if err != nil {
+				return nil, fmt.Errorf("redis counts script: %w", err)
+			}
+			n, err := reply[i+1].AsInt64()
+			if err != nil {
+				return nil, fmt.Errorf("redis counts script: %w", err)
+			}
+			counts[up] += n
 		}
-		counts[up] = n
 	}
 	return counts, nil
 }
@@ -478,6 +634,7 @@ func (r *RedisBackend) Counts(ctx context.Context) (map[string]int64, error) {
 // Interface guards
 var (
 	_ Backend               = (*RedisBackend)(nil)
+	_ Remembering           = (*RedisBackend)(nil)
 	_ CallTimeouter         = (*RedisBackend)(nil)
 	_ caddy.Provisioner     = (*RedisBackend)(nil)
 	_ caddy.Validator       = (*RedisBackend)(nil)

@@ -23,6 +23,20 @@ type CallTimeouter interface {
 	CallTimeout() time.Duration
 }
 
+// Remembering is implemented by backends that keep a node-local copy of
+// the bindings they read and wrote (Redis): the Store serves it while the
+// backend cannot be asked, so a session keeps its upstream through a
+// failover, and hands it the writes that failed to be done again.
+type Remembering interface {
+	// LastKnown returns the live binding of key this node last saw.
+	LastKnown(key string) (Binding, bool)
+	// LastDraining returns the drain set last read.
+	LastDraining() (map[string]bool, bool)
+	// Unwritten records b as key's binding, to be written once the
+	// backend answers: with Put when put, else with Add.
+	Unwritten(key string, b Binding, put bool)
+}
+
 // Store is a named backend as the request path uses it. Around a network
 // backend it adds a deadline per call, a circuit breaker that answers
 // ErrUnavailable at once while the backend is down (so requests do not
@@ -37,6 +51,8 @@ type Store struct {
 	latency [opCount]prometheus.Observer
 	errors  [opCount]prometheus.Counter
 	callCtx atomic.Pointer[sharedDeadline]
+	memory  Remembering // nil unless the backend remembers
+	stale   prometheus.Counter
 }
 
 // sharedDeadline is a deadline context that calls starting within
@@ -87,6 +103,8 @@ func NewStore(name string, backend Backend, logger *zap.Logger) *Store {
 	if t, ok := backend.(CallTimeouter); ok {
 		s.timeout = t.CallTimeout()
 	}
+	s.memory, _ = backend.(Remembering)
+	s.stale = storeMetrics.stale.WithLabelValues(name)
 	for o := range opCount {
 		s.latency[o] = storeMetrics.latency.WithLabelValues(name, opNames[o])
 		s.errors[o] = storeMetrics.errors.WithLabelValues(name, opNames[o])
@@ -100,14 +118,34 @@ func (s *Store) Name() string { return s.name }
 // Backend returns the wrapped backend.
 func (s *Store) Backend() Backend { return s.backend }
 
-// Get returns the live binding of key, ErrNotFound, or an error.
+// Shared reports whether the store is a network store that other LB nodes
+// may share (redis, memcached), as opposed to this process's memory.
+func (s *Store) Shared() bool { return s.timeout != 0 }
+
+// Get returns the live binding of key, ErrNotFound, or an error. When the
+// backend cannot be asked and remembers key's binding, that is returned.
 func (s *Store) Get(ctx context.Context, key string) (Binding, error) {
 	var b Binding
 	err := s.call(ctx, opGet, func(ctx context.Context) (err error) {
 		b, err = s.backend.Get(ctx, key)
 		return err
 	})
+	if err != nil && s.memory != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrMalformed) {
+		if known, ok := s.memory.LastKnown(key); ok {
+			s.stale.Inc()
+			return known, nil
+		}
+	}
 	return b, err
+}
+
+// Remember hands the backend a binding whose write failed, when it can
+// keep it: it is served by Get while the backend is away and written when
+// it answers (see Remembering). Other backends forget it.
+func (s *Store) Remember(key string, b Binding, put bool) {
+	if s.memory != nil {
+		s.memory.Unwritten(key, b, put)
+	}
 }
 
 // Add stores b unless key has a live binding; see Backend.Add.
@@ -149,13 +187,19 @@ func (s *Store) SetDraining(ctx context.Context, upstream string, draining bool)
 	})
 }
 
-// Draining returns the shared set of draining upstreams (read-only).
+// Draining returns the shared set of draining upstreams (read-only); the
+// last one read while the backend cannot be asked, if it remembers one.
 func (s *Store) Draining(ctx context.Context) (map[string]bool, error) {
 	var d map[string]bool
 	err := s.call(ctx, opDraining, func(ctx context.Context) (err error) {
 		d, err = s.backend.Draining(ctx)
 		return err
 	})
+	if err != nil && s.memory != nil {
+		if last, ok := s.memory.LastDraining(); ok {
+			return last, nil
+		}
+	}
 	return d, err
 }
 

@@ -94,3 +94,19 @@ func (c *Cache[V]) Len() int {
 	}
 	return n
 }
+
+// Range calls fn for every entry still valid at now, a shard at a time,
+// until fn answers false. fn must not call the cache.
+func (c *Cache[V]) Range(now time.Time, fn func(key string, v V) bool) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.RLock()
+		for k, e := range s.m {
+			if now.Before(e.until) && !fn(k, e.v) {
+				s.RUnlock()
+				return
+			}
+		}
+		s.RUnlock()
+	}
+}

@@ -160,7 +160,7 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 		cur, added, err := s.store.Add(ctx, key, s.binding(up, now))
 		switch {
 		case err != nil: // a full or failing store: stay together by hash
-			return s.pickByHash(pool, value, st, s.draining(r)), outcomeStoreError
+			return s.hashAndRemember(pool, key, value, st, s.draining(r), now), outcomeStoreError
 		case !added:
 			// Another node bound this session first: follow it.
 			if other := findUpstream(pool, cur.Upstream); st.usable(other) {
@@ -170,8 +170,23 @@ func (s *Sticky) selectByStore(pool reverseproxy.UpstreamPool, r *http.Request, 
 		return up, outcomeNew
 
 	default:
-		return s.pickByHash(pool, value, st, nil), outcomeStoreError
+		if s.mode == keyAppCookie {
+			return s.pickByHash(pool, value, st, nil), outcomeStoreError
+		}
+		return s.hashAndRemember(pool, key, value, st, nil, now), outcomeStoreError
 	}
+}
+
+// hashAndRemember routes a session the store could not record by hash,
+// as every node does while the store is down, and hands the choice to
+// the store to write with Add once it answers (when it can keep it), so
+// the session stays where it went instead of being picked anew.
+func (s *Sticky) hashAndRemember(pool reverseproxy.UpstreamPool, key, value string, st *requestState, draining map[string]bool, now time.Time) *reverseproxy.Upstream {
+	up := s.pickByHash(pool, value, st, draining)
+	if up != nil {
+		s.store.Remember(key, s.binding(up, now), false)
+	}
+	return up
 }
 
 // outcomeFor is outcome, or no_upstream when nothing could be chosen.
@@ -490,7 +505,10 @@ func (s *Sticky) learnValue(ctx context.Context, st *requestState, value, upstre
 		return
 	}
 	now := time.Now()
-	if err := s.store.Put(ctx, s.StoreKey(value), sessionstore.Binding{Upstream: upstream, Expires: now.Add(s.ttl)}); err != nil {
+	b := sessionstore.Binding{Upstream: upstream, Expires: now.Add(s.ttl)}
+	if err := s.store.Put(ctx, s.StoreKey(value), b); err != nil {
+		// Kept to be written when the store answers, and served meanwhile.
+		s.store.Remember(s.StoreKey(value), b, true)
 		return
 	}
 	countDecision(outcomeLearned)
