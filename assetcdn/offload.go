@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/internal/fleetinfo"
 )
 
 func init() {
@@ -129,6 +131,7 @@ func (o *Offload) Provision(ctx caddy.Context) error {
 	if err := o.prepare(); err != nil {
 		return err
 	}
+	o.publishFleet(ctx, "asset_offload", o.Store)
 	if err := registerOffloadMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering asset_offload metrics: %v", err)
 	}
@@ -191,6 +194,17 @@ func (o *Offload) prepare() error {
 		}
 	}
 	return nil
+}
+
+// publishFleet tells the fleet registry which secrets sign this
+// handler's references (as a digest): a backend verifying with one node's
+// secrets refuses the uploads another node signed.
+func (o *Offload) publishFleet(ctx context.Context, handler, store string) {
+	secrets := make([]string, len(o.secrets))
+	for i, s := range o.secrets {
+		secrets[i] = string(s)
+	}
+	fleetinfo.Publish(ctx, "assets.sign_secret", handler+", store "+store, fleetinfo.SecretDigest(secrets...))
 }
 
 // Validate checks the options.

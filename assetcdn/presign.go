@@ -150,7 +150,11 @@ func (p *Presign) Provision(ctx caddy.Context) error {
 	if _, ok := store.(*FileStore); ok {
 		p.logger.Warn("asset_presign with a file store: presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
 	}
-	return p.prepare(store)
+	if err := p.prepare(store); err != nil {
+		return err
+	}
+	p.gate.publishFleet(ctx, "asset_presign", p.Store)
+	return nil
 }
 
 // prepare applies defaults and parses what does not need the config.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -22,6 +24,11 @@ type App struct {
 	StoresRaw map[string]json.RawMessage `json:"stores,omitempty" caddy:"namespace=session_store.backends inline_key=backend"`
 
 	stores map[string]*Store
+	ctx    caddy.Context
+	logger *zap.Logger
+
+	mu    *sync.Mutex
+	fleet []*fleetMember // started with the app
 }
 
 // CaddyModule returns the Caddy module information.
@@ -34,8 +41,14 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision loads every store.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.mu = new(sync.Mutex)
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering session store metrics: %v", err)
+	}
+	if err := registerFleetMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering fleet metrics: %v", err)
 	}
 	mods, err := ctx.LoadModule(a, "StoresRaw")
 	if err != nil {
@@ -56,11 +69,53 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start implements caddy.App; stores connect lazily.
-func (a *App) Start() error { return nil }
+// Start implements caddy.App: it registers this node in every shared store
+// that holds a node registry, then again every heartbeat. Stores connect
+// when provisioned.
+func (a *App) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, name := range a.names() {
+		store := a.stores[name]
+		fb, ok := store.Backend().(FleetBackend)
+		if !ok || fb.FleetHeartbeat() <= 0 {
+			continue
+		}
+		m := &fleetMember{
+			store: store, backend: fb, ctx: a.ctx, logger: a.logger,
+			interval: fb.FleetHeartbeat(), stop: make(chan struct{}),
+		}
+		m.done.Add(1)
+		go m.run()
+		a.fleet = append(a.fleet, m)
+	}
+	return nil
+}
 
-// Stop implements caddy.App; backends close in their Cleanup.
-func (a *App) Stop() error { return nil }
+// Stop implements caddy.App: the heartbeats stop (the records expire by
+// themselves; a reload's new config writes them again at once). Backends
+// close in their Cleanup.
+func (a *App) Stop() error {
+	a.mu.Lock()
+	fleet := a.fleet
+	a.fleet = nil
+	a.mu.Unlock()
+	for _, m := range fleet {
+		close(m.stop)
+		m.done.Wait()
+	}
+	return nil
+}
+
+// members are the running fleet registrations.
+func (a *App) members() []*fleetMember {
+	if a.mu == nil {
+		return nil // not provisioned: no store declared
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*fleetMember(nil), a.fleet...)
+}
 
 // Store returns the store called name.
 func (a *App) Store(name string) (*Store, error) {

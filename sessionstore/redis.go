@@ -120,6 +120,11 @@ type RedisBackend struct {
 	// proxies and managed services).
 	DisableClientCache bool `json:"disable_client_cache,omitempty"`
 
+	// How often this node writes its record to the store's node registry
+	// (GET /lb/fleet). A node that misses three heartbeats drops out of
+	// the registry. Default: 5s; -1 (Caddyfile: off) registers nothing.
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+
 	// Settings with placeholders resolved.
 	addrs                              []string
 	username, password                 string
@@ -169,6 +174,9 @@ func (r *RedisBackend) Provision(ctx caddy.Context) error {
 	}
 	if r.KnownBindings == 0 {
 		r.KnownBindings = defaultKnownBindings
+	}
+	if r.Heartbeat == 0 {
+		r.Heartbeat = caddy.Duration(defaultHeartbeat)
 	}
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = "caddylb:"
@@ -268,6 +276,7 @@ func (r *RedisBackend) CallTimeout() time.Duration { return time.Duration(r.Time
 //		username <user>
 //		password <password>
 //		known_bindings <n>|off
+//		heartbeat <duration>|off
 //		db <n>
 //		key_prefix <prefix>
 //		tls
@@ -303,6 +312,17 @@ func (r *RedisBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.SentinelUsername, err = oneArg(d)
 		case "sentinel_password":
 			r.SentinelPassword, err = oneArg(d)
+		case "heartbeat":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				if v == "off" {
+					r.Heartbeat = -1
+				} else if dur, perr := caddy.ParseDuration(v); perr != nil || dur <= 0 {
+					err = d.Errf("heartbeat: want a positive duration or off, got %q", v)
+				} else {
+					r.Heartbeat = caddy.Duration(dur)
+				}
+			}
 		case "known_bindings":
 			var v string
 			if v, err = oneArg(d); err == nil {
@@ -635,6 +655,7 @@ func (r *RedisBackend) Counts(ctx context.Context) (map[string]int64, error) {
 var (
 	_ Backend               = (*RedisBackend)(nil)
 	_ Remembering           = (*RedisBackend)(nil)
+	_ FleetBackend          = (*RedisBackend)(nil)
 	_ CallTimeouter         = (*RedisBackend)(nil)
 	_ caddy.Provisioner     = (*RedisBackend)(nil)
 	_ caddy.Validator       = (*RedisBackend)(nil)

@@ -39,6 +39,9 @@ type CaddyfileData struct {
 	// directory, no trust store install, no config persistence, a short
 	// grace period.
 	Global string
+	// GlobalShared is Global without the storage line, for nodes that
+	// share one storage (a template then sets its own `storage`).
+	GlobalShared string
 	// X holds the extra fields given to StartCaddyWith, as .X.name.
 	X map[string]any
 }
@@ -77,6 +80,18 @@ func StartCaddyWith(t testing.TB, tmpl string, data map[string]any) *Caddy {
 // wrapper's own.
 func StartCaddyUnder(t testing.TB, wrapper []string, tmpl string, data map[string]any) *Caddy {
 	t.Helper()
+	return startCaddy(t, wrapper, nil, tmpl, data)
+}
+
+// StartCaddyNode is StartCaddyWith for one node of a fleet: the process
+// gets CADDYLB_NODE_ID=id, the id it registers under.
+func StartCaddyNode(t testing.TB, id, tmpl string, data map[string]any) *Caddy {
+	t.Helper()
+	return startCaddy(t, nil, []string{"CADDYLB_NODE_ID=" + id}, tmpl, data)
+}
+
+func startCaddy(t testing.TB, wrapper, env []string, tmpl string, data map[string]any) *Caddy {
+	t.Helper()
 	bin := CaddyBinary(t)
 	dir := t.TempDir()
 	c := &Caddy{Dir: dir, configPath: filepath.Join(dir, "Caddyfile")}
@@ -84,6 +99,7 @@ func StartCaddyUnder(t testing.TB, wrapper []string, tmpl string, data map[strin
 	c.HTTPPort = testproc.FreePort(t)
 	c.HTTPSPort = testproc.FreePort(t)
 	c.Global = globalOptions(c.AdminAddr, c.HTTPPort, c.HTTPSPort, filepath.Join(dir, "storage"))
+	c.GlobalShared = globalOptions(c.AdminAddr, c.HTTPPort, c.HTTPSPort, "")
 	c.X = data
 	c.writeConfig(t, c.render(t, tmpl))
 
@@ -96,11 +112,11 @@ func StartCaddyUnder(t testing.TB, wrapper []string, tmpl string, data map[strin
 		Name: "caddy",
 		Path: path,
 		Args: args,
-		Env: []string{
+		Env: append([]string{
 			"HOME=" + filepath.Join(dir, "home"),
 			"XDG_DATA_HOME=" + filepath.Join(dir, "data"),
 			"XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
-		},
+		}, env...),
 		Dir:  dir,
 		Addr: httpAddr,
 		Ready: func() error {
@@ -115,17 +131,21 @@ func StartCaddyUnder(t testing.TB, wrapper []string, tmpl string, data map[strin
 }
 
 // globalOptions are the lines StartCaddy puts in the global options block.
+// With storageDir "" there is no storage line.
 func globalOptions(adminAddr string, httpPort, httpsPort int, storageDir string) string {
-	return strings.Join([]string{
+	lines := []string{
 		"admin " + adminAddr,
 		"default_bind 127.0.0.1",
 		"http_port " + strconv.Itoa(httpPort),
 		"https_port " + strconv.Itoa(httpsPort),
 		"skip_install_trust",
 		"grace_period 1s",
-		"storage file_system " + strconv.Quote(storageDir),
 		"persist_config off",
-	}, "\n\t")
+	}
+	if storageDir != "" {
+		lines = append(lines, "storage file_system "+strconv.Quote(storageDir))
+	}
+	return strings.Join(lines, "\n\t")
 }
 
 // render executes tmpl with c's data. A template that leaves out

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddylb/caddylb/internal/boundedcache"
+	"github.com/caddylb/caddylb/internal/fleetinfo"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -124,6 +125,7 @@ type Sticky struct {
 	warned       *atomic.Bool // missing sticky_learn reported
 	registry     *prometheus.Registry
 	claimed      string // store and namespace claimed in this config load
+	secretDigest string // fleetinfo.SecretDigest of the signing keys
 }
 
 // keyMode is what identifies a session.
@@ -215,6 +217,7 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		s.logger.Warn("another lb_policy sticky in this config uses the same store and session namespace; if they proxy to different upstreams, each will move the other's sessions: give each its own `namespace` (and, for LB cookies, its own `cookie` name or `path`)",
 			zap.String("store", s.Store), zap.String("namespace", s.namespace))
 	}
+	s.publishFleet(ctx)
 	if s.mode == keyAppCookie && !learnsAhead(ctx) {
 		return fmt.Errorf("lb_policy sticky: app_cookie %s in %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of this reverse_proxy, in its site: add the line `sticky_learn` to that site block (or, in JSON, a {\"handler\": \"sticky_learn\"} route before reverse_proxy in the same route list or one enclosing it)", s.AppCookie, siteName(ctx))
 	}
@@ -294,6 +297,11 @@ func (s *Sticky) provisionSecrets() error {
 		keys = append(keys, processSecret())
 	}
 	s.signer = newSigner(s.Cookie, keys)
+	secrets := make([]string, len(keys))
+	for i, k := range keys {
+		secrets[i] = string(k)
+	}
+	s.secretDigest = fleetinfo.SecretDigest(secrets...)
 	return nil
 }
 

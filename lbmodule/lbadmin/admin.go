@@ -47,6 +47,7 @@ func (Admin) Routes() []caddy.AdminRoute {
 		{Pattern: "/lb/upstreams", Handler: caddy.AdminHandlerFunc(handleUpstreams)},
 		{Pattern: "/lb/upstreams/drain", Handler: caddy.AdminHandlerFunc(handleDrain)},
 		{Pattern: "/lb/sessions", Handler: caddy.AdminHandlerFunc(handleSessions)},
+		{Pattern: "/lb/fleet", Handler: caddy.AdminHandlerFunc(handleFleet)},
 	}
 }
 
@@ -66,6 +67,11 @@ type UpstreamStatus struct {
 	BoundSessions int64    `json:"bound_sessions"`
 	Store         string   `json:"store"`
 	KeyModes      []string `json:"key_modes"`
+	// With ?fleet=1: requests in flight to the upstream summed over the
+	// nodes registered in the store (each other node's count as of its
+	// last heartbeat), and how many nodes that is.
+	FleetActiveRequests *int `json:"fleet_active_requests,omitempty"`
+	FleetNodes          *int `json:"fleet_nodes,omitempty"`
 }
 
 func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
@@ -74,10 +80,20 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
+	fleet := r.URL.Query().Get("fleet")
+	withFleet := fleet == "1" || fleet == "true"
+	if fleet != "" && !withFleet && fleet != "0" && fleet != "false" {
+		return apiError(http.StatusBadRequest, fmt.Errorf("fleet=%q: want 1 or 0", fleet))
+	}
 	out := []UpstreamStatus{}
 	for _, group := range groupByStore(stickyProxies()) {
 		counts, countErr := group.store.Counts(ctx)
 		draining, drainErr := group.store.Draining(ctx)
+		var fleetLoad map[string]int
+		fleetNodes := 1
+		if withFleet {
+			fleetLoad, fleetNodes = fleetLoadOf(ctx, group.store)
+		}
 		for _, up := range group.upstreams {
 			st := UpstreamStatus{
 				Address:        up.Dial,
@@ -93,10 +109,56 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 			if countErr != nil {
 				st.BoundSessions = -1
 			}
+			if withFleet {
+				active, nodes := st.ActiveRequests, fleetNodes
+				if fleetLoad != nil {
+					active = fleetLoad[up.Dial]
+				}
+				st.FleetActiveRequests, st.FleetNodes = &active, &nodes
+			}
 			out = append(out, st)
 		}
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// fleetLoadOf sums the requests in flight per upstream of store over the
+// fleet registered in it; nil (this node's own counts apply) for a store
+// that keeps no registry.
+func fleetLoadOf(ctx context.Context, store *sessionstore.Store) (map[string]int, int) {
+	app := sessionStoreApp()
+	if app == nil || store.Name() == "" {
+		return nil, 1
+	}
+	load, nodes, err := app.FleetLoad(ctx, store.Name())
+	if err != nil {
+		return nil, 1
+	}
+	return load, nodes
+}
+
+// sessionStoreApp is the running config's session_store app, if any.
+func sessionStoreApp() *sessionstore.App {
+	appVal, err := caddy.ActiveContext().AppIfConfigured("session_store")
+	if err != nil {
+		return nil
+	}
+	return appVal.(*sessionstore.App)
+}
+
+// handleFleet answers GET /lb/fleet: the LB nodes registered in the
+// shared stores of the running config and the settings they disagree on.
+func handleFleet(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(w, http.MethodGet)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	app := sessionStoreApp()
+	if app == nil {
+		app = new(sessionstore.App) // no store declared: this node alone
+	}
+	return writeJSON(w, http.StatusOK, app.Fleet(ctx))
 }
 
 type drainRequest struct {

@@ -19,7 +19,7 @@ const defaultBackendCertLifetime = 90 * 24 * time.Hour
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "lb-cert",
-		Usage: "--out <dir> --san <name|ip>... [--ca <id>] [--lifetime <duration>] [--storage-dir <dir> | --config <path> [--adapter <name>]] [--force]",
+		Usage: "--out <dir> (--san <name|ip>... | --export-root) [--ca <id>] [--lifetime <duration>] [--storage-dir <dir> | --config <path> [--adapter <name>]] [--force]",
 		Short: "Issues a backend certificate from caddy-lb's internal CA",
 		Long: `
 Issues a TLS server certificate for a backend from the internal CA that
@@ -45,8 +45,24 @@ because intermediates live 7 days and a backend certificate outlives
 them. It names every --san: DNS names and IP addresses (an upstream
 addressed by IP is verified against its IP SAN).
 
+With --export-root, it writes the CA's root instead, for the other nodes
+of a fleet that do not share this storage, so that they issue client
+certificates and trust backend certificates of the same root:
+  root.crt   the root certificate
+  root.key   its private key, mode 0600: copy it as a secret
+Each of those nodes then names them in its global options:
+  pki {
+    ca local {
+      root {
+        cert /etc/caddylb/ca/root.crt
+        key  /etc/caddylb/ca/root.key
+      }
+    }
+  }
+
 Example:
-  caddy lb-cert --out /etc/app/tls --san app1.internal --san 10.0.0.5`,
+  caddy lb-cert --out /etc/app/tls --san app1.internal --san 10.0.0.5
+  caddy lb-cert --out /secure/ca --export-root`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.Flags().String("ca", caddypki.DefaultCAID, "The ID of the CA in the pki app")
 			cmd.Flags().String("out", "", "Directory to write key.pem, cert.pem, chain.pem and ca.pem to (required)")
@@ -56,6 +72,7 @@ Example:
 			cmd.Flags().StringP("config", "c", "", "Caddy config to take the storage and CA settings from")
 			cmd.Flags().StringP("adapter", "a", "", "Name of the config adapter for --config")
 			cmd.Flags().Bool("force", false, "Overwrite files already in --out")
+			cmd.Flags().Bool("export-root", false, "Write the CA's root certificate and key (root.crt, root.key) instead of a backend certificate")
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdLBCert)
 		},
 	})
@@ -75,6 +92,17 @@ func cmdLBCert(fl caddycmd.Flags) (int, error) {
 		configFile: fl.String("config"),
 		adapter:    fl.String("adapter"),
 		force:      fl.Bool("force"),
+	}
+	if fl.Bool("export-root") {
+		if len(sans) > 0 {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("lb-cert: --export-root writes the root only; drop --san")
+		}
+		cert, key, fp, err := exportRoot(opts)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("lb-cert: %w", err)
+		}
+		fmt.Fprintf(os.Stdout, "root %s (sha256 %s)\nkey %s\n", cert, fp, key)
+		return caddy.ExitCodeSuccess, nil
 	}
 	written, err := issueBackendCert(opts)
 	if err != nil {

@@ -45,6 +45,9 @@ func (r *Reencrypt) dialTLS(ctx context.Context, network, addr string) (net.Conn
 		_ = tlsConn.Close()
 		reason := classifyHandshakeError(err)
 		handshakeFailures.WithLabelValues(upstream, reason).Inc()
+		if r.reportRefusal(ctx, upstream, err) {
+			return nil, fmt.Errorf("TLS to upstream %s: it refused this node's client certificate: %w", upstream, err)
+		}
 		r.logger.Error("upstream TLS handshake failed",
 			zap.String("upstream", upstream),
 			zap.String("server_name", name),

@@ -92,6 +92,49 @@ func issueBackendCert(opts backendCertOptions) (backendCertFiles, error) {
 	return files, writeBackendCert(opts.outDir, files, keyDER, leaf.Raw, root.Raw)
 }
 
+// exportRoot writes the CA's root certificate and key into opts.outDir, for
+// nodes that load the root from files (pki ca root cert/key) instead of
+// sharing the storage. It answers the paths and the root's fingerprint.
+func exportRoot(opts backendCertOptions) (certPath, keyPath, fingerprint string, err error) {
+	if opts.outDir == "" {
+		return "", "", "", errors.New("--out is required")
+	}
+	if opts.storageDir != "" && opts.configFile != "" {
+		return "", "", "", errors.New("--storage-dir and --config both name a storage; give one")
+	}
+	certPath, keyPath = filepath.Join(opts.outDir, "root.crt"), filepath.Join(opts.outDir, "root.key")
+	if !opts.force {
+		if err := refuseExisting(certPath, keyPath); err != nil {
+			return "", "", "", err
+		}
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	ca, err := loadCAOffline(ctx, opts)
+	if err != nil {
+		return "", "", "", err
+	}
+	root := ca.RootCertificate()
+	rootKey, err := ca.RootKey()
+	if err != nil {
+		return "", "", "", fmt.Errorf("CA %s: loading root key: %v", opts.caID, err)
+	}
+	keyPEM, err := certmagic.PEMEncodePrivateKey(rootKey)
+	if err != nil {
+		return "", "", "", fmt.Errorf("encoding root key: %v", err)
+	}
+	if err := os.MkdirAll(opts.outDir, 0o700); err != nil {
+		return "", "", "", fmt.Errorf("creating %s: %v", opts.outDir, err)
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return "", "", "", err
+	}
+	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}), 0o644); err != nil {
+		return "", "", "", err
+	}
+	return certPath, keyPath, rootFingerprint(root), nil
+}
+
 func backendCertPaths(dir string) backendCertFiles {
 	return backendCertFiles{
 		key:   filepath.Join(dir, "key.pem"),

@@ -61,6 +61,9 @@ type Reencrypt struct {
 	baseTLS    *tls.Config
 	dialPlain  func(ctx context.Context, network, addr string) (net.Conn, error)
 	logger     *zap.Logger
+	clientCA   string // client_cert internal's CA id
+	clientRoot string // its root's fingerprint
+	refusals   *refusalLog
 }
 
 // CaddyModule returns the Caddy module information.
@@ -75,6 +78,7 @@ func (Reencrypt) CaddyModule() caddy.ModuleInfo {
 // dial so that every connection is verified here.
 func (r *Reencrypt) Provision(ctx caddy.Context) error {
 	r.logger = ctx.Logger()
+	r.refusals = new(refusalLog)
 	if r.TLS == nil {
 		r.TLS = new(reverseproxy.TLSConfig)
 	}
@@ -166,12 +170,16 @@ func (r *Reencrypt) provisionInternalCA(ctx caddy.Context) error {
 			return fmt.Errorf("trust_internal %s: %v", r.TrustInternal, err)
 		}
 		r.verifier.internalRoot = ca.RootCertificate
+		publishRoot(ctx, r.TrustInternal, ca.RootCertificate())
 	}
 	if r.ClientCertInternal != "" {
 		ca, err := pki.GetCA(ctx, r.ClientCertInternal)
 		if err != nil {
 			return fmt.Errorf("client_cert internal %s: %v", r.ClientCertInternal, err)
 		}
+		r.clientRoot = rootFingerprint(ca.RootCertificate())
+		r.clientCA = r.ClientCertInternal
+		publishRoot(ctx, r.ClientCertInternal, ca.RootCertificate())
 		r.clientCert = &clientCert{
 			issuer: func() ([]*x509.Certificate, crypto.Signer) {
 				return ca.IntermediateCertificateChain(), ca.IntermediateKey()
@@ -217,7 +225,14 @@ func (r *Reencrypt) takeOverTLSDial() {
 // never sends plain HTTP.
 func (r *Reencrypt) RoundTrip(req *http.Request) (*http.Response, error) {
 	req.URL.Scheme = "https"
-	return r.Transport.RoundTrip(req)
+	resp, err := r.Transport.RoundTrip(req)
+	if err != nil {
+		// Under TLS 1.3 a server refuses a client certificate after the
+		// handshake the client saw complete: the alert comes with the
+		// first read, here.
+		r.reportRefusal(req.Context(), req.URL.Host, err)
+	}
+	return resp, err
 }
 
 // EnableH2C refuses: h2c is plain text.

@@ -21,6 +21,9 @@ const (
 	reasonPinMismatch      = "pin_mismatch"
 	reasonTimeout          = "timeout"
 	reasonHandshake        = "handshake"
+	// The upstream refused the client certificate (counted by reencrypt's
+	// RoundTrip and dial, not by classifyHandshakeError).
+	reasonClientCertRefused = "client_cert_refused"
 )
 
 // verifyError is a refused peer certificate with its reason.
