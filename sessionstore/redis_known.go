@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -48,6 +49,11 @@ type knownBindings struct {
 	entries *boundedcache.Cache[knownBinding]
 	off     bool // known_bindings off: remember nothing
 
+	// One copy of each upstream name, shared by the entries: decoded
+	// bindings carry a fresh string each.
+	names     sync.Map // string -> string
+	nameCount atomic.Int32
+
 	mu       sync.Mutex
 	pending  map[string]pendingWrite // by full binding key
 	prefixes map[string]bool         // key prefixes of the stores using this client
@@ -89,7 +95,24 @@ func (k *knownBindings) remember(fullKey, prefix, key string, b Binding) {
 	if k.off {
 		return
 	}
+	b.Upstream = k.intern(b.Upstream)
 	k.entries.Put(fullKey, knownBinding{b: b, prefix: prefix, key: fullKey[len(fullKey)-len(key):]}, b.Expires)
+}
+
+// maxNames bounds the interned upstream names (a pool's size is far less).
+const maxNames = 4096
+
+// intern returns the shared copy of an upstream name.
+func (k *knownBindings) intern(name string) string {
+	if v, ok := k.names.Load(name); ok {
+		return v.(string)
+	}
+	if k.nameCount.Load() < maxNames {
+		if _, loaded := k.names.LoadOrStore(name, name); !loaded {
+			k.nameCount.Add(1)
+		}
+	}
+	return name
 }
 
 // lookup returns the remembered binding of fullKey while it is live.
@@ -176,7 +199,9 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 				k.dropPending(keys[i], w)
 				continue
 			}
-			exec := bindExec(conn.layout, keys[i], w.prefix, w.key, w.b, "", now)
+			// Where the connected deployment keeps it: a write that failed
+			// before the first connection was keyed for a single server.
+			exec := bindExec(conn.layout, conn.layout.bindingKey(w.prefix, w.key), w.prefix, w.key, w.b, "", now)
 			if w.put {
 				puts, putKeys = append(puts, exec), append(putKeys, keys[i])
 			} else {

@@ -286,6 +286,9 @@ func TestRedisValidate(t *testing.T) {
 		{"address without port", RedisBackend{Addresses: []string{"localhost"}}, "want host:port"},
 		{"negative db", RedisBackend{DB: -1}, "db -1"},
 		{"ca file missing", RedisBackend{TLS: &RedisTLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file"},
+		{"hash tag in prefix", RedisBackend{KeyPrefix: "app{1}:"}, "must not contain { or }"},
+		{"sentinel password without sentinel", RedisBackend{SentinelPassword: "x"}, "need sentinel <master_set>"},
+		{"known bindings below -1", RedisBackend{KnownBindings: -2}, "known_bindings -2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -342,6 +345,13 @@ func TestRedisUnmarshalCaddyfile(t *testing.T) {
 		{name: "zero duration", input: "session_store s redis {\n client_cache_ttl 0s \n}", wantErr: "client_cache_ttl: must be positive"},
 		{name: "tls with argument", input: "session_store s redis {\n tls yes \n}", wantErr: `tls takes no arguments, got "yes"`},
 		{name: "client cache maybe", input: "session_store s redis {\n client_cache maybe \n}", wantErr: `client_cache: want on or off, got "maybe"`},
+		{name: "sentinel", input: "session_store s redis {\n sentinel m1 \n address 10.0.0.1:26379 \n sentinel_username su \n sentinel_password sp \n}",
+			want: `{"addresses":["10.0.0.1:26379"],"sentinel":"m1","sentinel_username":"su","sentinel_password":"sp"}`},
+		{name: "sentinel without name", input: "session_store s redis {\n sentinel \n}", wantErr: "wrong argument count"},
+		{name: "known bindings", input: "session_store s redis {\n known_bindings 5000 \n heartbeat 2s \n}", want: `{"known_bindings":5000,"heartbeat":2000000000}`},
+		{name: "known bindings off", input: "session_store s redis {\n known_bindings off \n heartbeat off \n}", want: `{"known_bindings":-1,"heartbeat":-1}`},
+		{name: "known bindings zero", input: "session_store s redis {\n known_bindings 0 \n}", wantErr: `known_bindings: want a positive count or off, got "0"`},
+		{name: "heartbeat bad", input: "session_store s redis {\n heartbeat never \n}", wantErr: `heartbeat: want a positive duration or off, got "never"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			unm, err := unmarshalStoreOption(tc.input, "session_store.backends.redis")
