@@ -26,7 +26,15 @@ const fleetCACaddyfile = `{
 	{{.X.pki}}
 }
 :{{.HTTPPort}} {
-	reverse_proxy {{.X.backend}} {
+	{{if .X.tls12}}handle /tls12 {
+		reverse_proxy {{.X.tls12}} {
+			transport reencrypt {
+				{{.X.trust}}
+				client_cert internal
+			}
+		}
+	}
+	{{end}}reverse_proxy {{.X.backend}} {
 		lb_policy sticky {
 			secret ` + testSecret + `
 			store shared
@@ -50,7 +58,7 @@ func TestFleetOneCA(t *testing.T) {
 	backend := testproc.FreeAddr(t)
 	shared := t.TempDir()
 	data := func(id string) map[string]any {
-		return map[string]any{"shared": shared, "redis": redis.Addr, "backend": backend, "pki": "", "trust": "trust_internal", "id": id}
+		return map[string]any{"shared": shared, "redis": redis.Addr, "backend": backend, "pki": "", "trust": "trust_internal", "id": id, "tls12": ""}
 	}
 	a := harness.StartCaddyNode(t, "node-a", fleetCACaddyfile, data("a"))
 	// The CA now exists in the shared storage: issue the backend's
@@ -90,10 +98,36 @@ func TestFleetOneCA(t *testing.T) {
 	dData := data("d")
 	dData["shared"] = ""
 	dData["trust"] = "tls_trust_pool file " + filepath.Join(issued, "ca.pem")
+	// The same backend speaking TLS 1.2 only, where the refusal comes
+	// during the handshake rather than with the first read.
+	backend12 := testproc.FreeAddr(t)
+	tlsBackend(t, backend12, &tls.Config{
+		Certificates: []tls.Certificate{loadPair(t, issued)},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    caPool(t, issued),
+		MaxVersion:   tls.VersionTLS12,
+	}, true)
+	dData["tls12"] = backend12
 	d := harness.StartCaddyNode(t, "node-d", fleetCACaddyfile, dData)
-	resp, body := getStatus(t, d.URL("/"))
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("node with its own CA: %d %q, want 502", resp.StatusCode, body)
+	for _, path := range []string{"/", "/tls12"} {
+		resp, body := getStatus(t, d.URL(path))
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("%s through the node with its own CA: %d %q, want 502", path, resp.StatusCode, body)
+		}
+	}
+	// One refused request is one refusal, whichever TLS version reported it.
+	metrics := adminJSON(t, d, http.MethodGet, "/metrics", "", http.StatusOK)
+	for _, up := range []string{backend, backend12} {
+		want := `caddylb_upstream_tls_handshake_failures_total{reason="client_cert_refused",upstream="` + up + `"} 1`
+		if !strings.Contains(metrics, want) {
+			var got []string
+			for _, line := range strings.Split(metrics, "\n") {
+				if strings.HasPrefix(line, "caddylb_upstream_tls_handshake_failures_total") {
+					got = append(got, line)
+				}
+			}
+			t.Fatalf("metrics lack %s; have %v", want, got)
+		}
 	}
 	waitUntil(t, 3*time.Second, "refusal logged with the node and its root", func() bool {
 		return logHas(d, "refused this node's client certificate", `"node":"node-d"`, `"root_sha256":"`)

@@ -103,6 +103,7 @@ func (a *App) Stop() error {
 	for _, m := range fleet {
 		close(m.stop)
 		m.done.Wait()
+		m.leave()
 	}
 	return nil
 }

@@ -118,18 +118,56 @@ func ComputeDrift(store string, nodes []NodeRecord) []Drift {
 	return out
 }
 
-var fleetMetrics = struct {
-	nodes *prometheus.GaugeVec
-	drift *prometheus.GaugeVec
-}{
-	nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "caddylb", Subsystem: "fleet", Name: "nodes",
-		Help: "LB nodes registered in a shared session store (this one included), at the last heartbeat.",
-	}, []string{"store"}),
-	drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "caddylb", Subsystem: "fleet", Name: "drift",
-		Help: "Scopes (policies, stores, CAs) whose setting differs between the nodes of a store, at the last heartbeat.",
-	}, []string{"store", "setting"}),
+// fleetState is what the fleet registrations saw at their last
+// heartbeat, by store name. It outlives config reloads, so a drift that
+// persists across a reload is not logged again; the registration that
+// wrote it last owns it, and a store that leaves the config takes its
+// state (and its metrics) with it.
+var fleetState = struct {
+	sync.Mutex
+	byStore map[string]*storeFleet
+}{byStore: map[string]*storeFleet{}}
+
+type storeFleet struct {
+	owner *fleetMember
+	nodes int
+	drift map[string]Drift // by signature
+}
+
+// fleetCollector exports caddylb_fleet_nodes{store} and
+// caddylb_fleet_drift{store,setting} from fleetState at scrape time.
+type fleetCollector struct{}
+
+var (
+	fleetNodesDesc = prometheus.NewDesc("caddylb_fleet_nodes",
+		"LB nodes registered in a shared session store (this one included), at the last heartbeat.",
+		[]string{"store"}, nil)
+	fleetDriftDesc = prometheus.NewDesc("caddylb_fleet_drift",
+		"Scopes (policies, stores, CAs) whose setting differs between the nodes of a store, at the last heartbeat.",
+		[]string{"store", "setting"}, nil)
+	theFleetCollector = new(fleetCollector)
+)
+
+// Describe implements prometheus.Collector.
+func (*fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fleetNodesDesc
+	ch <- fleetDriftDesc
+}
+
+// Collect implements prometheus.Collector.
+func (*fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	fleetState.Lock()
+	defer fleetState.Unlock()
+	for store, st := range fleetState.byStore {
+		ch <- prometheus.MustNewConstMetric(fleetNodesDesc, prometheus.GaugeValue, float64(st.nodes), store)
+		perSetting := map[string]int{}
+		for _, d := range st.drift {
+			perSetting[d.Setting]++
+		}
+		for setting, n := range perSetting {
+			ch <- prometheus.MustNewConstMetric(fleetDriftDesc, prometheus.GaugeValue, float64(n), store, setting)
+		}
+	}
 }
 
 // fleetMember registers this node in one store and watches for drift.
@@ -141,9 +179,6 @@ type fleetMember struct {
 	interval time.Duration
 	stop     chan struct{}
 	done     sync.WaitGroup
-
-	mu      sync.Mutex
-	drifted map[string]Drift // by signature, as last logged
 }
 
 func (m *fleetMember) run() {
@@ -188,8 +223,7 @@ func (m *fleetMember) beat() {
 	if err != nil {
 		return
 	}
-	fleetMetrics.nodes.WithLabelValues(m.store.Name()).Set(float64(len(nodes)))
-	m.report(ComputeDrift(m.store.Name(), nodes))
+	m.report(len(nodes), ComputeDrift(m.store.Name(), nodes))
 }
 
 // members reads and decodes the live records.
@@ -209,34 +243,43 @@ func (m *fleetMember) members(ctx context.Context) ([]NodeRecord, error) {
 	return nodes, nil
 }
 
-// report logs each new drift once as a warning, each resolved one once,
-// and sets the drift gauges.
-func (m *fleetMember) report(drift []Drift) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// report logs each new drift once as a warning and each resolved one
+// once, and records the state the metrics export.
+func (m *fleetMember) report(nodes int, drift []Drift) {
+	fleetState.Lock()
+	defer fleetState.Unlock()
+	st := fleetState.byStore[m.store.Name()]
+	if st == nil {
+		st = &storeFleet{drift: map[string]Drift{}}
+		fleetState.byStore[m.store.Name()] = st
+	}
 	now := map[string]Drift{}
-	perSetting := map[string]int{}
 	for _, d := range drift {
 		now[d.signature()] = d
-		perSetting[d.Setting]++
 	}
 	for sig, d := range now {
-		if _, seen := m.drifted[sig]; !seen {
+		if _, seen := st.drift[sig]; !seen {
 			m.logger.Warn("LB nodes sharing this store disagree on a setting; sessions or signatures made by one are refused by the others",
 				zap.String("store", d.Store), zap.String("setting", d.Setting), zap.String("scope", d.Scope),
 				zap.Any("values", d.Values))
 		}
 	}
-	for sig, d := range m.drifted {
+	for sig, d := range st.drift {
 		if _, still := now[sig]; !still {
 			m.logger.Info("fleet drift resolved", zap.String("store", d.Store),
 				zap.String("setting", d.Setting), zap.String("scope", d.Scope))
 		}
 	}
-	m.drifted = now
-	fleetMetrics.drift.DeletePartialMatch(prometheus.Labels{"store": m.store.Name()})
-	for setting, n := range perSetting {
-		fleetMetrics.drift.WithLabelValues(m.store.Name(), setting).Set(float64(n))
+	st.owner, st.nodes, st.drift = m, nodes, now
+}
+
+// leave drops the store's state if this registration owns it: the store
+// left the config (a reload's new registration owns it otherwise).
+func (m *fleetMember) leave() {
+	fleetState.Lock()
+	defer fleetState.Unlock()
+	if st := fleetState.byStore[m.store.Name()]; st != nil && st.owner == m {
+		delete(fleetState.byStore, m.store.Name())
 	}
 }
 
@@ -388,5 +431,5 @@ func (a *App) FleetLoad(ctx context.Context, store string) (map[string]int, int,
 
 // registerFleetMetrics adds the fleet gauges to registry.
 func registerFleetMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, fleetMetrics.nodes, fleetMetrics.drift)
+	return promreg.Register(registry, theFleetCollector)
 }

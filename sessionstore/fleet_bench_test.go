@@ -159,7 +159,7 @@ func BenchmarkMemoryPerBinding(b *testing.B) {
 			exp := time.Now().Add(time.Hour)
 			for i := range n {
 				sk := "cookie:lb_affinity:" + key(i)
-				k.remember(singleLayout.bindingKey("caddylb:", sk), "caddylb:", sk, Binding{Upstream: "10.0.0." + strconv.Itoa(i%4) + ":8080", Expires: exp})
+				k.remember("caddylb:", sk, Binding{Upstream: "10.0.0." + strconv.Itoa(i%4) + ":8080", Expires: exp}, time.Now())
 			}
 			b.ReportMetric(float64(heapInUse()-before)/n, "B/binding")
 			runtime.KeepAlive(k)

@@ -258,6 +258,7 @@ func (r *RedisBackend) Cleanup() error {
 	if r.client == nil {
 		return nil
 	}
+	r.client.known.releasePrefix(r.KeyPrefix)
 	r.client = nil
 	_, err := redisClients.Delete(r.poolKey)
 	return err
@@ -413,7 +414,7 @@ func (r *RedisBackend) Get(ctx context.Context, key string) (Binding, error) {
 		return Binding{}, ErrNotFound
 	}
 	if !res.IsCacheHit() {
-		r.client.known.remember(fullKey, r.KeyPrefix, key, b)
+		r.client.known.remember(r.KeyPrefix, key, b, now)
 	}
 	return b, nil
 }
@@ -421,13 +422,13 @@ func (r *RedisBackend) Get(ctx context.Context, key string) (Binding, error) {
 // LastKnown implements Remembering: the binding of key this node last read
 // or wrote, while it is live.
 func (r *RedisBackend) LastKnown(key string) (Binding, bool) {
-	return r.client.known.lookup(r.layout().bindingKey(r.KeyPrefix, key), time.Now())
+	return r.client.known.lookup(r.KeyPrefix, key, time.Now())
 }
 
 // Unwritten implements Remembering: b is remembered as the binding of key
 // and written (with Put when put, else Add) once Redis answers.
 func (r *RedisBackend) Unwritten(key string, b Binding, put bool) {
-	r.client.known.unwritten(r.layout().bindingKey(r.KeyPrefix, key), r.KeyPrefix, key, b, put)
+	r.client.known.unwritten(r.KeyPrefix, key, b, put, time.Now())
 }
 
 // LastDraining implements Remembering: the drain set last read.
@@ -482,7 +483,7 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 		return Binding{}, false, fmt.Errorf("redis %s script: %w", name, err)
 	}
 	now := time.Now()
-	exec := bindExec(conn.layout, conn.layout.bindingKey(r.KeyPrefix, key), r.KeyPrefix, key, b, from, now)
+	exec := bindExec(conn.layout, r.KeyPrefix, key, b, from, now)
 	fullKey := exec.Keys[0]
 	res := script.Exec(ctx, conn, exec.Keys, exec.Args)
 	r.recent.add(fullKey, now) // even on error: the script may have run
@@ -498,7 +499,7 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 		return Binding{}, false, fmt.Errorf("redis %s script: %w", name, err)
 	}
 	if stored == 1 {
-		r.client.known.remember(fullKey, r.KeyPrefix, key, b)
+		r.client.known.remember(r.KeyPrefix, key, b, now)
 		return b, true, nil
 	}
 	s, err := reply[1].ToString()
@@ -509,7 +510,7 @@ func (r *RedisBackend) bind(ctx context.Context, script *rueidis.Lua, name, key,
 	if err != nil {
 		return Binding{}, false, fmt.Errorf("redis %s %s: %w", name, key, err)
 	}
-	r.client.known.remember(fullKey, r.KeyPrefix, key, cur)
+	r.client.known.remember(r.KeyPrefix, key, cur, now)
 	return cur, false, nil
 }
 
@@ -523,9 +524,10 @@ func (r *RedisBackend) Delete(ctx context.Context, key string) error {
 	fullKey := conn.layout.bindingKey(r.KeyPrefix, key)
 	err = redisDeleteScript.Exec(ctx, conn,
 		[]string{fullKey},
-		[]string{conn.layout.groupPrefix(r.KeyPrefix, g), key}).Error()
+		[]string{conn.layout.groupPrefix(r.KeyPrefix, g), key,
+			strconv.FormatInt(maxPendingAge.Milliseconds(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10)}).Error()
 	r.recent.add(fullKey, time.Now())
-	r.client.known.forget(fullKey)
+	r.client.known.forget(r.KeyPrefix, key)
 	if err != nil {
 		return fmt.Errorf("redis delete script: %w", err)
 	}

@@ -191,7 +191,11 @@ func dialRedis(opt redisConnectOptions) (*redisConn, error) {
 		}
 		return &redisConn{Client: client, mode: redisSentinel, layout: singleLayout}, nil
 	}
-	client, err := rueidis.NewClient(opt.single)
+	// The probe selects no database: a cluster refuses SELECT, and the
+	// answer to `db` is then the clear error below, not a refused login.
+	probeOpt := opt.single
+	probeOpt.SelectDB = 0
+	client, err := rueidis.NewClient(probeOpt)
 	if err != nil {
 		if client != nil {
 			client.Close()
@@ -206,14 +210,26 @@ func dialRedis(opt redisConnectOptions) (*redisConn, error) {
 		return nil, err
 	}
 	if !strings.Contains(info, "cluster_enabled:1") {
+		if opt.single.SelectDB == 0 {
+			return &redisConn{Client: client, mode: redisSingle, layout: singleLayout}, nil
+		}
+		client.Close()
+		if client, err = rueidis.NewClient(opt.single); err != nil {
+			if client != nil {
+				client.Close()
+			}
+			return nil, err
+		}
 		return &redisConn{Client: client, mode: redisSingle, layout: singleLayout}, nil
 	}
 	client.Close()
+	if opt.single.SelectDB != 0 {
+		return nil, errClusterDB
+	}
 	o := opt.single
 	o.ForceSingleClient = false
 	o.DialCtxFn = nil // the cluster client dials every primary the slots name
 	o.TLSConfig = opt.tls
-	o.SelectDB = 0 // a cluster has database 0 only
 	o.ClusterOption.ShardsRefreshInterval = 10 * time.Second
 	client, err = rueidis.NewClient(o)
 	if err != nil {
@@ -264,11 +280,14 @@ func (c *redisClient) stopContext() context.Context {
 	return ctx
 }
 
+// errClusterDB is the answer to `db` with a cluster.
+var errClusterDB = errors.New("the server is a Redis Cluster node, and a cluster has database 0 only: remove `db`")
+
 // redisRefused reports whether err is Redis refusing this client's
 // settings (login, database, client tracking) rather than a network or
 // transient server condition.
 func redisRefused(err error) bool {
-	if errors.Is(err, rueidis.ErrNoCache) {
+	if errors.Is(err, rueidis.ErrNoCache) || errors.Is(err, errClusterDB) {
 		return true
 	}
 	re, ok := rueidis.IsRedisErr(err)

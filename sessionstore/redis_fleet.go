@@ -12,7 +12,7 @@ import (
 // The node registry of a Redis store, in one hash slot ({fleet}) so that
 // it works on a cluster too:
 //
-//	P{fleet}nodes       sorted set: member node id, score = last heartbeat (unix ms)
+//	P{fleet}nodes       sorted set: member node id, score = when its record expires (unix ms)
 //	P{fleet}node:<id>   the node's record (JSON), PX = three heartbeats
 
 // FleetHeartbeat implements FleetBackend.
@@ -20,18 +20,20 @@ func (r *RedisBackend) FleetHeartbeat() time.Duration { return time.Duration(r.H
 
 // Register implements FleetBackend: it writes the node's record, which
 // expires after ttl unless written again, and drops the ids of nodes whose
-// records expired.
+// records have expired.
 func (r *RedisBackend) Register(ctx context.Context, id string, record []byte, ttl time.Duration) error {
 	conn, err := r.client.get()
 	if err != nil {
 		return fmt.Errorf("redis fleet register: %w", err)
 	}
 	p := fleetPrefix(r.KeyPrefix)
+	// Each id's score is its own record's expiry, so a node with a short
+	// heartbeat never removes one with a longer one.
 	now := time.Now().UnixMilli()
 	for _, res := range conn.DoMulti(ctx,
 		conn.B().Set().Key(p+"node:"+id).Value(rueidis.BinaryString(record)).Px(ttl).Build(),
-		conn.B().Zadd().Key(p+"nodes").ScoreMember().ScoreMember(float64(now), id).Build(),
-		conn.B().Zremrangebyscore().Key(p+"nodes").Min("-inf").Max(strconv.FormatInt(now-ttl.Milliseconds(), 10)).Build(),
+		conn.B().Zadd().Key(p+"nodes").ScoreMember().ScoreMember(float64(now+ttl.Milliseconds()), id).Build(),
+		conn.B().Zremrangebyscore().Key(p+"nodes").Min("-inf").Max("("+strconv.FormatInt(now, 10)).Build(),
 	) {
 		if err := res.Error(); err != nil {
 			return fmt.Errorf("redis fleet register: %w", err)

@@ -22,6 +22,11 @@ const refillCheckInterval = 2 * time.Second
 // maxPending bounds the writes kept for retry while Redis is unreachable.
 const maxPending = 65536
 
+// maxPendingAge is how long a failed write is kept for retry. The
+// tombstone a deletion leaves lives at least as long (see luaReplay), so
+// a retry never brings back a session deleted after it was made.
+const maxPendingAge = 10 * time.Minute
+
 // rewriteBatch is how many bindings one pipelined round trip writes back.
 const rewriteBatch = 512
 
@@ -31,20 +36,24 @@ const rewriteBatch = 512
 //   - While Redis cannot be asked (a failover, a restart, a partition), the
 //     Store serves a session its last known binding instead of falling
 //     back to hashing, so it keeps its backend.
-//   - A write that failed is kept and written again (with the script it
-//     was, so Add never overwrites another node's newer binding) once
-//     Redis answers: on the new primary after a failover.
+//   - A write that failed is kept and written again once Redis answers: on
+//     the new primary after a failover.
 //   - Every group of the store carries an epoch, a random token. When a
 //     group's epoch changes or disappears, the server lost its data (it
 //     restarted empty, or a failover promoted a replica that had none), and
-//     the client writes back, with Add, every live binding it knows in that
-//     group. The sessions and counts come back as the nodes that served
-//     them last remember them.
+//     the client writes back every live binding it knows in that group.
 //
-// A binding is remembered when this client fetched it from the server or
-// wrote it, not on client-side cache hits, so the hit path costs nothing
-// more. The memory is bounded by the capacity (known_bindings); past it,
-// arbitrary entries make room.
+// Writing back never undoes a newer decision: it runs luaReplay, which
+// skips a session deleted after this node saw it (deletions leave a
+// tombstone with their time), never replaces a binding when adding, and
+// replaces one when putting only with a later expiry (a later write).
+//
+// Entries are keyed by key prefix and session key, not by the full Redis
+// key, which depends on the deployment the client connects to. A binding
+// is remembered when this client fetched it from the server or wrote it,
+// not on client-side cache hits, so the hit path costs nothing more. The
+// memory is bounded by the capacity (known_bindings); past it, arbitrary
+// entries make room.
 type knownBindings struct {
 	entries *boundedcache.Cache[knownBinding]
 	off     bool // known_bindings off: remember nothing
@@ -55,16 +64,17 @@ type knownBindings struct {
 	nameCount atomic.Int32
 
 	mu       sync.Mutex
-	pending  map[string]pendingWrite // by full binding key
-	prefixes map[string]bool         // key prefixes of the stores using this client
+	pending  map[string]pendingWrite // by entry key
+	prefixes map[string]int          // key prefixes in use -> backends using them
 	epochs   map[string]string       // last seen epoch by epoch key
 }
 
 // knownBinding is one remembered binding and where it belongs.
 type knownBinding struct {
 	b      Binding
+	seen   int64  // when this node read or wrote it, unix ms
 	prefix string // the store's key prefix
-	key    string // the session key, a suffix of the full key
+	key    string // the session key
 }
 
 // pendingWrite is a write that failed, to be done again.
@@ -78,25 +88,33 @@ func newKnownBindings(capacity int) *knownBindings {
 		off:      capacity <= 0,
 		entries:  boundedcache.New[knownBinding](max(capacity, 1)),
 		pending:  map[string]pendingWrite{},
-		prefixes: map[string]bool{},
+		prefixes: map[string]int{},
 		epochs:   map[string]string{},
 	}
 }
 
-// usePrefix registers a store's key prefix, whose epochs the client checks.
+// entryKey is where an entry is kept: prefix, NUL, session key.
+func entryKey(prefix, key string) string { return prefix + "\x00" + key }
+
+// usePrefix registers a backend using a key prefix, whose epochs the
+// client checks; releasePrefix undoes it.
 func (k *knownBindings) usePrefix(prefix string) {
 	k.mu.Lock()
-	k.prefixes[prefix] = true
+	k.prefixes[prefix]++
 	k.mu.Unlock()
 }
 
-// remember records b as the binding of key under fullKey.
-func (k *knownBindings) remember(fullKey, prefix, key string, b Binding) {
-	if k.off {
-		return
+func (k *knownBindings) releasePrefix(prefix string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.prefixes[prefix]--; k.prefixes[prefix] <= 0 {
+		delete(k.prefixes, prefix)
+		for ek, w := range k.pending {
+			if w.prefix == prefix {
+				delete(k.pending, ek)
+			}
+		}
 	}
-	b.Upstream = k.intern(b.Upstream)
-	k.entries.Put(fullKey, knownBinding{b: b, prefix: prefix, key: fullKey[len(fullKey)-len(key):]}, b.Expires)
 }
 
 // maxNames bounds the interned upstream names (a pool's size is far less).
@@ -115,43 +133,67 @@ func (k *knownBindings) intern(name string) string {
 	return name
 }
 
-// lookup returns the remembered binding of fullKey while it is live.
-func (k *knownBindings) lookup(fullKey string, now time.Time) (Binding, bool) {
-	e, ok := k.entries.Get(fullKey, now)
+// remember records b as the binding of key under prefix, seen at now.
+func (k *knownBindings) remember(prefix, key string, b Binding, now time.Time) {
+	if k.off {
+		return
+	}
+	b.Upstream = k.intern(b.Upstream)
+	k.entries.Put(entryKey(prefix, key), knownBinding{b: b, seen: now.UnixMilli(), prefix: prefix, key: key}, b.Expires)
+}
+
+// lookup returns the remembered binding of key while it is live.
+func (k *knownBindings) lookup(prefix, key string, now time.Time) (Binding, bool) {
+	if k.off {
+		return Binding{}, false
+	}
+	e, ok := k.entries.Get(entryKey(prefix, key), now)
 	if !ok || !e.b.Live(now) {
 		return Binding{}, false
 	}
 	return e.b, true
 }
 
-// forget drops fullKey (its binding was deleted).
-func (k *knownBindings) forget(fullKey string) {
-	k.entries.Remove(fullKey)
+// forget drops key (its binding was deleted).
+func (k *knownBindings) forget(prefix, key string) {
+	if k.off {
+		return
+	}
+	ek := entryKey(prefix, key)
+	k.entries.Remove(ek)
 	k.mu.Lock()
-	delete(k.pending, fullKey)
+	delete(k.pending, ek)
 	k.mu.Unlock()
 }
 
 // unwritten remembers b and keeps the write for retry.
-func (k *knownBindings) unwritten(fullKey, prefix, key string, b Binding, put bool) {
+func (k *knownBindings) unwritten(prefix, key string, b Binding, put bool, now time.Time) {
 	if k.off {
 		return
 	}
-	k.remember(fullKey, prefix, key, b)
+	k.remember(prefix, key, b, now)
+	ek := entryKey(prefix, key)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, ok := k.pending[fullKey]; !ok && len(k.pending) >= maxPending {
+	if _, ok := k.pending[ek]; !ok && len(k.pending) >= maxPending {
 		return
 	}
-	k.pending[fullKey] = pendingWrite{knownBinding{b: b, prefix: prefix, key: fullKey[len(fullKey)-len(key):]}, put}
+	k.pending[ek] = pendingWrite{knownBinding{b: b, seen: now.UnixMilli(), prefix: prefix, key: key}, put}
 }
 
 // sync writes the pending writes and refills the groups whose epoch
 // changed. It stops at the first failure: the server is still away.
 func (k *knownBindings) sync(ctx context.Context, conn *redisConn, logger *zap.Logger) {
-	if n, err := k.retryPending(ctx, conn); n > 0 || err != nil {
+	if k.off {
+		return // nothing kept: nothing to write again
+	}
+	n, err := k.retryPending(ctx, conn)
+	if n > 0 {
 		logger.Info("redis session store: wrote again the bindings whose write had failed",
 			zap.Int("bindings", n), zap.Error(err))
+	}
+	if err != nil {
+		return
 	}
 	k.mu.Lock()
 	prefixes := make([]string, 0, len(k.prefixes))
@@ -173,7 +215,8 @@ func (k *knownBindings) sync(ctx context.Context, conn *redisConn, logger *zap.L
 	}
 }
 
-// retryPending writes the pending writes, a batch at a time.
+// retryPending writes the pending writes, a batch at a time, and answers
+// how many it wrote (or found superseded).
 func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int, error) {
 	k.mu.Lock()
 	if len(k.pending) == 0 {
@@ -182,8 +225,8 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 	}
 	keys := make([]string, 0, len(k.pending))
 	writes := make([]pendingWrite, 0, len(k.pending))
-	for fk, w := range k.pending {
-		keys = append(keys, fk)
+	for ek, w := range k.pending {
+		keys = append(keys, ek)
 		writes = append(writes, w)
 	}
 	k.mu.Unlock()
@@ -191,61 +234,45 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 	done := 0
 	for start := 0; start < len(writes); start += rewriteBatch {
 		end := min(start+rewriteBatch, len(writes))
-		var adds, puts []rueidis.LuaExec
-		var addKeys, putKeys []string
+		var execs []rueidis.LuaExec
+		var idx []int
 		for i := start; i < end; i++ {
 			w := writes[i]
-			if !w.b.Live(now) {
+			if !w.b.Live(now) || now.Sub(time.UnixMilli(w.seen)) > maxPendingAge {
 				k.dropPending(keys[i], w)
 				continue
 			}
-			// Where the connected deployment keeps it: a write that failed
-			// before the first connection was keyed for a single server.
-			exec := bindExec(conn.layout, conn.layout.bindingKey(w.prefix, w.key), w.prefix, w.key, w.b, "", now)
-			if w.put {
-				puts, putKeys = append(puts, exec), append(putKeys, keys[i])
-			} else {
-				adds, addKeys = append(adds, exec), append(addKeys, keys[i])
-			}
+			execs = append(execs, replayExec(conn.layout, w.knownBinding, w.put, now))
+			idx = append(idx, i)
 		}
-		for _, batch := range []struct {
-			script *rueidis.Lua
-			execs  []rueidis.LuaExec
-			keys   []string
-		}{{redisAddScript, adds, addKeys}, {redisPutScript, puts, putKeys}} {
-			if len(batch.execs) == 0 {
-				continue
+		if len(execs) == 0 {
+			continue
+		}
+		// A short deadline per batch: while a failover is under way
+		// rueidis retries, and the next tick tries again anyway.
+		bctx, cancel := context.WithTimeout(ctx, time.Second)
+		results := redisReplayScript.ExecMulti(bctx, conn, execs...)
+		cancel()
+		for j, res := range results {
+			if err := res.Error(); err != nil {
+				return done, err
 			}
-			// A short deadline per batch: while the failover is under way
-			// rueidis retries, and the next tick tries again anyway.
-			bctx, cancel := context.WithTimeout(ctx, time.Second)
-			results := batch.script.ExecMulti(bctx, conn, batch.execs...)
-			cancel()
-			for i, res := range results {
-				if err := res.Error(); err != nil {
-					return done, err
-				}
-				k.dropPending(batch.keys[i], k.pendingOf(batch.keys[i]))
-				done++
-				storeMetrics.rewritten.WithLabelValues("retry").Inc()
-			}
+			i := idx[j]
+			// Dropped only if no newer failed write replaced it meanwhile.
+			k.dropPending(keys[i], writes[i])
+			done++
+			storeMetrics.rewritten.WithLabelValues("retry").Inc()
 		}
 	}
 	return done, nil
 }
 
-func (k *knownBindings) pendingOf(fullKey string) pendingWrite {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.pending[fullKey]
-}
-
 // dropPending removes w unless a newer write replaced it meanwhile.
-func (k *knownBindings) dropPending(fullKey string, w pendingWrite) {
+func (k *knownBindings) dropPending(ek string, w pendingWrite) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if cur, ok := k.pending[fullKey]; ok && cur == w {
-		delete(k.pending, fullKey)
+	if cur, ok := k.pending[ek]; ok && cur == w {
+		delete(k.pending, ek)
 	}
 }
 
@@ -289,32 +316,15 @@ func (k *knownBindings) checkEpochs(ctx context.Context, conn *redisConn, prefix
 	return changed, nil
 }
 
-// refill writes back, with Add, every live binding this client knows in
-// the given groups of prefix.
+// refill writes back every live binding this client knows in the given
+// groups of prefix (luaReplay in add mode), and answers how many runs
+// were made.
 func (k *knownBindings) refill(ctx context.Context, conn *redisConn, prefix string, groups []int) (int, error) {
 	want := map[int]bool{}
 	for _, g := range groups {
 		want[g] = true
 	}
 	now := time.Now()
-	var batch []rueidis.LuaExec
-	done := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		for _, res := range redisAddScript.ExecMulti(bctx, conn, batch...) {
-			if err := res.Error(); err != nil {
-				return err
-			}
-			done++
-			storeMetrics.rewritten.WithLabelValues("refill").Inc()
-		}
-		batch = batch[:0]
-		return nil
-	}
 	var all []knownBinding
 	k.entries.Range(now, func(_ string, e knownBinding) bool {
 		if e.prefix == prefix && e.b.Live(now) && want[conn.layout.group(e.key)] {
@@ -322,23 +332,44 @@ func (k *knownBindings) refill(ctx context.Context, conn *redisConn, prefix stri
 		}
 		return true
 	})
-	for _, e := range all {
-		batch = append(batch, bindExec(conn.layout, conn.layout.bindingKey(prefix, e.key), prefix, e.key, e.b, "", now))
-		if len(batch) == rewriteBatch {
-			if err := flush(); err != nil {
+	done := 0
+	for start := 0; start < len(all); start += rewriteBatch {
+		end := min(start+rewriteBatch, len(all))
+		execs := make([]rueidis.LuaExec, 0, end-start)
+		for _, e := range all[start:end] {
+			execs = append(execs, replayExec(conn.layout, e, false, now))
+		}
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		results := redisReplayScript.ExecMulti(bctx, conn, execs...)
+		cancel()
+		for _, res := range results {
+			if err := res.Error(); err != nil {
 				return done, err
 			}
+			done++
+			storeMetrics.rewritten.WithLabelValues("refill").Inc()
 		}
 	}
-	return done, flush()
+	return done, nil
 }
 
 // bindExec is one run of a binding script (see redis_scripts.go).
-func bindExec(l keyLayout, fullKey, prefix, key string, b Binding, from string, now time.Time) rueidis.LuaExec {
+func bindExec(l keyLayout, prefix, key string, b Binding, from string, now time.Time) rueidis.LuaExec {
 	g := l.group(key)
 	return rueidis.LuaExec{
-		Keys: []string{fullKey, l.upstreamsKey(prefix, g)},
+		Keys: []string{l.bindingKey(prefix, key), l.upstreamsKey(prefix, g)},
 		Args: []string{l.groupPrefix(prefix, g), key, EncodeBinding(b),
 			strconv.FormatInt(b.TTL(now).Milliseconds(), 10), b.Upstream, from},
 	}
+}
+
+// replayExec is one run of luaReplay writing e back.
+func replayExec(l keyLayout, e knownBinding, put bool, now time.Time) rueidis.LuaExec {
+	exec := bindExec(l, e.prefix, e.key, e.b, "", now)
+	mode := "add"
+	if put {
+		mode = "put"
+	}
+	exec.Args = append(exec.Args, strconv.FormatInt(e.seen, 10), mode)
+	return exec
 }

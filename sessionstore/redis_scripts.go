@@ -14,10 +14,16 @@ import "github.com/redis/rueidis"
 //	P u:<upstream>   sorted set: member <key>, score = expiry in Redis's clock (ms)
 //	P upstreams      set of upstream names that have (or had) a sorted set
 //	P drain          set of draining upstreams
+//	P d:<key>        tombstone of a deleted binding: unix ms of the deletion
+//	P epoch          a random token; a change tells the nodes the data was lost
 //
-// The per-upstream sorted sets are named by the scripts rather than passed
-// as KEYS, which a single Redis allows and Redis Cluster does not: the
-// backend supports a single Redis (or a primary with replicas), not Cluster.
+// On a Redis Cluster, P is followed by a group's hash tag ({0} to {63},
+// see keyLayout) in every key but drain, so that a script's keys share a
+// slot.
+//
+// The per-upstream sorted sets and tombstones are named by the scripts
+// rather than passed as KEYS; Redis Cluster runs such a script because
+// they carry the binding's hash tag, so they live in its slot.
 //
 // Scores use the Redis server's clock (TIME), the same clock that expires
 // the binding keys, so a binding leaves its upstream's count exactly when
@@ -80,14 +86,43 @@ if cur and curUpstream ~= ARGV[6] then return {0, cur} end
 	// redisPutScript binds unconditionally.
 	redisPutScript = rueidis.NewLuaScript(luaCurrent + luaBind)
 
-	// redisDeleteScript removes the binding and its sorted-set member.
+	// redisDeleteScript removes the binding and its sorted-set member, and
+	// leaves a tombstone P d:<key> holding the deletion's time (ARGV[4],
+	// unix ms of the deleting node), for at least ARGV[3] ms and at least
+	// as long as the binding had left, so that no node writes back a copy
+	// it made before (see redisReplayScript).
 	redisDeleteScript = rueidis.NewLuaScript(luaCurrent + `
 if curUpstream then
   redis.call('ZREM', ARGV[1] .. 'u:' .. curUpstream, ARGV[2])
 end
 redis.call('DEL', KEYS[1])
+local keep = tonumber(ARGV[3])
+if cur then
+  local left = tonumber(string.match(cur, '^(%d+)|')) - tonumber(ARGV[4])
+  if left > keep then keep = left end
+end
+redis.call('SET', ARGV[1] .. 'd:' .. ARGV[2], ARGV[4], 'PX', keep)
 return 1
 `)
+
+	// redisReplayScript writes back a binding a node kept (a write that
+	// failed, or a store refilled after it lost its data) without undoing
+	// a newer decision. ARGV[7] is when the node made or saw the binding
+	// (unix ms), ARGV[8] "add" or "put". It writes nothing when the
+	// session was deleted at or after ARGV[7] (its tombstone says when);
+	// in add mode, when any binding is in force; in put mode, when the one
+	// in force expires no earlier than this one (it was written later).
+	redisReplayScript = rueidis.NewLuaScript(`
+local tomb = redis.call('GET', ARGV[1] .. 'd:' .. ARGV[2])
+if tomb and tonumber(tomb) >= tonumber(ARGV[7]) then return {0, false} end
+` + luaCurrent + `
+if cur then
+  if ARGV[8] ~= 'put' then return {0, cur} end
+  local curExp = tonumber(string.match(cur, '^(%d+)|'))
+  local newExp = tonumber(string.match(ARGV[3], '^(%d+)|'))
+  if curExp >= newExp then return {0, cur} end
+end
+` + luaBind)
 
 	// redisCountsScript answers {upstream, count, ...} for every upstream
 	// with live bindings. For each upstream it first removes the members

@@ -218,6 +218,9 @@ func StartRedisCluster(t testing.TB, n int) *Cluster {
 				"--save", "", "--appendonly", "no", "--dir", dir,
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				// The bus port defaults to port+10000, which may be in the
+				// ephemeral range and taken: name a free one.
+				"--cluster-port", strconv.Itoa(FreePort(t)),
 				"--cluster-node-timeout", "2000",
 			},
 			Addr:  addr,

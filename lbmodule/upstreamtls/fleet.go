@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,16 @@ func certRefusal(err error) bool {
 	return false
 }
 
+// refusalReported wraps a dial error that reportRefusal already counted
+// and logged.
+type refusalReported struct{ error }
+
+// refusalMarker is in the text of a refusalReported error, which finds it
+// even if a wrapper drops the type.
+const refusalMarker = "it refused this node's client certificate"
+
+func (e refusalReported) Unwrap() error { return e.error }
+
 // refusalLog limits the refusal log to one line per upstream every
 // refusalLogInterval.
 type refusalLog struct {
@@ -83,6 +94,9 @@ func (l *refusalLog) due(upstream string, now time.Time) bool {
 func (r *Reencrypt) reportRefusal(ctx context.Context, upstream string, err error) bool {
 	if r.clientCert == nil || !certRefusal(err) {
 		return false
+	}
+	if errors.As(err, new(refusalReported)) || strings.Contains(err.Error(), refusalMarker) {
+		return true // the dial reported it already; RoundTrip sees it again
 	}
 	if info, ok := reverseproxy.GetDialInfo(ctx); ok && info.Address != "" {
 		upstream = info.Address

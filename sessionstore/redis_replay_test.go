@@ -1,0 +1,193 @@
+package sessionstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddylb/caddylb/internal/testproc"
+)
+
+// TestPendingWriteBeforeConnectReachesTheCluster: a write that failed
+// while no cluster node answered (the node keyed nothing for a cluster
+// yet) is written into the cluster once the client connects, and the
+// known binding is still found.
+func TestPendingWriteBeforeConnectReachesTheCluster(t *testing.T) {
+	cluster := testproc.StartRedisCluster(t, 3)
+	other := newTestRedis(t, cluster.Addrs[1], func(r *RedisBackend) { r.KeyPrefix = "pc:" })
+	cluster.Nodes[0].Kill()
+	node := newTestRedis(t, cluster.Addrs[0], func(r *RedisBackend) {
+		r.KeyPrefix = "pc:"
+		r.DialTimeout = caddy.Duration(300 * time.Millisecond)
+	})
+	if node.Mode() != "" {
+		t.Fatal("connected to a killed node")
+	}
+	store := NewStore("pc", node, nil)
+	b := bindingFor("10.0.0.9:80", time.Hour)
+	store.Remember("sess1", b, false)
+	cluster.Nodes[0].Restart(t) // it rejoins with its slots (nodes.conf)
+	waitFor(t, 20*time.Second, "the pending write in the cluster", func() bool {
+		got, err := other.Get(context.Background(), "sess1")
+		return err == nil && got.Upstream == b.Upstream
+	})
+	if node.Mode() != redisCluster {
+		t.Fatalf("mode %q", node.Mode())
+	}
+	if got, ok := node.LastKnown("sess1"); !ok || got.Upstream != b.Upstream {
+		t.Fatalf("LastKnown after connecting: %+v %v", got, ok)
+	}
+}
+
+// TestReplayNeverUndoesNewerDecisions: node A's kept writes are written
+// back once Redis answers, but not over what happened meanwhile: a newer
+// binding node B learned stays, a session deleted after A made its write
+// stays deleted; a kept Put newer than the store's binding replaces it,
+// and a kept Add of an unbound session is written.
+func TestReplayNeverUndoesNewerDecisions(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "rp:" })
+	b := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "rp:"; r.DialTimeout = caddy.Duration(2 * time.Second) })
+	sa := NewStore("a", a, nil)
+
+	if err := b.Put(ctx, "older-in-store", bindingFor("old:80", 30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	sa.Remember("learned", bindingFor("a:80", time.Hour), true)
+	sa.Remember("deleted", bindingFor("a:80", time.Hour), false)
+	sa.Remember("newer-put", bindingFor("a:80", time.Hour), true)
+	sa.Remember("unbound", bindingFor("a:80", time.Hour), false)
+	time.Sleep(5 * time.Millisecond)
+	// Meanwhile, through node B: a newer binding, and a deletion.
+	if err := b.Put(ctx, "learned", bindingFor("b:80", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Add(ctx, "deleted", bindingFor("b:80", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, "newer-put", bindingFor("old:80", 30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*refillCheckInterval, "A's kept writes done", func() bool {
+		a.client.known.mu.Lock()
+		defer a.client.known.mu.Unlock()
+		return len(a.client.known.pending) == 0
+	})
+	for key, want := range map[string]string{"learned": "b:80", "newer-put": "a:80", "unbound": "a:80"} {
+		got, err := b.Get(ctx, key)
+		if err != nil || got.Upstream != want {
+			t.Errorf("%s after A's retry: %+v %v, want %s", key, got, err, want)
+		}
+	}
+	if got, err := b.Get(ctx, "deleted"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a session deleted after A's write came back: %+v %v", got, err)
+	}
+}
+
+// TestRetryKeepsANewerFailedWrite: a write that fails again while the
+// previous one is being retried is kept, and written.
+func TestRetryKeepsANewerFailedWrite(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	r := &RedisBackend{Addresses: []string{srv.Addr}, KeyPrefix: "dp:", Heartbeat: -1}
+	provisionForTest(t, r)
+	opt, _, err := r.clientOption()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.refillGap = time.Hour // the test drives the retries
+	c, err := connectRedis(opt, 1000, r.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Destruct()
+	conn, _ := c.get()
+	c.known.usePrefix("dp:")
+	c.known.unwritten("dp:", "s", bindingFor("first:80", time.Hour), true, time.Now())
+	if _, err := testproc.RedisDo(srv.Addr, "", "CLIENT", "PAUSE", "600", "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		c.known.unwritten("dp:", "s", bindingFor("second:80", time.Hour), true, time.Now())
+	}()
+	if _, err := c.known.retryPending(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	c.known.mu.Lock()
+	left := len(c.known.pending)
+	c.known.mu.Unlock()
+	if left != 1 {
+		t.Fatalf("%d writes pending after the retry, want the newer one", left)
+	}
+	if _, err := c.known.retryPending(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := testproc.RedisDo(srv.Addr, "", "GET", "dp:b:s"); !strings.HasSuffix(v, "|second:80") {
+		t.Fatalf("Redis holds %q, want the newer write", v)
+	}
+}
+
+// TestRegistryKeepsNodesWithLongerHeartbeats: a node with a short
+// heartbeat does not drop one whose record, on a longer one, is live.
+func TestRegistryKeepsNodesWithLongerHeartbeats(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "hb:" })
+	if err := a.Register(ctx, "slow", []byte(`{"id":"slow"}`), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if err := a.Register(ctx, "fast", []byte(`{"id":"fast"}`), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := a.Members(ctx); err != nil || len(m) != 2 {
+		t.Fatalf("members %q %v, want slow and fast", m, err)
+	}
+}
+
+// TestClusterWithDatabaseIsAConfigError: `db 1` on a cluster fails the
+// config with a message saying why, instead of "not reachable".
+func TestClusterWithDatabaseIsAConfigError(t *testing.T) {
+	cluster := testproc.StartRedisCluster(t, 3)
+	r := &RedisBackend{Addresses: []string{cluster.Addrs[0]}, DB: 1}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := r.Provision(ctx)
+	if err == nil {
+		_ = r.Cleanup()
+		t.Fatal("db 1 on a cluster provisioned")
+	}
+	if !strings.Contains(err.Error(), "database 0 only") {
+		t.Fatalf("error %q does not say a cluster has database 0 only", err)
+	}
+}
+
+// TestReleasedPrefixIsNotChecked: a key prefix no config uses any more
+// is neither checked nor refilled by the shared client.
+func TestReleasedPrefixIsNotChecked(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	a := &RedisBackend{Addresses: []string{srv.Addr}, KeyPrefix: "one:"}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "two:" })
+	known := b.client.known
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	known.mu.Lock()
+	defer known.mu.Unlock()
+	if len(known.prefixes) != 1 || known.prefixes["two:"] != 1 {
+		t.Fatalf("prefixes after one config's cleanup: %v", known.prefixes)
+	}
+}
