@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,22 +33,7 @@ func startDeployments(b *testing.B) []deployment {
 	sentinels.WaitKnowsReplicas(b, 1)
 	cluster := testproc.StartRedisCluster(b, 3)
 	calls := func(addrs ...string) func(b *testing.B) int64 {
-		return func(b *testing.B) int64 {
-			var total int64
-			for _, a := range addrs {
-				out, err := testproc.RedisDo(a, "", "INFO", "stats")
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, line := range strings.Split(out, "\n") {
-					if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
-						n, _ := strconv.ParseInt(v, 10, 64)
-						total += n
-					}
-				}
-			}
-			return total
-		}
+		return func(b *testing.B) int64 { return infoSum(b, addrs, "stats", "total_commands_processed") }
 	}
 	return []deployment{
 		{"single", func(b *testing.B, prefix string) *RedisBackend {
@@ -217,18 +203,101 @@ func redisUsedMemory(b *testing.B, be *RedisBackend) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var total int64
+	var addrs []string
 	for addr := range conn.Nodes() {
-		out, err := testproc.RedisDo(addr, "", "INFO", "memory")
+		addrs = append(addrs, addr)
+	}
+	return infoSum(b, addrs, "memory", "used_memory")
+}
+
+// infoSum sums one numeric field of an INFO section over servers.
+func infoSum(b *testing.B, addrs []string, section, field string) int64 {
+	var total int64
+	for _, addr := range addrs {
+		out, err := testproc.RedisDo(addr, "", "INFO", section)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, line := range strings.Split(out, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 				n, _ := strconv.ParseInt(v, 10, 64)
 				total += n
 			}
 		}
 	}
 	return total
+}
+
+// BenchmarkDeploymentHitPaired measures the three deployments' hit paths
+// in one process, in interleaved batches of 20,000 Gets (each b.N
+// iteration is one round of the three, in rotating order), so that the
+// machine's drift hits all alike. It reports each one's median ns per
+// Get and the median and quartiles of the per-round throughput ratios
+// against the single server. Run with -benchtime 100x.
+func BenchmarkDeploymentHitPaired(b *testing.B) {
+	deps := startDeployments(b)
+	ctx := context.Background()
+	stores := make([]*Store, len(deps))
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("AAAAAAAAAAAAAAAAAAAA%04d", i)
+	}
+	for i, d := range deps {
+		stores[i] = NewStore("bench", d.backend(b, "pair:"), nil)
+		for _, k := range keys {
+			if err := stores[i].Put(ctx, k, Binding{Upstream: "10.0.0.1:8080", Expires: time.Now().Add(time.Hour)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(3 * recentWriteWindow)
+	for _, s := range stores {
+		for _, k := range keys {
+			if _, err := s.Get(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	const batch = 20000
+	ns := make([][]float64, len(deps))
+	b.ResetTimer()
+	for round := 0; b.Loop(); round++ {
+		for i := range deps {
+			j := (i + round) % len(deps)
+			start := time.Now()
+			for n := range batch {
+				if _, err := stores[j].Get(ctx, keys[n%len(keys)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ns[j] = append(ns[j], float64(time.Since(start).Nanoseconds())/batch)
+		}
+	}
+	b.StopTimer()
+	for i, d := range deps {
+		b.ReportMetric(median(ns[i]), d.name+"-ns/get")
+		if i == 0 {
+			continue
+		}
+		ratios := make([]float64, len(ns[i]))
+		for r := range ratios {
+			ratios[r] = ns[0][r] / ns[i][r]
+		}
+		q1, q2, q3 := quartiles(ratios)
+		b.ReportMetric(q1, d.name+"/single-q1")
+		b.ReportMetric(q2, d.name+"/single-median")
+		b.ReportMetric(q3, d.name+"/single-q3")
+	}
+}
+
+func median(xs []float64) float64 { _, m, _ := quartiles(xs); return m }
+
+func quartiles(xs []float64) (q1, q2, q3 float64) {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	return s[n/4], s[n/2], s[(3*n)/4]
 }

@@ -79,7 +79,7 @@ type RedisBackend struct {
 
 	// How many bindings this node remembers to serve while Redis cannot be
 	// asked and to refill a store that lost its data. Each takes about
-	// 200 bytes. Default: 100000; -1 remembers none.
+	// 330 bytes (BENCHMARKS.md). Default: 100000; -1 remembers none.
 	KnownBindings int `json:"known_bindings,omitempty"`
 
 	// The ACL user to log in as (Redis 6 ACLs). Default: the default user.

@@ -139,7 +139,14 @@ func (k *knownBindings) remember(prefix, key string, b Binding, now time.Time) {
 		return
 	}
 	b.Upstream = k.intern(b.Upstream)
-	k.entries.Put(entryKey(prefix, key), knownBinding{b: b, seen: now.UnixMilli(), prefix: prefix, key: key}, b.Expires)
+	ek := entryKey(prefix, key)
+	k.entries.Put(ek, knownEntry(ek, prefix, b, now), b.Expires)
+}
+
+// knownEntry is the entry for b under ek; its session key shares ek's
+// memory rather than holding on to the caller's string.
+func knownEntry(ek, prefix string, b Binding, now time.Time) knownBinding {
+	return knownBinding{b: b, seen: now.UnixMilli(), prefix: prefix, key: ek[len(prefix)+1:]}
 }
 
 // lookup returns the remembered binding of key while it is live.
@@ -178,7 +185,7 @@ func (k *knownBindings) unwritten(prefix, key string, b Binding, put bool, now t
 	if _, ok := k.pending[ek]; !ok && len(k.pending) >= maxPending {
 		return
 	}
-	k.pending[ek] = pendingWrite{knownBinding{b: b, seen: now.UnixMilli(), prefix: prefix, key: key}, put}
+	k.pending[ek] = pendingWrite{knownEntry(ek, prefix, b, now), put}
 }
 
 // sync writes the pending writes and refills the groups whose epoch

@@ -108,6 +108,24 @@ redis_commands() {
 	done
 	echo "$n"
 }
+# Idle: what the clients' background work (epoch checks every 2 s, 64
+# of them on the cluster; topology refreshes) sends with no request.
+idle_before=$(redis_commands)
+sleep 10
+echo "idle: $(( $(redis_commands) - idle_before )) commands in 10 s" >&2
+
 extra_counter=redis_commands
 extra_title="Redis commands per request (all deployments)"
 run_rounds single sentinel cluster
+
+# PROFILE=dir: a 10 s CPU profile of caddy-lb under load per variant.
+if [ -n "${PROFILE:-}" ]; then
+	mkdir -p "$PROFILE"
+	for v in "${variants[@]}"; do
+		$pin_rest wrk -t"$THREADS" -c"$CONNS" -d12s -H "${hdr[$v]}" "${url[$v]}" >/dev/null &
+		load=$!
+		sleep 1
+		curl -s -o "$PROFILE/$v.pprof" "http://127.0.0.1:$admin/debug/pprof/profile?seconds=10"
+		wait "$load" || true
+	done
+fi

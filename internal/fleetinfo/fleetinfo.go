@@ -72,11 +72,47 @@ func SecretDigest(secrets ...string) string {
 	return strings.Join(parts, ",")
 }
 
-// published holds each config's fingerprints by the config's key (see Key).
-var published = struct {
-	sync.Mutex
-	byConfig map[any]map[Fingerprint]bool
-}{byConfig: map[any]map[Fingerprint]bool{}}
+// perConfig holds one value per loaded config, by the config's key (see
+// Key), dropped when that config is unloaded.
+type perConfig[V any] struct {
+	mu       sync.Mutex
+	byConfig map[any]V
+}
+
+// with runs fn on the value of the config ctx belongs to, made by mk the
+// first time, under the lock.
+func (p *perConfig[V]) with(ctx context.Context, mk func() V, fn func(V)) {
+	key := Key(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byConfig == nil {
+		p.byConfig = map[any]V{}
+	}
+	v, ok := p.byConfig[key]
+	if !ok {
+		v = mk()
+		p.byConfig[key] = v
+		if done := ctx.Done(); done != nil {
+			go func() {
+				<-done
+				p.mu.Lock()
+				delete(p.byConfig, key)
+				p.mu.Unlock()
+			}()
+		}
+	}
+	fn(v)
+}
+
+// get returns the value of the config ctx belongs to, if any, under the lock.
+func (p *perConfig[V]) get(ctx context.Context, fn func(V, bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.byConfig[Key(ctx)]
+	fn(v, ok)
+}
+
+var published perConfig[map[Fingerprint]bool]
 
 // Key names the config a context belongs to: contexts Caddy derives with
 // WithValue share their config's Done channel, and Caddy makes one per
@@ -91,34 +127,20 @@ func Key(ctx context.Context) any {
 // Publish records a fingerprint for the config ctx belongs to; it is
 // dropped when that config is unloaded.
 func Publish(ctx context.Context, setting, scope, value string) {
-	key := Key(ctx)
-	published.Lock()
-	defer published.Unlock()
-	m := published.byConfig[key]
-	if m == nil {
-		m = map[Fingerprint]bool{}
-		published.byConfig[key] = m
-		if done := ctx.Done(); done != nil {
-			go func() {
-				<-done
-				published.Lock()
-				delete(published.byConfig, key)
-				published.Unlock()
-			}()
-		}
-	}
-	m[Fingerprint{Setting: setting, Scope: scope, Value: value}] = true
+	published.with(ctx, func() map[Fingerprint]bool { return map[Fingerprint]bool{} }, func(m map[Fingerprint]bool) {
+		m[Fingerprint{Setting: setting, Scope: scope, Value: value}] = true
+	})
 }
 
 // Of returns the fingerprints of the config ctx belongs to, sorted.
 func Of(ctx context.Context) []Fingerprint {
-	published.Lock()
-	m := published.byConfig[Key(ctx)]
-	out := make([]Fingerprint, 0, len(m))
-	for f := range m {
-		out = append(out, f)
-	}
-	published.Unlock()
+	var out []Fingerprint
+	published.get(ctx, func(m map[Fingerprint]bool, _ bool) {
+		out = make([]Fingerprint, 0, len(m))
+		for f := range m {
+			out = append(out, f)
+		}
+	})
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Setting != out[j].Setting {
 			return out[i].Setting < out[j].Setting
@@ -134,40 +156,22 @@ func Of(ctx context.Context) []Fingerprint {
 // LoadFunc reports the requests in flight to each upstream, by address.
 type LoadFunc func() map[string]int
 
-var loads = struct {
-	sync.Mutex
-	byConfig map[any]map[string][]LoadFunc // config -> store -> sources
-}{byConfig: map[any]map[string][]LoadFunc{}}
+var loads perConfig[map[string][]LoadFunc] // store -> sources
 
 // PublishLoad registers a source of in-flight request counts for the
 // upstreams of a store, for the fleet-wide sums of /lb/upstreams.
 func PublishLoad(ctx context.Context, store string, fn LoadFunc) {
-	key := Key(ctx)
-	loads.Lock()
-	defer loads.Unlock()
-	m := loads.byConfig[key]
-	if m == nil {
-		m = map[string][]LoadFunc{}
-		loads.byConfig[key] = m
-		if done := ctx.Done(); done != nil {
-			go func() {
-				<-done
-				loads.Lock()
-				delete(loads.byConfig, key)
-				loads.Unlock()
-			}()
-		}
-	}
-	m[store] = append(m[store], fn)
+	loads.with(ctx, func() map[string][]LoadFunc { return map[string][]LoadFunc{} }, func(m map[string][]LoadFunc) {
+		m[store] = append(m[store], fn)
+	})
 }
 
 // Load sums the in-flight requests per upstream of store in the config
 // ctx belongs to. An upstream shared by several policies is counted once:
 // Caddy keeps one request count per upstream address.
 func Load(ctx context.Context, store string) map[string]int {
-	loads.Lock()
-	fns := append([]LoadFunc(nil), loads.byConfig[Key(ctx)][store]...)
-	loads.Unlock()
+	var fns []LoadFunc
+	loads.get(ctx, func(m map[string][]LoadFunc, _ bool) { fns = append(fns, m[store]...) })
 	out := map[string]int{}
 	for _, fn := range fns {
 		for up, n := range fn() {
