@@ -95,3 +95,41 @@ func TestRedisTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisSentinelTLS runs the Sentinel deployment over TLS only: the
+// client reaches the Sentinels and the primary they name with TLS,
+// verified against the private CA, and a Sentinel with an untrusted
+// certificate is refused.
+func TestRedisSentinelTLS(t *testing.T) {
+	caFile, certFile, keyFile := writeTestPKI(t)
+	files := testproc.TLSFiles{Cert: certFile, Key: keyFile, CA: caFile}
+	primary := testproc.StartRedisTLSPrimary(t, files)
+	testproc.StartRedisTLSReplica(t, files, primary.Addr)
+	sentinels := testproc.StartSentinelsTLS(t, 3, "tlsmaster", primary.Addr, files)
+	be := newTestRedis(t, "", func(r *RedisBackend) {
+		r.Addresses = sentinels.Addrs
+		r.Sentinel = "tlsmaster"
+		r.KeyPrefix = "stls:"
+		r.TLS = &RedisTLS{CAFile: caFile}
+	})
+	waitFor(t, 10*time.Second, "connected through TLS Sentinels", func() bool { return be.Mode() == redisSentinel })
+	ctx := context.Background()
+	if err := be.Put(ctx, "k", bindingFor("10.0.0.1:80", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := be.Get(ctx, "k"); err != nil || b.Upstream != "10.0.0.1:80" {
+		t.Fatalf("Get over TLS: %+v %v", b, err)
+	}
+
+	// Without the private CA the certificates do not verify: nothing connects.
+	untrusted := newTestRedis(t, "", func(r *RedisBackend) {
+		r.Addresses = sentinels.Addrs
+		r.Sentinel = "tlsmaster"
+		r.KeyPrefix = "stls2:"
+		r.TLS = &RedisTLS{}
+	})
+	time.Sleep(2 * refillCheckInterval)
+	if untrusted.Mode() != "" {
+		t.Fatal("connected to Sentinels whose certificate the system roots do not trust")
+	}
+}

@@ -249,3 +249,67 @@ func StartRedisCluster(t testing.TB, n int) *Cluster {
 	}
 	return c
 }
+
+// TLSFiles are the PEM files a TLS Redis deployment uses: its certificate
+// and key, and the CA it verifies the servers it connects to against.
+type TLSFiles struct{ Cert, Key, CA string }
+
+func (f TLSFiles) args() []string {
+	return []string{"--tls-cert-file", f.Cert, "--tls-key-file", f.Key, "--tls-ca-cert-file", f.CA,
+		"--tls-auth-clients", "no", "--tls-replication", "yes"}
+}
+
+// StartRedisTLSPrimary starts a redis-server serving TLS only, that also
+// replicates to its replicas over TLS.
+func StartRedisTLSPrimary(t testing.TB, f TLSFiles) *Proc {
+	t.Helper()
+	return startTLSRedis(t, "redis-tls-primary", f)
+}
+
+// StartRedisTLSReplica starts a TLS-only redis-server replicating primary
+// over TLS.
+func StartRedisTLSReplica(t testing.TB, f TLSFiles, primary string) *Proc {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(primary)
+	return startTLSRedis(t, "redis-tls-replica", f, "--replicaof", host, port)
+}
+
+func startTLSRedis(t testing.TB, name string, f TLSFiles, extra ...string) *Proc {
+	t.Helper()
+	bin := lookPath(t, "redis-server")
+	port := FreePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := append([]string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--repl-diskless-sync-delay", "0"}, f.args()...)
+	return Start(t, Spec{Name: name, Path: bin, Args: append(args, extra...), Addr: addr,
+		Ready: func() error { return DialTCP(addr) }})
+}
+
+// StartSentinelsTLS is StartSentinels for a TLS deployment: the Sentinels
+// serve TLS only and reach the primary and replicas over TLS. Their
+// readiness is a TCP accept; Primary and WaitKnowsReplicas need plain
+// Sentinels, so the caller checks the deployment through the client.
+func StartSentinelsTLS(t testing.TB, n int, masterSet, primary string, f TLSFiles) *Sentinels {
+	t.Helper()
+	bin := lookPath(t, "redis-sentinel")
+	host, pport, _ := net.SplitHostPort(primary)
+	s := &Sentinels{MasterSet: masterSet}
+	for i := range n {
+		port := FreePort(t)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("port 0\ntls-port %d\nbind 127.0.0.1\ndir %s\n"+
+			"tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients no\ntls-replication yes\n"+
+			"sentinel monitor %s %s %s %d\nsentinel down-after-milliseconds %s 1000\n",
+			port, dir, f.Cert, f.Key, f.CA, masterSet, host, pport, n/2+1, masterSet)
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := Start(t, Spec{Name: "redis-sentinel-tls-" + strconv.Itoa(i), Path: bin, Args: []string{conf}, Addr: addr,
+			Ready: func() error { return DialTCP(addr) }})
+		s.Procs = append(s.Procs, p)
+		s.Addrs = append(s.Addrs, addr)
+	}
+	return s
+}
