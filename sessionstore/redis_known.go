@@ -261,10 +261,16 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 		results := redisReplayScript.ExecMulti(bctx, conn, execs...)
 		cancel()
 		for j, res := range results {
-			if err := res.Error(); err != nil {
-				return done, err
-			}
 			i := idx[j]
+			if err := res.Error(); err != nil {
+				if _, refused := rueidis.IsRedisErr(err); !refused {
+					return done, err // not answered: try again later
+				}
+				// Redis answered with an error (a script error, READONLY
+				// during a failover...): try the rest; this one comes
+				// again until it is answered or too old.
+				continue
+			}
 			// Dropped only if no newer failed write replaced it meanwhile.
 			k.dropPending(keys[i], writes[i])
 			done++

@@ -191,3 +191,29 @@ func TestReleasedPrefixIsNotChecked(t *testing.T) {
 		t.Fatalf("prefixes after one config's cleanup: %v", known.prefixes)
 	}
 }
+
+// TestReplayOverGarbage: a tombstone or binding that is not ours (another
+// program under the prefix) neither errors the replay nor wedges the
+// queue: the kept write is written.
+func TestReplayOverGarbage(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "gb:" })
+	for _, kv := range [][2]string{{"gb:d:tomb", "not-a-number"}, {"gb:b:bad", "no separator"}} {
+		if _, err := testproc.RedisDo(srv.Addr, "", "SET", kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := NewStore("gb", a, nil)
+	store.Remember("tomb", bindingFor("10.0.0.1:80", time.Hour), false)
+	store.Remember("bad", bindingFor("10.0.0.2:80", time.Hour), true)
+	waitFor(t, 3*refillCheckInterval, "both kept writes done", func() bool {
+		a.client.known.mu.Lock()
+		defer a.client.known.mu.Unlock()
+		return len(a.client.known.pending) == 0
+	})
+	for key, want := range map[string]string{"tomb": "10.0.0.1:80", "bad": "10.0.0.2:80"} {
+		if v, _ := testproc.RedisDo(srv.Addr, "", "GET", "gb:b:"+key); !strings.HasSuffix(v, "|"+want) {
+			t.Errorf("%s: Redis holds %q, want the kept write to %s", key, v, want)
+		}
+	}
+}

@@ -113,8 +113,8 @@ return 1
 	// in add mode, when any binding is in force; in put mode, when the one
 	// in force expires no earlier than this one (it was written later).
 	redisReplayScript = rueidis.NewLuaScript(`
-local tomb = redis.call('GET', ARGV[1] .. 'd:' .. ARGV[2])
-if tomb and tonumber(tomb) >= tonumber(ARGV[7]) then return {0, false} end
+local tomb = tonumber(redis.call('GET', ARGV[1] .. 'd:' .. ARGV[2]) or '')
+if tomb and tomb >= tonumber(ARGV[7]) then return {0, false} end
 ` + luaCurrent + `
 if cur then
   if ARGV[8] ~= 'put' then return {0, cur} end
