@@ -464,7 +464,7 @@ func TestStoreOutageUnderLoad(t *testing.T) {
 			if res.Failures > 0 || res.Successes < 500 {
 				t.Fatalf("store outage under load: %v", res)
 			}
-			t.Logf("store outage under load: %v; %d answers came from another backend than the bound one (store-keyed sessions fall back to key hashing while the store is down, and a store restarted empty rebinds them)", res, moved)
+			t.Logf("store outage under load: %v; %d answers came from another backend than the bound one (store-keyed sessions a node has not seen fall back to key hashing while the store is down; with Redis, those it has seen keep their backend and a store restarted empty is refilled, see TestFleetRefillAfterEmptyRestart)", res, moved)
 			for _, node := range c.nodes {
 				if !strings.Contains(node.Log(), "session store call failed") {
 					t.Fatalf("node log does not report the outage")
