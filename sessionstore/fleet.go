@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -121,8 +122,9 @@ func ComputeDrift(store string, nodes []NodeRecord) []Drift {
 // fleetState is what the fleet registrations saw at their last
 // heartbeat, by store name. It outlives config reloads, so a drift that
 // persists across a reload is not logged again; the registration that
-// wrote it last owns it, and a store that leaves the config takes its
-// state (and its metrics) with it.
+// wrote it last owns it, and the metrics export it while that
+// registration runs. A store that leaves the config leaves a small entry
+// behind, no longer exported.
 var fleetState = struct {
 	sync.Mutex
 	byStore map[string]*storeFleet
@@ -159,6 +161,9 @@ func (*fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	fleetState.Lock()
 	defer fleetState.Unlock()
 	for store, st := range fleetState.byStore {
+		if st.owner.stopped.Load() {
+			continue // the store left the config, or a reload's registration takes over
+		}
 		ch <- prometheus.MustNewConstMetric(fleetNodesDesc, prometheus.GaugeValue, float64(st.nodes), store)
 		perSetting := map[string]int{}
 		for _, d := range st.drift {
@@ -179,6 +184,7 @@ type fleetMember struct {
 	interval time.Duration
 	stop     chan struct{}
 	done     sync.WaitGroup
+	stopped  atomic.Bool
 }
 
 func (m *fleetMember) run() {
@@ -273,15 +279,11 @@ func (m *fleetMember) report(nodes int, drift []Drift) {
 	st.owner, st.nodes, st.drift = m, nodes, now
 }
 
-// leave drops the store's state if this registration owns it: the store
-// left the config (a reload's new registration owns it otherwise).
-func (m *fleetMember) leave() {
-	fleetState.Lock()
-	defer fleetState.Unlock()
-	if st := fleetState.byStore[m.store.Name()]; st != nil && st.owner == m {
-		delete(fleetState.byStore, m.store.Name())
-	}
-}
+// leave marks the registration stopped. Its store's state stays, so that
+// a reload's new registration (which takes it over at its first
+// heartbeat) logs no drift again; the metrics skip it meanwhile, and for
+// good if the store left the config.
+func (m *fleetMember) leave() { m.stopped.Store(true) }
 
 // fingerprintsFor are the fingerprints a node writes to store: the
 // sticky policies that use it, and the settings of the whole node (upload

@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddylb/caddylb/internal/fleetinfo"
 	"github.com/caddylb/caddylb/internal/testproc"
 )
@@ -83,5 +87,52 @@ func TestSecretDigestHidesTheSecret(t *testing.T) {
 	}
 	if d != fleetinfo.SecretDigest("correct-horse-battery-staple", "older-secret-0123456") {
 		t.Fatal("digest not stable")
+	}
+}
+
+// TestDriftLoggedOnceAcrossReloads: a drift that persists while the
+// config is reloaded is logged once, and its metrics are exported by the
+// running registration only.
+func TestDriftLoggedOnceAcrossReloads(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	store := NewStore("relog-"+t.Name(), new(MemoryBackend), nil)
+	drift := ComputeDrift(store.Name(), []NodeRecord{
+		{ID: "a", Fingerprints: []fleetinfo.Fingerprint{{Setting: "pki.root", Scope: "ca local", Value: "r1"}}},
+		{ID: "b", Fingerprints: []fleetinfo.Fingerprint{{Setting: "pki.root", Scope: "ca local", Value: "r2"}}},
+	})
+	exported := func() int {
+		ch := make(chan prometheus.Metric, 100)
+		theFleetCollector.Collect(ch)
+		close(ch)
+		n := 0
+		for m := range ch {
+			if strings.Contains(m.Desc().String(), "caddylb_fleet_drift") {
+				n++
+			}
+		}
+		return n
+	}
+	var prev *fleetMember
+	for range 5 { // a load, then four reloads: the new one starts, then the old stops
+		m := &fleetMember{store: store, logger: zap.New(core)}
+		m.report(2, drift)
+		if prev != nil {
+			prev.leave()
+		}
+		prev = m
+		if exported() != 1 {
+			t.Fatalf("drift series exported: %d, want 1", exported())
+		}
+	}
+	if n := logs.FilterMessageSnippet("disagree on a setting").Len(); n != 1 {
+		t.Fatalf("drift logged %d times over 4 reloads, want once", n)
+	}
+	prev.leave() // the store leaves the config
+	if exported() != 0 {
+		t.Fatal("a store no config runs still exports its drift")
+	}
+	prev.report(2, nil)
+	if logs.FilterMessageSnippet("drift resolved").Len() != 1 {
+		t.Fatal("resolution not logged")
 	}
 }

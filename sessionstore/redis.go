@@ -402,6 +402,9 @@ func (r *RedisBackend) Get(ctx context.Context, key string) (Binding, error) {
 	s, err := res.ToString()
 	if err != nil {
 		if rueidis.IsRedisNil(err) {
+			if b, mine := r.client.known.notFound(r.KeyPrefix, key, !res.IsCacheHit(), now); mine {
+				return b, nil
+			}
 			return Binding{}, ErrNotFound
 		}
 		return Binding{}, fmt.Errorf("redis GET: %w", err)

@@ -18,6 +18,23 @@ import (
 // FleetHeartbeat implements FleetBackend.
 func (r *RedisBackend) FleetHeartbeat() time.Duration { return time.Duration(r.Heartbeat) }
 
+// redisRegisterScript writes a node's record and its entry in the sorted
+// set of ids, scored by the record's expiry in the server's clock, and
+// drops the ids whose records have expired: one clock for every node, so
+// a node whose clock is off neither evicts the others nor itself.
+//
+// KEYS[1] the record, KEYS[2] the ids; ARGV[1] the id, ARGV[2] the
+// record, ARGV[3] its ttl in ms.
+var redisRegisterScript = rueidis.NewLuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+return 1
+`)
+
 // Register implements FleetBackend: it writes the node's record, which
 // expires after ttl unless written again, and drops the ids of nodes whose
 // records have expired.
@@ -27,17 +44,10 @@ func (r *RedisBackend) Register(ctx context.Context, id string, record []byte, t
 		return fmt.Errorf("redis fleet register: %w", err)
 	}
 	p := fleetPrefix(r.KeyPrefix)
-	// Each id's score is its own record's expiry, so a node with a short
-	// heartbeat never removes one with a longer one.
-	now := time.Now().UnixMilli()
-	for _, res := range conn.DoMulti(ctx,
-		conn.B().Set().Key(p+"node:"+id).Value(rueidis.BinaryString(record)).Px(ttl).Build(),
-		conn.B().Zadd().Key(p+"nodes").ScoreMember().ScoreMember(float64(now+ttl.Milliseconds()), id).Build(),
-		conn.B().Zremrangebyscore().Key(p+"nodes").Min("-inf").Max("("+strconv.FormatInt(now, 10)).Build(),
-	) {
-		if err := res.Error(); err != nil {
-			return fmt.Errorf("redis fleet register: %w", err)
-		}
+	err = redisRegisterScript.Exec(ctx, conn, []string{p + "node:" + id, p + "nodes"},
+		[]string{id, string(record), strconv.FormatInt(ttl.Milliseconds(), 10)}).Error()
+	if err != nil {
+		return fmt.Errorf("redis fleet register: %w", err)
 	}
 	return nil
 }

@@ -43,10 +43,13 @@ const rewriteBatch = 512
 //     restarted empty, or a failover promoted a replica that had none), and
 //     the client writes back every live binding it knows in that group.
 //
-// Writing back never undoes a newer decision: it runs luaReplay, which
-// skips a session deleted after this node saw it (deletions leave a
-// tombstone with their time), never replaces a binding when adding, and
-// replaces one when putting only with a later expiry (a later write).
+// Writing back never undoes a newer decision: it runs redisReplayScript,
+// which skips a session deleted after this node saw it (deletions leave a
+// tombstone with their time in the server's clock; the node's time is
+// turned into it by the offset it measures every tick), never replaces a
+// binding when adding, and replaces one when putting only with a later
+// expiry (a later write). A write-back that finds a newer decision
+// replaces the node's copy with it, or forgets it.
 //
 // Entries are keyed by key prefix and session key, not by the full Redis
 // key, which depends on the deployment the client connects to. A binding
@@ -63,8 +66,14 @@ type knownBindings struct {
 	names     sync.Map // string -> string
 	nameCount atomic.Int32
 
+	// offset is the server's clock minus this node's, in ms, measured
+	// every tick: written-back bindings are compared with tombstones in
+	// the server's clock.
+	offset atomic.Int64
+
 	mu       sync.Mutex
 	pending  map[string]pendingWrite // by entry key
+	npending atomic.Int32            // len(pending), read without the lock
 	prefixes map[string]int          // key prefixes in use -> backends using them
 	epochs   map[string]string       // last seen epoch by epoch key
 }
@@ -114,6 +123,7 @@ func (k *knownBindings) releasePrefix(prefix string) {
 				delete(k.pending, ek)
 			}
 		}
+		k.npending.Store(int32(len(k.pending)))
 	}
 }
 
@@ -170,7 +180,32 @@ func (k *knownBindings) forget(prefix, key string) {
 	k.entries.Remove(ek)
 	k.mu.Lock()
 	delete(k.pending, ek)
+	k.npending.Store(int32(len(k.pending)))
 	k.mu.Unlock()
+}
+
+// notFound handles the store saying key has no binding. A write of this
+// node's still waiting for its retry is answered instead (a node sees its
+// own writes). Otherwise, when the answer came from the server (not the
+// client-side cache), a copy kept here is dropped, so it is neither
+// served in an outage nor written back in a refill.
+func (k *knownBindings) notFound(prefix, key string, fromServer bool, now time.Time) (Binding, bool) {
+	if k.off || (!fromServer && k.npending.Load() == 0) {
+		return Binding{}, false
+	}
+	ek := entryKey(prefix, key)
+	if k.npending.Load() > 0 {
+		k.mu.Lock()
+		w, pending := k.pending[ek]
+		k.mu.Unlock()
+		if pending && w.b.Live(now) {
+			return w.b, true
+		}
+	}
+	if fromServer {
+		k.entries.Remove(ek)
+	}
+	return Binding{}, false
 }
 
 // unwritten remembers b and keeps the write for retry.
@@ -186,6 +221,7 @@ func (k *knownBindings) unwritten(prefix, key string, b Binding, put bool, now t
 		return
 	}
 	k.pending[ek] = pendingWrite{knownEntry(ek, prefix, b, now), put}
+	k.npending.Store(int32(len(k.pending)))
 }
 
 // sync writes the pending writes and refills the groups whose epoch
@@ -193,6 +229,9 @@ func (k *knownBindings) unwritten(prefix, key string, b Binding, put bool, now t
 func (k *knownBindings) sync(ctx context.Context, conn *redisConn, logger *zap.Logger) {
 	if k.off {
 		return // nothing kept: nothing to write again
+	}
+	if err := k.measureOffset(ctx, conn); err != nil {
+		return
 	}
 	n, err := k.retryPending(ctx, conn)
 	if n > 0 {
@@ -219,6 +258,62 @@ func (k *knownBindings) sync(ctx context.Context, conn *redisConn, logger *zap.L
 		n, err := k.refill(ctx, conn, prefix, changed)
 		logger.Warn("redis session store lost its data (epoch changed); wrote back the bindings this node knows",
 			zap.String("key_prefix", prefix), zap.Int("groups", len(changed)), zap.Int("bindings", n), zap.Error(err))
+	}
+}
+
+// measureOffset reads the server's clock (TIME) and records its offset
+// from this node's, taking the middle of the round trip.
+func (k *knownBindings) measureOffset(ctx context.Context, conn *redisConn) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	before := time.Now()
+	t, err := conn.Do(ctx, conn.B().Time().Build()).AsIntSlice()
+	if err != nil {
+		return err
+	}
+	if len(t) != 2 {
+		return nil
+	}
+	local := before.Add(time.Since(before) / 2).UnixMilli()
+	k.offset.Store(t[0]*1000 + t[1]/1000 - local)
+	return nil
+}
+
+// settle updates the node's copy after a write-back answered: the
+// binding in force when the store kept another, none when the session
+// was deleted since.
+func (k *knownBindings) settle(e knownBinding, res rueidis.RedisResult, now time.Time) {
+	reply, err := res.ToArray()
+	if err != nil || len(reply) != 2 {
+		return
+	}
+	if stored, _ := reply[0].AsInt64(); stored == 1 {
+		return
+	}
+	s, err := reply[1].ToString()
+	if err != nil { // nil: deleted since this node saw it
+		k.forgetIfSame(e)
+		return
+	}
+	if cur, err := DecodeBinding(s); err == nil {
+		k.replaceIfSame(e, cur, now)
+	}
+}
+
+// forgetIfSame drops e's entry unless it changed meanwhile.
+func (k *knownBindings) forgetIfSame(e knownBinding) {
+	ek := entryKey(e.prefix, e.key)
+	if cur, ok := k.entries.Get(ek, time.Now()); ok && cur == e {
+		k.entries.Remove(ek)
+	}
+}
+
+// replaceIfSame records cur as e's binding unless e's entry changed
+// meanwhile.
+func (k *knownBindings) replaceIfSame(e knownBinding, cur Binding, now time.Time) {
+	ek := entryKey(e.prefix, e.key)
+	if old, ok := k.entries.Get(ek, now); !ok || old == e {
+		k.remember(e.prefix, e.key, cur, now)
 	}
 }
 
@@ -249,7 +344,7 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 				k.dropPending(keys[i], w)
 				continue
 			}
-			execs = append(execs, replayExec(conn.layout, w.knownBinding, w.put, now))
+			execs = append(execs, replayExec(conn.layout, w.knownBinding, w.put, k.offset.Load(), now))
 			idx = append(idx, i)
 		}
 		if len(execs) == 0 {
@@ -271,6 +366,7 @@ func (k *knownBindings) retryPending(ctx context.Context, conn *redisConn) (int,
 				// again until it is answered or too old.
 				continue
 			}
+			k.settle(writes[i].knownBinding, res, now)
 			// Dropped only if no newer failed write replaced it meanwhile.
 			k.dropPending(keys[i], writes[i])
 			done++
@@ -286,6 +382,7 @@ func (k *knownBindings) dropPending(ek string, w pendingWrite) {
 	defer k.mu.Unlock()
 	if cur, ok := k.pending[ek]; ok && cur == w {
 		delete(k.pending, ek)
+		k.npending.Store(int32(len(k.pending)))
 	}
 }
 
@@ -350,15 +447,19 @@ func (k *knownBindings) refill(ctx context.Context, conn *redisConn, prefix stri
 		end := min(start+rewriteBatch, len(all))
 		execs := make([]rueidis.LuaExec, 0, end-start)
 		for _, e := range all[start:end] {
-			execs = append(execs, replayExec(conn.layout, e, false, now))
+			execs = append(execs, replayExec(conn.layout, e, false, k.offset.Load(), now))
 		}
 		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		results := redisReplayScript.ExecMulti(bctx, conn, execs...)
 		cancel()
-		for _, res := range results {
+		for j, res := range results {
 			if err := res.Error(); err != nil {
+				if _, refused := rueidis.IsRedisErr(err); refused {
+					continue
+				}
 				return done, err
 			}
+			k.settle(all[start+j], res, now)
 			done++
 			storeMetrics.rewritten.WithLabelValues("refill").Inc()
 		}
@@ -376,13 +477,14 @@ func bindExec(l keyLayout, prefix, key string, b Binding, from string, now time.
 	}
 }
 
-// replayExec is one run of luaReplay writing e back.
-func replayExec(l keyLayout, e knownBinding, put bool, now time.Time) rueidis.LuaExec {
+// replayExec is one run of redisReplayScript writing e back; offset
+// turns the time the node saw it into the server's clock.
+func replayExec(l keyLayout, e knownBinding, put bool, offset int64, now time.Time) rueidis.LuaExec {
 	exec := bindExec(l, e.prefix, e.key, e.b, "", now)
 	mode := "add"
 	if put {
 		mode = "put"
 	}
-	exec.Args = append(exec.Args, strconv.FormatInt(e.seen, 10), mode)
+	exec.Args = append(exec.Args, strconv.FormatInt(e.seen+offset, 10), mode)
 	return exec
 }

@@ -3,6 +3,7 @@ package sessionstore
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,101 @@ func TestReplayNeverUndoesNewerDecisions(t *testing.T) {
 	}
 	if got, err := b.Get(ctx, "deleted"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a session deleted after A's write came back: %+v %v", got, err)
+	}
+	// A's own copy follows: the binding in force, or none.
+	if got, ok := a.LastKnown("learned"); !ok || got.Upstream != "b:80" {
+		t.Errorf("A's copy of learned after its write-back lost: %+v %v, want b:80", got, ok)
+	}
+	if got, ok := a.LastKnown("deleted"); ok {
+		t.Errorf("A still keeps the deleted session: %+v", got)
+	}
+	// So a refill after the store loses its data writes back nothing stale.
+	time.Sleep(refillCheckInterval + 500*time.Millisecond) // A has seen the epoch
+	if _, err := testproc.RedisDo(srv.Addr, "", "FLUSHALL"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*refillCheckInterval, "A's refill", func() bool {
+		v, _ := testproc.RedisDo(srv.Addr, "", "GET", "rp:b:unbound")
+		return v != ""
+	})
+	for key, want := range map[string]string{"learned": "|b:80", "deleted": ""} {
+		v, _ := testproc.RedisDo(srv.Addr, "", "GET", "rp:b:"+key)
+		if (want == "" && v != "") || !strings.HasSuffix(v, want) {
+			t.Errorf("after the refill Redis holds %q for %s, want %q", v, key, want)
+		}
+	}
+}
+
+// TestNotFoundDropsTheCopy: a node that reads "no binding" from Redis
+// (another node deleted it) keeps no copy to serve or write back, but a
+// write of its own still waiting for its retry is what it reads.
+func TestNotFoundDropsTheCopy(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "nf:" })
+	b := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "nf:"; r.DialTimeout = caddy.Duration(2 * time.Second) })
+	if err := a.Put(ctx, "s", bindingFor("x:80", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "A reads the deletion", func() bool {
+		_, err := a.Get(ctx, "s")
+		return errors.Is(err, ErrNotFound)
+	})
+	if got, ok := a.LastKnown("s"); ok {
+		t.Fatalf("A keeps a copy of a binding it read as deleted: %+v", got)
+	}
+	// A write kept for retry is this node's own: it reads it back.
+	a.client.known.unwritten("nf:", "mine", bindingFor("y:80", time.Hour), true, time.Now())
+	if got, err := a.Get(ctx, "mine"); err != nil || got.Upstream != "y:80" {
+		t.Fatalf("A's own kept write: %+v %v", got, err)
+	}
+}
+
+// TestTombstoneUsesTheServersClock: a deleting node whose clock runs 30 s
+// ahead does not make a session re-created a second later unwritable.
+func TestTombstoneUsesTheServersClock(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "sk:" })
+	conn, err := a.client.get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(30 * time.Second).UnixMilli()
+	if err := redisDeleteScript.Exec(ctx, conn, []string{"sk:b:s"},
+		[]string{"sk:", "s", "600000", strconv.FormatInt(ahead, 10)}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	k := a.client.known
+	if err := k.measureOffset(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	k.unwritten("sk:", "s", bindingFor("z:80", time.Hour), false, time.Now())
+	if _, err := k.retryPending(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := testproc.RedisDo(srv.Addr, "", "GET", "sk:b:s"); !strings.HasSuffix(v, "|z:80") {
+		t.Fatalf("the re-created session was not written (Redis holds %q)", v)
+	}
+}
+
+// TestDeleteOverAHugeExpiry: a stored value with an absurd expiry is
+// deleted, with its tombstone, not half-way.
+func TestDeleteOverAHugeExpiry(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	a := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "he:" })
+	if _, err := testproc.RedisDo(srv.Addr, "", "SET", "he:b:s", "99999999999999999999|x:80"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Delete(context.Background(), "s"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := testproc.RedisDo(srv.Addr, "", "EXISTS", "he:b:s", "he:d:s"); v != "1" {
+		t.Fatalf("after Delete: %s of the binding and its tombstone exist, want only the tombstone", v)
 	}
 }
 

@@ -87,28 +87,34 @@ if cur and curUpstream ~= ARGV[6] then return {0, cur} end
 	redisPutScript = rueidis.NewLuaScript(luaCurrent + luaBind)
 
 	// redisDeleteScript removes the binding and its sorted-set member, and
-	// leaves a tombstone P d:<key> holding the deletion's time (ARGV[4],
-	// unix ms of the deleting node), for at least ARGV[3] ms and at least
-	// as long as the binding had left, so that no node writes back a copy
-	// it made before (see redisReplayScript).
+	// leaves a tombstone P d:<key> holding the deletion's time in the
+	// server's clock (unix ms), for at least ARGV[3] ms and as long as the
+	// binding had left (ARGV[4] is the deleting node's unix ms, the clock
+	// of the binding's expiry), at most 30 days, so that no node writes
+	// back a copy it made before (see redisReplayScript).
 	redisDeleteScript = rueidis.NewLuaScript(luaCurrent + `
+local keep = tonumber(ARGV[3])
+if cur then
+  local left = (tonumber(string.match(cur, '^(%d+)|')) or 0) - tonumber(ARGV[4])
+  if left > keep then keep = math.min(left, 2592000000) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', ARGV[1] .. 'd:' .. ARGV[2], now, 'PX', keep)
 if curUpstream then
   redis.call('ZREM', ARGV[1] .. 'u:' .. curUpstream, ARGV[2])
 end
 redis.call('DEL', KEYS[1])
-local keep = tonumber(ARGV[3])
-if cur then
-  local left = tonumber(string.match(cur, '^(%d+)|')) - tonumber(ARGV[4])
-  if left > keep then keep = left end
-end
-redis.call('SET', ARGV[1] .. 'd:' .. ARGV[2], ARGV[4], 'PX', keep)
 return 1
 `)
 
 	// redisReplayScript writes back a binding a node kept (a write that
 	// failed, or a store refilled after it lost its data) without undoing
-	// a newer decision. ARGV[7] is when the node made or saw the binding
-	// (unix ms), ARGV[8] "add" or "put". It writes nothing when the
+	// a newer decision. ARGV[7] is when the node made or saw the binding,
+	// in the server's clock (unix ms: the node's time plus the offset it
+	// measured to the server), ARGV[8] "add" or "put". It answers like the
+	// binding scripts: {1, new value}, {0, current value}, or {0, false}
+	// for a session deleted since. It writes nothing when the
 	// session was deleted at or after ARGV[7] (its tombstone says when);
 	// in add mode, when any binding is in force; in put mode, when the one
 	// in force expires no earlier than this one (it was written later).
