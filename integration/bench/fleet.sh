@@ -90,12 +90,7 @@ for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 sleep 1
 
 for v in "${variants[@]}"; do
-	c=$(curl -s -D - -o /dev/null "${url[$v]}login" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(PHPSESSID=[^;]*\).*/\1/p' | head -1)
-	[ -n "$c" ] || { echo "no cookie for $v" >&2; cat "$work/caddy.log" >&2; exit 1; }
-	hdr[$v]="Cookie: $c"
-	b1=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
-	b2=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
-	[ "$b1" = "$b2" ] || { echo "$v is not sticky: $b1 then $b2" >&2; exit 1; }
+	use_cookie "$v" "$(set_cookie "${url[$v]}login" "" PHPSESSID)"
 done
 
 # Commands processed by every server of every deployment (INFO itself,

@@ -89,6 +89,21 @@ global_options() {
 	printf '\tadmin 127.0.0.1:%s\n\tdefault_bind 127.0.0.1\n\tauto_https off\n\tpersist_config off\n\tstorage file_system %s\n' "$admin" "$work/storage"
 }
 
+set_cookie() { # URL [COOKIE] NAME: the NAME=value a response sets
+	curl -s -D - -o /dev/null ${2:+-H "Cookie: $2"} "$1" | tr -d '\r' | sed -n "s/^[Ss]et-[Cc]ookie: \($3=[^;]*\).*/\1/p" | head -1
+}
+
+# use_cookie VARIANT COOKIE: sets hdr[VARIANT] to send COOKIE and checks
+# that two requests with it reach the same backend.
+use_cookie() {
+	local v=$1 c=$2 b1 b2
+	[ -n "$c" ] || { echo "no cookie for $v" >&2; cat "$work/caddy.log" >&2; exit 1; }
+	hdr[$v]="Cookie: $c"
+	b1=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
+	b2=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
+	[ "$b1" = "$b2" ] || { echo "$v is not sticky: $b1 then $b2" >&2; exit 1; }
+}
+
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 quartiles() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{printf "%.3f-%.3f", a[int((NR+3)/4)], a[int((3*NR+3)/4)]}'; }
 to_ms() { # wrk latency like 1.23ms, 456.00us, 1.02s

@@ -72,9 +72,6 @@ CADDY
 start_caddy "$work/Caddyfile"
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 
-set_cookie() { # URL [COOKIE] NAME: the NAME=value a response sets
-	curl -s -D - -o /dev/null ${2:+-H "Cookie: $2"} "$1" | tr -d '\r' | sed -n "s/^[Ss]et-[Cc]ookie: \($3=[^;]*\).*/\1/p" | head -1
-}
 for v in "${variants[@]}"; do
 	case $v in
 	*app_cookie*) c=$(set_cookie "${url[$v]}login" "" PHPSESSID) ;;
@@ -82,11 +79,7 @@ for v in "${variants[@]}"; do
 	*) # the second answer re-issues the cookie as recorded
 		c=$(set_cookie "${url[$v]}" "$(set_cookie "${url[$v]}" "" lb_affinity)" lb_affinity) ;;
 	esac
-	[ -n "$c" ] || { echo "no cookie for $v" >&2; cat "$work/caddy.log" >&2; exit 1; }
-	hdr[$v]="Cookie: $c"
-	b1=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
-	b2=$(curl -s -o /dev/null -w '%header{x-backend}' -H "${hdr[$v]}" "${url[$v]}")
-	[ "$b1" = "$b2" ] || { echo "$v is not sticky: $b1 then $b2" >&2; exit 1; }
+	use_cookie "$v" "$c"
 done
 
 redis_commands() {
