@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/dustin/go-humanize"
@@ -107,7 +109,7 @@ func printSyncReport(w io.Writer, r SyncReport, dryRun bool) {
 // (Caddyfile or JSON, adapted as `caddy run` would) in ctx, without
 // starting anything else, and returns the named store (empty name: the
 // only one). Cancelling ctx cleans the store up.
-func LoadStoreFromConfig(ctx caddy.Context, configFile, adapter, name string) (Store, error) {
+func LoadStoreFromConfig(ctx caddy.Context, configFile, adapter, name string) (objectstore.Store, error) {
 	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)
 	if err != nil {
 		return nil, fmt.Errorf("loading config %s: %v", configFile, err)
@@ -125,7 +127,7 @@ func LoadStoreFromConfig(ctx caddy.Context, configFile, adapter, name string) (S
 	// The app is provisioned directly: ctx.LoadModuleByID registers apps
 	// in a running config, which an offline command has none of. The
 	// stores inside are loaded through ctx as usual.
-	app := new(App)
+	app := new(objectstore.App)
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(app); err != nil {

@@ -1,16 +1,12 @@
-// Package assetcdn keeps uploaded files and static assets in one place that
-// every web server behind the load balancer can reach.
+// Package assetcdn is caddy-lb's uploads and assets: the asset_offload
+// handler (http.handlers.asset_offload), which streams uploads to an object
+// store and hands the application signed references; asset_serve
+// (http.handlers.asset_serve), which serves stored files by proxy or
+// redirect; asset_presign (http.handlers.asset_presign) for direct uploads;
+// asset_urls (http.handlers.asset_urls) and the asset_url template function
+// (http.handlers.templates.functions.assets) for environment-based asset
+// URLs; and the `caddy assets sync` command. Stores come from package
+// objectstore.
 //
-// It provides:
-//   - the `asset_store` app: named object stores, either S3-compatible
-//     storage (AWS S3, versitygw, MinIO, R2) or a local directory for
-//     development, one client per store shared across config reloads;
-//   - `asset_offload` (http.handlers.asset_offload): streams uploads to a
-//     store as they arrive and hands the application signed references;
-//   - `asset_serve` (http.handlers.asset_serve): serves stored files, by
-//     redirect to the public/CDN URL or proxied from the store;
-//   - the `asset_url` template function, for environment-based asset URLs;
-//   - `caddy assets sync`, which uploads a build directory with a manifest.
-//
-// Log shipping (package logship) writes through the same stores.
+// See docs/assets.md.
 package assetcdn

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 func TestSanitizeFilename(t *testing.T) {
@@ -93,15 +95,15 @@ func TestTypeAllowed(t *testing.T) {
 
 func TestKeyTemplate(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-	kt, err := ParseKeyTemplate("u/{yyyy}/{mm}/{dd}/{HH}/{uuid}{ext}")
+	kt, err := objectstore.ParseKeyTemplate("u/{yyyy}/{mm}/{dd}/{HH}/{uuid}{ext}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kt.Render(KeyValues{UUID: "abc", Ext: ".png", Time: at}); got != "u/2026/03/04/05/abc.png" {
+	if got := kt.Render(objectstore.KeyValues{UUID: "abc", Ext: ".png", Time: at}); got != "u/2026/03/04/05/abc.png" {
 		t.Fatalf("Render = %q", got)
 	}
 	for _, bad := range []string{"{ext}", "a/{nope}/{uuid}", "a/{uuid", "{http.request.host}/{uuid}", "/{uuid}", "a//{uuid}", "../{uuid}", "a\\{uuid}"} {
-		if _, err := ParseKeyTemplate(bad); err == nil {
+		if _, err := objectstore.ParseKeyTemplate(bad); err == nil {
 			t.Errorf("ParseKeyTemplate(%q) accepted", bad)
 		}
 	}
@@ -109,23 +111,23 @@ func TestKeyTemplate(t *testing.T) {
 
 func TestValidateKey(t *testing.T) {
 	for _, good := range []string{"a", "a/b.png", "uploads/2026/x y.png", "é/ü"} {
-		if err := ValidateKey(good); err != nil {
+		if err := objectstore.ValidateKey(good); err != nil {
 			t.Errorf("ValidateKey(%q) = %v", good, err)
 		}
 	}
 	for _, bad := range []string{"", "/a", "a/", "a//b", "a/../b", "./a", "a\x00", "a\\b", "\xff", strings.Repeat("a", 1025)} {
-		if err := ValidateKey(bad); err == nil {
+		if err := objectstore.ValidateKey(bad); err == nil {
 			t.Errorf("ValidateKey(%q) accepted", bad)
 		}
 	}
 }
 
 func TestKeyTemplateAcceptsCaddyfileUUIDShorthand(t *testing.T) {
-	kt, err := ParseKeyTemplate("a/{http.request.uuid}{ext}")
+	kt, err := objectstore.ParseKeyTemplate("a/{http.request.uuid}{ext}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kt.Render(KeyValues{UUID: "u", Ext: ".x"}); got != "a/u.x" {
+	if got := kt.Render(objectstore.KeyValues{UUID: "u", Ext: ".x"}); got != "a/u.x" {
 		t.Fatalf("Render = %q", got)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // FuzzOffloadMultipart feeds arbitrary multipart bodies to the handler:
@@ -96,12 +98,12 @@ func FuzzParseKeyTemplate(f *testing.F) {
 		f.Add(seed, ".png")
 	}
 	f.Fuzz(func(t *testing.T, tmpl, ext string) {
-		kt, err := ParseKeyTemplate(tmpl)
+		kt, err := objectstore.ParseKeyTemplate(tmpl)
 		if err != nil {
 			return
 		}
-		key := kt.Render(KeyValues{UUID: NewUUID(), SHA256: strings.Repeat("ab", 32), Ext: keyExtension(SanitizeFilename("f"+ext), ""), Time: time.Now()})
-		if err := ValidateKey(key); err != nil {
+		key := kt.Render(objectstore.KeyValues{UUID: objectstore.NewUUID(), SHA256: strings.Repeat("ab", 32), Ext: keyExtension(SanitizeFilename("f"+ext), ""), Time: time.Now()})
+		if err := objectstore.ValidateKey(key); err != nil {
 			t.Fatalf("template %q accepted but renders invalid key %q: %v", tmpl, key, err)
 		}
 	})

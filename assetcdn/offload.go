@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -101,8 +103,8 @@ type Offload struct {
 	// window the rate is averaged over. Default 10s.
 	MinRateGrace caddy.Duration `json:"min_rate_grace,omitempty"`
 
-	store      Store
-	keyTmpl    *KeyTemplate
+	store      objectstore.Store
+	keyTmpl    *objectstore.KeyTemplate
 	secrets    [][]byte
 	authClient *http.Client
 	logger     *zap.Logger
@@ -136,7 +138,7 @@ func (o *Offload) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering asset_offload metrics: %v", err)
 	}
 	var err error
-	if o.store, err = Lookup(ctx, o.Store); err != nil {
+	if o.store, err = objectstore.Lookup(ctx, o.Store); err != nil {
 		return fmt.Errorf("asset_offload: %v", err)
 	}
 	return nil
@@ -172,7 +174,7 @@ func (o *Offload) prepare() error {
 		o.AuthorizeTimeout = caddy.Duration(10 * time.Second)
 	}
 	var err error
-	if o.keyTmpl, err = ParseKeyTemplate(o.Key); err != nil {
+	if o.keyTmpl, err = objectstore.ParseKeyTemplate(o.Key); err != nil {
 		return err
 	}
 	repl := caddy.NewReplacer()
@@ -443,11 +445,11 @@ func (o *Offload) failUpload(w http.ResponseWriter, r *http.Request, clientBody 
 		countUpload(outcomeClientGone)
 		o.logger.Info("client went away during upload; stored parts removed", zap.Error(err))
 		return nil
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, objectstore.ErrBusy):
 		countUpload(outcomeStoreError)
 		w.Header().Set("Retry-After", "5")
 		return o.refuse(w, r, clientBody, http.StatusServiceUnavailable, "too many uploads in progress; the upload was not stored, try again shortly")
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, objectstore.ErrUnavailable):
 		countUpload(outcomeStoreError)
 		o.logger.Error("asset store unavailable", zap.Error(err))
 		return o.refuse(w, r, clientBody, http.StatusServiceUnavailable, "asset store unavailable; the upload was not stored, try again later")

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/dustin/go-humanize"
 )
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -103,11 +103,11 @@ func parseSize(d *caddyfile.Dispenser, opt string, args []string) (int64, error)
 	if err != nil {
 		return 0, err
 	}
-	n, err := humanize.ParseBytes(v)
-	if err != nil || n == 0 || n > 1<<50 {
-		return 0, d.Errf("%q is not a size like 10MiB", v)
+	n, err := quantity.ParseSize(v)
+	if err != nil {
+		return 0, d.Errf("%s: %v", opt, err)
 	}
-	return int64(n), nil
+	return n, nil
 }
 
 func parsePositiveInt(d *caddyfile.Dispenser, opt string, args []string) (int, error) {

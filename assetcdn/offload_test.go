@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -29,16 +31,16 @@ func pngBytes(n int) []byte {
 	return b
 }
 
-func newTestStore(t testing.TB) *FileStore {
+func newTestStore(t testing.TB) *objectstore.FileStore {
 	t.Helper()
-	fs := &FileStore{Root: t.TempDir(), PublicBaseURL: "https://cdn.example.com/"}
+	fs := &objectstore.FileStore{Root: t.TempDir(), PublicBaseURL: "https://cdn.example.com/"}
 	if err := fs.Provision(caddyContext(t)); err != nil {
 		t.Fatal(err)
 	}
 	return fs
 }
 
-func newTestOffload(t testing.TB, store Store, configure func(*Offload)) *Offload {
+func newTestOffload(t testing.TB, store objectstore.Store, configure func(*Offload)) *Offload {
 	t.Helper()
 	o := &Offload{SignSecret: []string{string(testSecret)}}
 	if configure != nil {
@@ -55,10 +57,10 @@ func newTestOffload(t testing.TB, store Store, configure func(*Offload)) *Offloa
 }
 
 // objectKeys lists what the store holds.
-func objectKeys(t testing.TB, s Store) []string {
+func objectKeys(t testing.TB, s objectstore.Store) []string {
 	t.Helper()
 	var keys []string
-	if err := s.List(context.Background(), "", func(oi ObjectInfo) error {
+	if err := s.List(context.Background(), "", func(oi objectstore.ObjectInfo) error {
 		keys = append(keys, oi.Key)
 		return nil
 	}); err != nil {
@@ -463,7 +465,7 @@ func TestFileStoreLeavesNoTempFiles(t *testing.T) {
 	req := httptest.NewRequest(http.MethodPost, "/uploads", body)
 	req.Header.Set("Content-Type", ctype)
 	serve(t, o, req, http.StatusOK)
-	entries, _ := os.ReadDir(filepath.Join(store.root, fileTmpDir))
+	entries, _ := os.ReadDir(filepath.Join(store.Root, ".caddylb-tmp")) // the file store's in-progress writes
 	if len(entries) != 0 {
 		t.Fatalf("temporary files left: %v", entries)
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -87,8 +89,8 @@ type Presign struct {
 	// Default: no signature.
 	SignSecret []string `json:"sign_secret,omitempty"`
 
-	store   Store
-	keyTmpl *KeyTemplate
+	store   objectstore.Store
+	keyTmpl *objectstore.KeyTemplate
 	// gate is an Offload used for its authorization request and its JSON
 	// error answers, so both behave exactly as asset_offload's.
 	gate   *Offload
@@ -143,12 +145,12 @@ func (Presign) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and finds the store.
 func (p *Presign) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	store, err := Lookup(ctx, p.Store)
+	store, err := objectstore.Lookup(ctx, p.Store)
 	if err != nil {
 		return fmt.Errorf("asset_presign: %v", err)
 	}
-	if _, ok := store.(*FileStore); ok {
-		p.logger.Warn("asset_presign with a file store: presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
+	if !objectstore.CapabilitiesOf(store).Presign {
+		p.logger.Warn("asset_presign with a store that cannot presign (a file store): presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
 	}
 	if err := p.prepare(store); err != nil {
 		return err
@@ -158,7 +160,7 @@ func (p *Presign) Provision(ctx caddy.Context) error {
 }
 
 // prepare applies defaults and parses what does not need the config.
-func (p *Presign) prepare(store Store) error {
+func (p *Presign) prepare(store objectstore.Store) error {
 	p.store = store
 	if p.logger == nil {
 		p.logger = zap.NewNop()
@@ -173,7 +175,7 @@ func (p *Presign) prepare(store Store) error {
 		p.Expiry = caddy.Duration(defaultPresignPostExpiry)
 	}
 	var err error
-	if p.keyTmpl, err = ParseKeyTemplate(p.Key); err != nil {
+	if p.keyTmpl, err = objectstore.ParseKeyTemplate(p.Key); err != nil {
 		return fmt.Errorf("asset_presign: %v", err)
 	}
 	if p.keyTmpl.UsesHash() {
@@ -223,9 +225,9 @@ func (p *Presign) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return p.gate.fail(w, r, status, err.Error())
 	}
 	now := time.Now()
-	key := p.keyTmpl.Render(KeyValues{UUID: NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: now})
+	key := p.keyTmpl.Render(objectstore.KeyValues{UUID: objectstore.NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: now})
 	expiry := time.Duration(p.Expiry)
-	form, err := p.store.PresignPost(r.Context(), PostPolicy{Key: key, ContentType: ctype, MinSize: 1, MaxSize: req.Size, Expiry: expiry})
+	form, err := p.store.PresignPost(r.Context(), objectstore.PostPolicy{Key: key, ContentType: ctype, MinSize: 1, MaxSize: req.Size, Expiry: expiry})
 	if err != nil {
 		return p.presignError(w, r, key, err)
 	}
@@ -293,9 +295,9 @@ func (p *Presign) check(req presignRequest) (string, int, error) {
 // presignError answers a failed PresignPost.
 func (p *Presign) presignError(w http.ResponseWriter, r *http.Request, key string, err error) error {
 	switch {
-	case errors.Is(err, ErrUnsupported):
+	case errors.Is(err, objectstore.ErrUnsupported):
 		return p.gate.fail(w, r, http.StatusNotImplemented, "this asset store cannot presign uploads (a file store cannot; use S3, or asset_offload to upload through the load balancer)")
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, objectstore.ErrUnavailable):
 		p.logger.Error("asset store unavailable", zap.String("key", key), zap.Error(err))
 		w.Header().Set("Retry-After", "5")
 		return p.gate.fail(w, r, http.StatusServiceUnavailable, "asset store unavailable; try again later")

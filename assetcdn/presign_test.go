@@ -10,26 +10,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // presigningStore records the policy it was asked to sign.
 type presigningStore struct {
-	*FileStore
-	policy PostPolicy
+	*objectstore.FileStore
+	policy objectstore.PostPolicy
 	err    error
 }
 
-func (s *presigningStore) PresignPost(_ context.Context, p PostPolicy) (PresignedPost, error) {
+func (s *presigningStore) PresignPost(_ context.Context, p objectstore.PostPolicy) (objectstore.PresignedPost, error) {
 	s.policy = p
 	if s.err != nil {
-		return PresignedPost{}, s.err
+		return objectstore.PresignedPost{}, s.err
 	}
-	return PresignedPost{URL: "https://bucket.example.com/", Fields: map[string]string{"key": p.Key, "Content-Type": p.ContentType, "policy": "x"}}, nil
+	return objectstore.PresignedPost{URL: "https://bucket.example.com/", Fields: map[string]string{"key": p.Key, "Content-Type": p.ContentType, "policy": "x"}}, nil
 }
 
-func newTestPresign(t testing.TB, store Store, configure func(*Presign)) *Presign {
+func newTestPresign(t testing.TB, store objectstore.Store, configure func(*Presign)) *Presign {
 	t.Helper()
 	p := new(Presign)
 	if configure != nil {
@@ -80,7 +82,7 @@ func TestPresignAnswersForm(t *testing.T) {
 	if !regexp.MustCompile(`^direct/[0-9a-f-]{36}\.png$`).MatchString(ans.Key) {
 		t.Errorf("key %q", ans.Key)
 	}
-	want := PostPolicy{Key: ans.Key, ContentType: "image/png", MinSize: 1, MaxSize: 48213, Expiry: defaultPresignPostExpiry}
+	want := objectstore.PostPolicy{Key: ans.Key, ContentType: "image/png", MinSize: 1, MaxSize: 48213, Expiry: defaultPresignPostExpiry}
 	if store.policy != want {
 		t.Errorf("policy %+v, want %+v", store.policy, want)
 	}
@@ -141,7 +143,7 @@ func TestPresignStoreErrors(t *testing.T) {
 	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "cannot presign") {
 		t.Errorf("file store: %d %s", rec.Code, rec.Body)
 	}
-	store := &presigningStore{FileStore: newTestStore(t), err: ErrUnavailable}
+	store := &presigningStore{FileStore: newTestStore(t), err: objectstore.ErrUnavailable}
 	p = newTestPresign(t, store, nil)
 	if rec = servePresign(t, p, presignRequestOf(`{"content_type": "image/png", "size": 5}`)); rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("unavailable: %d", rec.Code)
@@ -239,8 +241,8 @@ func FuzzPresignRequest(f *testing.F) {
 		if req.Size < 1 || req.Size > p.MaxSize || !TypeAllowed(ctype, p.AllowTypes) || activeContent[ctype] || strings.Contains(ctype, "*") {
 			t.Fatalf("%q accepted: type %q size %d", body, ctype, req.Size)
 		}
-		key := p.keyTmpl.Render(KeyValues{UUID: NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: time.Now()})
-		if err := ValidateKey(key); err != nil {
+		key := p.keyTmpl.Render(objectstore.KeyValues{UUID: objectstore.NewUUID(), Ext: keyExtension(SanitizeFilename(req.Filename), ctype), Time: time.Now()})
+		if err := objectstore.ValidateKey(key); err != nil {
 			t.Fatalf("%q gave key %q: %v", body, key, err)
 		}
 	})

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+	"github.com/caddylb/caddylb/internal/quantity"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -72,7 +75,7 @@ type Serve struct {
 	// and adjacent ranges are merged first. Default 16.
 	MaxRanges int `json:"max_ranges,omitempty"`
 
-	store       Store
+	store       objectstore.Store
 	stripPrefix string
 	logger      *zap.Logger
 }
@@ -107,7 +110,7 @@ func (Serve) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and finds the store.
 func (s *Serve) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
-	store, err := Lookup(ctx, s.Store)
+	store, err := objectstore.Lookup(ctx, s.Store)
 	if err != nil {
 		return fmt.Errorf("asset_serve: %v", err)
 	}
@@ -115,7 +118,7 @@ func (s *Serve) Provision(ctx caddy.Context) error {
 }
 
 // prepare applies defaults for store and checks the options against it.
-func (s *Serve) prepare(store Store) error {
+func (s *Serve) prepare(store objectstore.Store) error {
 	s.store = store
 	if s.Mode == "" {
 		s.Mode = modeProxy
@@ -150,8 +153,8 @@ func (s *Serve) prepare(store Store) error {
 			return errors.New("asset_serve: private applies to mode redirect only; mode proxy reads private buckets with the store's credentials")
 		}
 	case modeRedirect:
-		if _, ok := store.(*FileStore); ok && s.Private {
-			return errors.New("asset_serve: private needs presigned URLs, which a file store cannot make; use mode proxy")
+		if s.Private && !objectstore.CapabilitiesOf(store).Presign {
+			return errors.New("asset_serve: private needs presigned URLs, which this store cannot make (a file store); use mode proxy")
 		}
 		if !s.Private && store.PublicURL("probe") == "" {
 			return errors.New("asset_serve: mode redirect needs the store's public_url, or `private` to redirect to presigned URLs")
@@ -167,7 +170,7 @@ func (s *Serve) prepare(store Store) error {
 
 // publicURLPath is the path of the store's public_url, "" when it has
 // none or it is just "/".
-func publicURLPath(store Store) string {
+func publicURLPath(store objectstore.Store) string {
 	base := store.PublicURL("k")
 	if base == "" {
 		return ""
@@ -209,7 +212,7 @@ func KeyFromPath(urlPath, prefix string) (string, bool) {
 		return "", false
 	}
 	key := rest[1:]
-	if ValidateKey(key) != nil || strings.HasPrefix(key, stagingKey("")) {
+	if objectstore.ValidateKey(key) != nil || strings.HasPrefix(key, stagingKey("")) {
 		return "", false
 	}
 	return key, true
@@ -254,7 +257,7 @@ func pointsAtItself(target string, r *http.Request) bool {
 // answer costs the store what serve_range.go says: a plain or single-range
 // GET is one GET.
 func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error {
-	var ranges []ByteRange
+	var ranges []objectstore.ByteRange
 	kind := rangeNone
 	if r.Method == http.MethodGet { // range handling is defined for GET only
 		ranges, kind = parseRange(r.Header.Get("Range"), s.MaxRanges)
@@ -262,12 +265,12 @@ func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error 
 	if r.Method == http.MethodHead || hasValidators(r.Header) || kind == rangeInvalid || (kind == rangeSome && len(ranges) > 1) {
 		return s.proxyAfterStat(w, r, key, kind, ranges)
 	}
-	var rng *ByteRange
+	var rng *objectstore.ByteRange
 	if kind == rangeSome {
 		rng = &ranges[0]
 	}
 	part, err := s.store.Get(r.Context(), key, rng, "")
-	if errors.Is(err, ErrRangeNotSatisfiable) {
+	if errors.Is(err, objectstore.ErrRangeNotSatisfiable) {
 		return s.proxyAfterStat(w, r, key, kind, ranges) // for the size 416 names
 	}
 	if err != nil {
@@ -280,7 +283,7 @@ func (s *Serve) proxy(w http.ResponseWriter, r *http.Request, key string) error 
 
 // proxyAfterStat answers what needs the object's metadata first: HEAD,
 // validators, several ranges, an unsatisfiable or invalid range.
-func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key string, kind rangeKind, ranges []ByteRange) error {
+func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key string, kind rangeKind, ranges []objectstore.ByteRange) error {
 	info, err := s.store.Stat(r.Context(), key)
 	if err != nil {
 		return s.storeError(w, key, "looking up", err)
@@ -315,14 +318,14 @@ func (s *Serve) proxyAfterStat(w http.ResponseWriter, r *http.Request, key strin
 	}
 	if r.Method == http.MethodHead {
 		setObjectHeaders(w.Header(), info, s.CacheControl)
-		return writePart(w, r, &Part{Info: info, Length: info.Size}, false)
+		return writePart(w, r, &objectstore.Part{Info: info, Length: info.Size}, false)
 	}
 	if len(spans) > 1 {
 		return s.serveRanges(w, r, info, spans)
 	}
-	var rng *ByteRange
+	var rng *objectstore.ByteRange
 	if len(spans) == 1 {
-		rng = &ByteRange{First: spans[0].off, Last: spans[0].end() - 1}
+		rng = &objectstore.ByteRange{First: spans[0].off, Last: spans[0].end() - 1}
 	}
 	part, err := s.store.Get(r.Context(), key, rng, info.ETag)
 	if err != nil {
@@ -350,7 +353,7 @@ func (s *Serve) copyError(key string, err error) error {
 
 // setObjectHeaders describes the stored file. Content-Type is always set,
 // so ServeContent never sniffs the bytes.
-func setObjectHeaders(h http.Header, info ObjectInfo, defaultCacheControl string) {
+func setObjectHeaders(h http.Header, info objectstore.ObjectInfo, defaultCacheControl string) {
 	ctype := info.ContentType
 	if ctype == "" {
 		ctype = "application/octet-stream"
@@ -406,13 +409,13 @@ func passiveType(contentType string) bool {
 // key, 503 when the store cannot be reached, 502 for anything else.
 func (s *Serve) storeError(w http.ResponseWriter, key, op string, err error) error {
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrInvalidKey):
+	case errors.Is(err, objectstore.ErrNotFound), errors.Is(err, objectstore.ErrInvalidKey):
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, objectstore.ErrUnavailable):
 		s.logger.Error("asset store unavailable", zap.String("key", key), zap.String("op", op), zap.Error(err))
 		w.Header().Set("Retry-After", "5")
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("asset_serve: asset store unavailable while %s %q; try again later: %w", op, key, err))
-	case errors.Is(err, ErrUnsupported):
+	case errors.Is(err, objectstore.ErrUnsupported):
 		return caddyhttp.Error(http.StatusNotImplemented, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
 	default:
 		s.logger.Error("asset store error", zap.String("key", key), zap.String("op", op), zap.Error(err))
@@ -481,9 +484,9 @@ func parseDuration(d *caddyfile.Dispenser, opt string, args []string) (caddy.Dur
 	if err != nil {
 		return 0, err
 	}
-	dur, err := caddy.ParseDuration(v)
-	if err != nil || dur <= 0 {
-		return 0, d.Errf("%q is not a positive duration like 15m", v)
+	dur, err := quantity.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: %v", opt, err)
 	}
 	return caddy.Duration(dur), nil
 }

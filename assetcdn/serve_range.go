@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"go.uber.org/zap"
 )
 
@@ -58,7 +60,7 @@ const (
 // parseRange reads a Range header (RFC 9110 section 14.1.2) into at most
 // maxRanges byte ranges; a header with more is ignored, as is one of
 // another unit.
-func parseRange(header string, maxRanges int) ([]ByteRange, rangeKind) {
+func parseRange(header string, maxRanges int) ([]objectstore.ByteRange, rangeKind) {
 	if header == "" {
 		return nil, rangeNone
 	}
@@ -69,7 +71,7 @@ func parseRange(header string, maxRanges int) ([]ByteRange, rangeKind) {
 	if !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
 		return nil, rangeNone
 	}
-	var ranges []ByteRange
+	var ranges []objectstore.ByteRange
 	for spec := range strings.SplitSeq(set, ",") {
 		spec = strings.TrimSpace(spec)
 		if spec == "" {
@@ -91,27 +93,27 @@ func parseRange(header string, maxRanges int) ([]ByteRange, rangeKind) {
 }
 
 // parseRangeSpec reads "first-last", "first-" or "-suffix".
-func parseRangeSpec(spec string) (ByteRange, bool) {
+func parseRangeSpec(spec string) (objectstore.ByteRange, bool) {
 	a, b, ok := strings.Cut(spec, "-")
 	if !ok {
-		return ByteRange{}, false
+		return objectstore.ByteRange{}, false
 	}
 	if a == "" {
 		n, ok := parseDigits(b)
-		return ByteRange{First: -1, Last: n}, ok
+		return objectstore.ByteRange{First: -1, Last: n}, ok
 	}
 	first, ok := parseDigits(a)
 	if !ok {
-		return ByteRange{}, false
+		return objectstore.ByteRange{}, false
 	}
 	if b == "" {
-		return ByteRange{First: first, Last: -1}, true
+		return objectstore.ByteRange{First: first, Last: -1}, true
 	}
 	last, ok := parseDigits(b)
 	if !ok || last < first {
-		return ByteRange{}, false
+		return objectstore.ByteRange{}, false
 	}
-	return ByteRange{First: first, Last: last}, true
+	return objectstore.ByteRange{First: first, Last: last}, true
 }
 
 // parseDigits reads a non-negative decimal (no sign, no spaces). One
@@ -143,10 +145,10 @@ func (s span) end() int64 { return s.off + s.n } // exclusive
 // resolveRanges turns ranges into spans within size bytes, drops the
 // unsatisfiable ones, and merges those that overlap or are less than a
 // part's overhead apart, in ascending order. None left means 416.
-func resolveRanges(ranges []ByteRange, size int64) []span {
+func resolveRanges(ranges []objectstore.ByteRange, size int64) []span {
 	spans := make([]span, 0, len(ranges))
 	for i := range ranges {
-		if off, n, ok := ranges[i].resolve(size); ok {
+		if off, n, ok := ranges[i].Resolve(size); ok {
 			spans = append(spans, span{off, n})
 		}
 	}
@@ -177,7 +179,7 @@ func readGroups(spans []span) [][]span {
 
 // precondition evaluates the conditional headers against info in the
 // order of RFC 9110 section 13.2.2: 412, 304, or 0 to go on.
-func precondition(r *http.Request, info ObjectInfo) int {
+func precondition(r *http.Request, info objectstore.ObjectInfo) int {
 	h := r.Header
 	if im := h.Get("If-Match"); im != "" {
 		if !etagListMatches(im, info.ETag, true) {
@@ -216,7 +218,7 @@ func hasValidators(h http.Header) bool {
 // ifRangeHolds reports whether If-Range lets the Range apply (RFC 9110
 // section 13.1.5): absent, a strong ETag equal to the object's, or the
 // object's exact Last-Modified date.
-func ifRangeHolds(h http.Header, info ObjectInfo) bool {
+func ifRangeHolds(h http.Header, info objectstore.ObjectInfo) bool {
 	ir := strings.TrimSpace(h.Get("If-Range"))
 	switch {
 	case ir == "":
@@ -279,7 +281,7 @@ func writeUnsatisfiable(w http.ResponseWriter, size int64) error {
 
 // writePart sends one GET's bytes as the whole answer: 200 for the whole
 // object, 206 with Content-Range for a part.
-func writePart(w http.ResponseWriter, r *http.Request, part *Part, partial bool) error {
+func writePart(w http.ResponseWriter, r *http.Request, part *objectstore.Part, partial bool) error {
 	h := w.Header()
 	h.Set("Accept-Ranges", "bytes")
 	if part.Length >= 0 {
@@ -335,12 +337,12 @@ func (bw byteRangesWriter) contentLength(spans []span) int64 {
 
 // serveRanges answers several spans: one ranged GET per read group,
 // each conditional on the ETag of the HEAD that the headers came from.
-func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info ObjectInfo, spans []span) error {
+func (s *Serve) serveRanges(w http.ResponseWriter, r *http.Request, info objectstore.ObjectInfo, spans []span) error {
 	groups := readGroups(spans)
 	wroteHeader, first := false, true
 	var bw byteRangesWriter
 	for _, g := range groups {
-		rng := &ByteRange{First: g[0].off, Last: g[len(g)-1].end() - 1}
+		rng := &objectstore.ByteRange{First: g[0].off, Last: g[len(g)-1].end() - 1}
 		part, err := s.store.Get(r.Context(), info.Key, rng, info.ETag)
 		if err != nil {
 			if !wroteHeader {

@@ -8,23 +8,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 func TestParseRange(t *testing.T) {
 	for _, tc := range []struct {
 		header string
-		want   []ByteRange
+		want   []objectstore.ByteRange
 		kind   rangeKind
 	}{
 		{"", nil, rangeNone},
-		{"bytes=0-9", []ByteRange{{0, 9}}, rangeSome},
-		{"bytes=5-", []ByteRange{{5, -1}}, rangeSome},
-		{"bytes=-5", []ByteRange{{-1, 5}}, rangeSome},
-		{"BYTES = 0-1 , 4-5", []ByteRange{{0, 1}, {4, 5}}, rangeSome},
-		{"bytes=0-1,,4-5,", []ByteRange{{0, 1}, {4, 5}}, rangeSome},
+		{"bytes=0-9", []objectstore.ByteRange{br(0, 9)}, rangeSome},
+		{"bytes=5-", []objectstore.ByteRange{br(5, -1)}, rangeSome},
+		{"bytes=-5", []objectstore.ByteRange{br(-1, 5)}, rangeSome},
+		{"BYTES = 0-1 , 4-5", []objectstore.ByteRange{br(0, 1), br(4, 5)}, rangeSome},
+		{"bytes=0-1,,4-5,", []objectstore.ByteRange{br(0, 1), br(4, 5)}, rangeSome},
 		{"items=0-9", nil, rangeNone},
 		{"bytes=" + strings.Repeat("0-0,", 17), nil, rangeNone}, // past max_ranges: ignored
-		{"bytes=" + strings.Repeat("0-0,", 16), []ByteRange{{0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}, {0, 0}}, rangeSome},
+		{"bytes=" + strings.Repeat("0-0,", 16), []objectstore.ByteRange{br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0), br(0, 0)}, rangeSome},
 		{"bytes=9-0", nil, rangeInvalid},
 		{"bytes=-", nil, rangeInvalid},
 		{"bytes=", nil, rangeInvalid},
@@ -32,9 +34,9 @@ func TestParseRange(t *testing.T) {
 		{"bytes=+1-2", nil, rangeInvalid},
 		{"bytes=1 -2", nil, rangeInvalid},
 		{"bytes=0x1-2", nil, rangeInvalid},
-		{"bytes=99999999999999999999-", []ByteRange{{math.MaxInt64, -1}}, rangeSome}, // past any object: 416 once resolved
-		{"bytes=0-99999999999999999999", []ByteRange{{0, math.MaxInt64}}, rangeSome}, // to the end
-		{"bytes=-99999999999999999999", []ByteRange{{-1, math.MaxInt64}}, rangeSome}, // the whole object
+		{"bytes=99999999999999999999-", []objectstore.ByteRange{{First: math.MaxInt64, Last: -1}}, rangeSome}, // past any object: 416 once resolved
+		{"bytes=0-99999999999999999999", []objectstore.ByteRange{{First: 0, Last: math.MaxInt64}}, rangeSome}, // to the end
+		{"bytes=-99999999999999999999", []objectstore.ByteRange{{First: -1, Last: math.MaxInt64}}, rangeSome}, // the whole object
 		{"bytes=1-2-3", nil, rangeInvalid},
 		{"bytes 0-9", nil, rangeInvalid},
 	} {
@@ -47,26 +49,26 @@ func TestParseRange(t *testing.T) {
 
 func TestResolveRanges(t *testing.T) {
 	for _, tc := range []struct {
-		ranges []ByteRange
+		ranges []objectstore.ByteRange
 		size   int64
 		want   []span
 	}{
-		{[]ByteRange{{0, 9}}, 100, []span{{0, 10}}},
-		{[]ByteRange{{90, 200}}, 100, []span{{90, 10}}},
-		{[]ByteRange{{-1, 10}}, 100, []span{{90, 10}}},
-		{[]ByteRange{{-1, 1000}}, 100, []span{{0, 100}}},
-		{[]ByteRange{{100, -1}}, 100, nil},                                            // past the end
-		{[]ByteRange{{-1, 0}}, 100, nil},                                              // the last 0 bytes
-		{[]ByteRange{{0, 0}}, 0, nil},                                                 // an empty file has no byte 0
-		{[]ByteRange{{500, 600}, {0, 1}}, 1000, []span{{0, 2}, {500, 101}}},           // sorted
-		{[]ByteRange{{0, 9}, {5, 19}, {20, 29}}, 1000, []span{{0, 30}}},               // overlapping and adjacent merged
-		{[]ByteRange{{0, 0}, {50, 50}}, 1000, []span{{0, 51}}},                        // closer than a part's overhead
-		{[]ByteRange{{0, 0}, {0, 0}, {0, 0}}, 1000, []span{{0, 1}}},                   // repeated
-		{[]ByteRange{{0, 0}, {200, 200}, {5000, -1}}, 1000, []span{{0, 1}, {200, 1}}}, // the unsatisfiable dropped
-		{[]ByteRange{{-1, 600}, {0, 600}}, 1000, []span{{0, 1000}}},
-		{[]ByteRange{{0, math.MaxInt64}}, 1000, []span{{0, 1000}}},
-		{[]ByteRange{{math.MaxInt64, -1}}, 1000, nil},
-		{[]ByteRange{{-1, math.MaxInt64}}, 1000, []span{{0, 1000}}},
+		{[]objectstore.ByteRange{br(0, 9)}, 100, []span{{0, 10}}},
+		{[]objectstore.ByteRange{br(90, 200)}, 100, []span{{90, 10}}},
+		{[]objectstore.ByteRange{br(-1, 10)}, 100, []span{{90, 10}}},
+		{[]objectstore.ByteRange{br(-1, 1000)}, 100, []span{{0, 100}}},
+		{[]objectstore.ByteRange{br(100, -1)}, 100, nil},                                                // past the end
+		{[]objectstore.ByteRange{br(-1, 0)}, 100, nil},                                                  // the last 0 bytes
+		{[]objectstore.ByteRange{br(0, 0)}, 0, nil},                                                     // an empty file has no byte 0
+		{[]objectstore.ByteRange{br(500, 600), br(0, 1)}, 1000, []span{{0, 2}, {500, 101}}},             // sorted
+		{[]objectstore.ByteRange{br(0, 9), br(5, 19), br(20, 29)}, 1000, []span{{0, 30}}},               // overlapping and adjacent merged
+		{[]objectstore.ByteRange{br(0, 0), br(50, 50)}, 1000, []span{{0, 51}}},                          // closer than a part's overhead
+		{[]objectstore.ByteRange{br(0, 0), br(0, 0), br(0, 0)}, 1000, []span{{0, 1}}},                   // repeated
+		{[]objectstore.ByteRange{br(0, 0), br(200, 200), br(5000, -1)}, 1000, []span{{0, 1}, {200, 1}}}, // the unsatisfiable dropped
+		{[]objectstore.ByteRange{br(-1, 600), br(0, 600)}, 1000, []span{{0, 1000}}},
+		{[]objectstore.ByteRange{{First: 0, Last: math.MaxInt64}}, 1000, []span{{0, 1000}}},
+		{[]objectstore.ByteRange{{First: math.MaxInt64, Last: -1}}, 1000, nil},
+		{[]objectstore.ByteRange{{First: -1, Last: math.MaxInt64}}, 1000, []span{{0, 1000}}},
 	} {
 		if got := resolveRanges(tc.ranges, tc.size); !reflect.DeepEqual(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
 			t.Errorf("resolveRanges(%v, %d) = %v, want %v", tc.ranges, tc.size, got, tc.want)
@@ -85,7 +87,7 @@ func TestReadGroups(t *testing.T) {
 
 func TestPreconditionsInRFCOrder(t *testing.T) {
 	mod := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	info := ObjectInfo{ETag: `"abc"`, LastModified: mod.Add(300 * time.Millisecond)}
+	info := objectstore.ObjectInfo{ETag: `"abc"`, LastModified: mod.Add(300 * time.Millisecond)}
 	before, after := mod.Add(-time.Hour).Format(http.TimeFormat), mod.Add(time.Hour).Format(http.TimeFormat)
 	exact := mod.Format(http.TimeFormat)
 	for _, tc := range []struct {
@@ -124,7 +126,7 @@ func TestPreconditionsInRFCOrder(t *testing.T) {
 
 func TestServeIfRange(t *testing.T) {
 	store := newTestStore(t)
-	info := putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain"})
+	info := putTestObject(t, store, "f.txt", []byte("0123456789"), objectstore.PutOptions{ContentType: "text/plain"})
 	s := newTestServe(t, store, nil)
 	for _, tc := range []struct {
 		ifRange, body string
@@ -181,4 +183,9 @@ func FuzzParseRange(f *testing.F) {
 			t.Fatalf("spans %v add up to %d of %d bytes", spans, total, size)
 		}
 	})
+}
+
+// br is a byte range First-Last.
+func br(first, last int64) objectstore.ByteRange {
+	return objectstore.ByteRange{First: first, Last: last}
 }

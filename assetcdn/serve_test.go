@@ -15,12 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // putTestObject stores content under key with the given options.
-func putTestObject(t testing.TB, s Store, key string, content []byte, opts PutOptions) ObjectInfo {
+func putTestObject(t testing.TB, s objectstore.Store, key string, content []byte, opts objectstore.PutOptions) objectstore.ObjectInfo {
 	t.Helper()
 	info, err := s.Put(context.Background(), key, bytes.NewReader(content), int64(len(content)), opts)
 	if err != nil {
@@ -29,7 +31,7 @@ func putTestObject(t testing.TB, s Store, key string, content []byte, opts PutOp
 	return info
 }
 
-func newTestServe(t testing.TB, store Store, configure func(*Serve)) *Serve {
+func newTestServe(t testing.TB, store objectstore.Store, configure func(*Serve)) *Serve {
 	t.Helper()
 	s := new(Serve)
 	if configure != nil {
@@ -63,9 +65,9 @@ func serveAsset(t testing.TB, s *Serve, req *http.Request) *httptest.ResponseRec
 func TestServeProxy(t *testing.T) {
 	store := newTestStore(t)
 	png := pngBytes(2000)
-	info := putTestObject(t, store, "uploads/a.png", png, PutOptions{ContentType: "image/png", ContentDisposition: `inline; filename="Me.png"`})
-	putTestObject(t, store, "uploads/page.html", []byte("<script>alert(1)</script>"), PutOptions{ContentType: "text/html"})
-	putTestObject(t, store, "assets/app.0123456789ab.js", []byte("console.log(1)"), PutOptions{ContentType: "text/javascript", CacheControl: "public, max-age=31536000, immutable"})
+	info := putTestObject(t, store, "uploads/a.png", png, objectstore.PutOptions{ContentType: "image/png", ContentDisposition: `inline; filename="Me.png"`})
+	putTestObject(t, store, "uploads/page.html", []byte("<script>alert(1)</script>"), objectstore.PutOptions{ContentType: "text/html"})
+	putTestObject(t, store, "assets/app.0123456789ab.js", []byte("console.log(1)"), objectstore.PutOptions{ContentType: "text/javascript", CacheControl: "public, max-age=31536000, immutable"})
 	s := newTestServe(t, store, func(s *Serve) { p := "/media"; s.StripPrefix = &p })
 
 	rec := serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/media/uploads/a.png", nil))
@@ -106,7 +108,7 @@ func TestServeProxy(t *testing.T) {
 func TestServeRangeAndConditional(t *testing.T) {
 	store := newTestStore(t)
 	content := []byte("0123456789abcdefghij")
-	info := putTestObject(t, store, "f.txt", content, PutOptions{ContentType: "text/plain"})
+	info := putTestObject(t, store, "f.txt", content, objectstore.PutOptions{ContentType: "text/plain"})
 	s := newTestServe(t, store, nil)
 
 	req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
@@ -142,8 +144,8 @@ func TestServeRangeAndConditional(t *testing.T) {
 
 func TestServeRefusals(t *testing.T) {
 	store := newTestStore(t)
-	putTestObject(t, store, "media/x.png", pngBytes(10), PutOptions{ContentType: "image/png"})
-	putTestObject(t, store, ".staging/abc", pngBytes(10), PutOptions{})
+	putTestObject(t, store, "media/x.png", pngBytes(10), objectstore.PutOptions{ContentType: "image/png"})
+	putTestObject(t, store, ".staging/abc", pngBytes(10), objectstore.PutOptions{})
 	s := newTestServe(t, store, func(s *Serve) { p := "/media"; s.StripPrefix = &p })
 	tests := []struct {
 		method, path string
@@ -176,13 +178,13 @@ func TestServeRefusals(t *testing.T) {
 
 // failingStore answers every read with err.
 type failingStore struct {
-	*FileStore
+	*objectstore.FileStore
 	err error
 }
 
-func (f failingStore) Open(context.Context, string) (Object, error) { return nil, f.err }
+func (f failingStore) Open(context.Context, string) (objectstore.Object, error) { return nil, f.err }
 
-func (f failingStore) Get(context.Context, string, *ByteRange, string) (*Part, error) {
+func (f failingStore) Get(context.Context, string, *objectstore.ByteRange, string) (*objectstore.Part, error) {
 	return nil, f.err
 }
 
@@ -191,9 +193,9 @@ func TestServeStoreErrors(t *testing.T) {
 		err  error
 		want int
 	}{
-		{ErrUnavailable, http.StatusServiceUnavailable},
+		{objectstore.ErrUnavailable, http.StatusServiceUnavailable},
 		{io.ErrUnexpectedEOF, http.StatusBadGateway},
-		{ErrNotFound, http.StatusNotFound},
+		{objectstore.ErrNotFound, http.StatusNotFound},
 	} {
 		s := newTestServe(t, failingStore{newTestStore(t), tt.err}, nil)
 		rec := serveAsset(t, s, httptest.NewRequest(http.MethodGet, "/a.png", nil))
@@ -221,7 +223,7 @@ func TestServeRedirect(t *testing.T) {
 	// so the file is proxied.
 	local := newTestStore(t)
 	local.PublicBaseURL = "/media"
-	putTestObject(t, local, "x.txt", []byte("hi"), PutOptions{ContentType: "text/plain"})
+	putTestObject(t, local, "x.txt", []byte("hi"), objectstore.PutOptions{ContentType: "text/plain"})
 	s = newTestServe(t, local, func(s *Serve) { s.Mode = modeRedirect })
 	if s.stripPrefix != "/media" {
 		t.Fatalf("default strip_prefix %q, want the public_url path /media", s.stripPrefix)
@@ -236,7 +238,7 @@ func TestServeProvisionErrors(t *testing.T) {
 	noURL := newTestStore(t)
 	noURL.PublicBaseURL = ""
 	for name, tt := range map[string]struct {
-		store Store
+		store objectstore.Store
 		cfg   func(*Serve)
 		want  string
 	}{
@@ -287,7 +289,7 @@ func FuzzKeyFromPath(f *testing.F) {
 		if !ok {
 			return
 		}
-		if err := ValidateKey(key); err != nil {
+		if err := objectstore.ValidateKey(key); err != nil {
 			t.Fatalf("%q gave invalid key %q: %v", urlPath, key, err)
 		}
 		if !strings.HasSuffix(urlPath, "/"+key) || !strings.HasPrefix(urlPath, strings.TrimRight(prefix, "/")+"/") {
@@ -304,17 +306,17 @@ func FuzzKeyFromPath(f *testing.F) {
 // callCounter counts the store calls asset_serve makes: what each answer
 // costs an S3 store in requests.
 type callCounter struct {
-	Store
+	objectstore.Store
 	heads, gets int
-	ranges      []*ByteRange
+	ranges      []*objectstore.ByteRange
 }
 
-func (c *callCounter) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+func (c *callCounter) Stat(ctx context.Context, key string) (objectstore.ObjectInfo, error) {
 	c.heads++
 	return c.Store.Stat(ctx, key)
 }
 
-func (c *callCounter) Get(ctx context.Context, key string, rng *ByteRange, ifMatch string) (*Part, error) {
+func (c *callCounter) Get(ctx context.Context, key string, rng *objectstore.ByteRange, ifMatch string) (*objectstore.Part, error) {
 	c.gets++
 	c.ranges = append(c.ranges, rng)
 	return c.Store.Get(ctx, key, rng, ifMatch)
@@ -328,7 +330,7 @@ func (c *callCounter) Get(ctx context.Context, key string, rng *ByteRange, ifMat
 func TestServeCostsTheStoreOneRequest(t *testing.T) {
 	store := &callCounter{Store: newTestStore(t)}
 	content := bytes.Repeat([]byte("0123456789"), 20_000) // 200 kB
-	info := putTestObject(t, store, "f.bin", content, PutOptions{ContentType: "application/octet-stream"})
+	info := putTestObject(t, store, "f.bin", content, objectstore.PutOptions{ContentType: "application/octet-stream"})
 	s := newTestServe(t, store, nil)
 	many := make([]string, 17)
 	for i := range many {
@@ -337,24 +339,24 @@ func TestServeCostsTheStoreOneRequest(t *testing.T) {
 	for _, tc := range []struct {
 		method, header, value string
 		status, heads, gets   int
-		ranges                []*ByteRange // what the GETs asked for
-		body                  string       // "" means the whole file
+		ranges                []*objectstore.ByteRange // what the GETs asked for
+		body                  string                   // "" means the whole file
 	}{
-		{http.MethodGet, "", "", 200, 0, 1, []*ByteRange{nil}, ""},
+		{http.MethodGet, "", "", 200, 0, 1, []*objectstore.ByteRange{nil}, ""},
 		{http.MethodHead, "", "", 200, 1, 0, nil, "-"},
 		{http.MethodGet, "If-None-Match", info.ETag, 304, 1, 0, nil, "-"},
-		{http.MethodGet, "If-None-Match", `"other"`, 200, 1, 1, []*ByteRange{nil}, ""},
-		{http.MethodGet, "Range", "bytes=0-9", 206, 0, 1, []*ByteRange{{0, 9}}, "0123456789"},
-		{http.MethodGet, "Range", "bytes=1000-1009", 206, 0, 1, []*ByteRange{{1000, 1009}}, "0123456789"},
-		{http.MethodGet, "Range", "bytes=-5", 206, 0, 1, []*ByteRange{{-1, 5}}, "56789"},
-		{http.MethodGet, "Range", "bytes=300000-", 416, 1, 1, []*ByteRange{{300000, -1}}, "-"},
-		{http.MethodGet, "Range", "bytes=0-0,100-100,150000-150000", 206, 1, 2, []*ByteRange{{0, 100}, {150000, 150000}}, "-"},
-		{http.MethodGet, "Range", "bytes=0-9,5-19", 206, 1, 1, []*ByteRange{{0, 19}}, "01234567890123456789"},
-		{http.MethodGet, "Range", "bytes=" + strings.Join(many, ","), 200, 0, 1, []*ByteRange{nil}, ""},
+		{http.MethodGet, "If-None-Match", `"other"`, 200, 1, 1, []*objectstore.ByteRange{nil}, ""},
+		{http.MethodGet, "Range", "bytes=0-9", 206, 0, 1, []*objectstore.ByteRange{{First: 0, Last: 9}}, "0123456789"},
+		{http.MethodGet, "Range", "bytes=1000-1009", 206, 0, 1, []*objectstore.ByteRange{{First: 1000, Last: 1009}}, "0123456789"},
+		{http.MethodGet, "Range", "bytes=-5", 206, 0, 1, []*objectstore.ByteRange{{First: -1, Last: 5}}, "56789"},
+		{http.MethodGet, "Range", "bytes=300000-", 416, 1, 1, []*objectstore.ByteRange{{First: 300000, Last: -1}}, "-"},
+		{http.MethodGet, "Range", "bytes=0-0,100-100,150000-150000", 206, 1, 2, []*objectstore.ByteRange{{First: 0, Last: 100}, {First: 150000, Last: 150000}}, "-"},
+		{http.MethodGet, "Range", "bytes=0-9,5-19", 206, 1, 1, []*objectstore.ByteRange{{First: 0, Last: 19}}, "01234567890123456789"},
+		{http.MethodGet, "Range", "bytes=" + strings.Join(many, ","), 200, 0, 1, []*objectstore.ByteRange{nil}, ""},
 		{http.MethodGet, "Range", "bytes=5-1", 416, 1, 0, nil, "-"},
-		{http.MethodGet, "Range", "items=0-9", 200, 0, 1, []*ByteRange{nil}, ""},
-		{http.MethodGet, "Range", "bytes=0-0,100000-100000,199000-199000", 206, 1, 3, []*ByteRange{{0, 0}, {100000, 100000}, {199000, 199000}}, "-"},
-		{http.MethodGet, "Range", "bytes=0-99999999999999999999", 206, 0, 1, []*ByteRange{{0, math.MaxInt64}}, ""},
+		{http.MethodGet, "Range", "items=0-9", 200, 0, 1, []*objectstore.ByteRange{nil}, ""},
+		{http.MethodGet, "Range", "bytes=0-0,100000-100000,199000-199000", 206, 1, 3, []*objectstore.ByteRange{{First: 0, Last: 0}, {First: 100000, Last: 100000}, {First: 199000, Last: 199000}}, "-"},
+		{http.MethodGet, "Range", "bytes=0-99999999999999999999", 206, 0, 1, []*objectstore.ByteRange{{First: 0, Last: math.MaxInt64}}, ""},
 	} {
 		store.heads, store.gets, store.ranges = 0, 0, nil
 		req := httptest.NewRequest(tc.method, "/f.bin", nil)
@@ -389,7 +391,7 @@ func TestServeCostsTheStoreOneRequest(t *testing.T) {
 func TestServeSeveralRanges(t *testing.T) {
 	store := newTestStore(t)
 	content := []byte(strings.Repeat("a", 100) + "01" + strings.Repeat("b", 200) + "56" + strings.Repeat("c", 100))
-	putTestObject(t, store, "f.txt", content, PutOptions{ContentType: "text/plain"})
+	putTestObject(t, store, "f.txt", content, objectstore.PutOptions{ContentType: "text/plain"})
 	s := newTestServe(t, store, nil)
 	req := httptest.NewRequest(http.MethodGet, "/f.txt", nil)
 	req.Header.Set("Range", "bytes=302-303,100-101")
@@ -423,7 +425,7 @@ func TestServeSeveralRanges(t *testing.T) {
 // ranged GET's answer cost two GETs, the first one's bytes thrown away).
 func TestServeIfRangeCostsAHeadAndOneGet(t *testing.T) {
 	store := &callCounter{Store: newTestStore(t)}
-	info := putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain"})
+	info := putTestObject(t, store, "f.txt", []byte("0123456789"), objectstore.PutOptions{ContentType: "text/plain"})
 	s := newTestServe(t, store, nil)
 	for _, ifRange := range []string{info.ETag, `"stale"`} {
 		store.heads, store.gets, store.ranges = 0, 0, nil
@@ -438,10 +440,10 @@ func TestServeIfRangeCostsAHeadAndOneGet(t *testing.T) {
 }
 
 // getAfterHeadFails is a store whose Stat answers and whose Get fails.
-type getAfterHeadFails struct{ Store }
+type getAfterHeadFails struct{ objectstore.Store }
 
-func (getAfterHeadFails) Get(context.Context, string, *ByteRange, string) (*Part, error) {
-	return nil, ErrUnavailable
+func (getAfterHeadFails) Get(context.Context, string, *objectstore.ByteRange, string) (*objectstore.Part, error) {
+	return nil, objectstore.ErrUnavailable
 }
 
 // TestServeErrorsCarryNoObjectHeaders: a 416, a 412 or a store error is
@@ -449,7 +451,7 @@ func (getAfterHeadFails) Get(context.Context, string, *ByteRange, string) (*Part
 // could store it under.
 func TestServeErrorsCarryNoObjectHeaders(t *testing.T) {
 	store := newTestStore(t)
-	putTestObject(t, store, "f.txt", []byte("0123456789"), PutOptions{ContentType: "text/plain", CacheControl: "public, max-age=31536000, immutable"})
+	putTestObject(t, store, "f.txt", []byte("0123456789"), objectstore.PutOptions{ContentType: "text/plain", CacheControl: "public, max-age=31536000, immutable"})
 	s := newTestServe(t, store, nil)
 	failing := newTestServe(t, getAfterHeadFails{store}, nil)
 	for _, tc := range []struct {
@@ -485,7 +487,7 @@ func TestServeErrorsCarryNoObjectHeaders(t *testing.T) {
 // nothing.
 func TestServeEmptyFileIgnoresRange(t *testing.T) {
 	store := newTestStore(t)
-	putTestObject(t, store, "empty.txt", nil, PutOptions{ContentType: "text/plain"})
+	putTestObject(t, store, "empty.txt", nil, objectstore.PutOptions{ContentType: "text/plain"})
 	s := newTestServe(t, store, nil)
 	for _, rng := range []string{"bytes=0-", "bytes=-5", "bytes=0-0,2-3"} {
 		req := httptest.NewRequest(http.MethodGet, "/empty.txt", nil)

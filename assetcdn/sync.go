@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // SyncOptions configure Sync.
@@ -86,7 +88,7 @@ type syncFile struct {
 // manifest goes last, with no-cache, so a reader never sees a manifest
 // that names a file not yet uploaded. Old files are never deleted: pages
 // rendered before the deploy still reference them.
-func Sync(ctx context.Context, store Store, dir string, opts SyncOptions) (SyncReport, error) {
+func Sync(ctx context.Context, store objectstore.Store, dir string, opts SyncOptions) (SyncReport, error) {
 	opts.Prefix = normalizePrefix(opts.Prefix)
 	if opts.Manifest == "" {
 		opts.Manifest = "manifest.json"
@@ -95,7 +97,7 @@ func Sync(ctx context.Context, store Store, dir string, opts SyncOptions) (SyncR
 		opts.Concurrency = 4
 	}
 	report := SyncReport{ManifestKey: opts.Prefix + strings.TrimLeft(opts.Manifest, "/")}
-	if err := ValidateKey(report.ManifestKey); err != nil {
+	if err := objectstore.ValidateKey(report.ManifestKey); err != nil {
 		return report, fmt.Errorf("manifest key: %v", err)
 	}
 	tool, consumed, err := readToolManifest(dir)
@@ -309,7 +311,7 @@ func assetContentType(rel string, head []byte) string {
 
 // uploadFiles uploads every file not already stored, opts.Concurrency at
 // a time; the first failure stops the rest.
-func uploadFiles(ctx context.Context, store Store, files []*syncFile, opts SyncOptions, report *SyncReport) error {
+func uploadFiles(ctx context.Context, store objectstore.Store, files []*syncFile, opts SyncOptions, report *SyncReport) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	jobs := make(chan *syncFile)
@@ -348,9 +350,9 @@ send:
 }
 
 // syncOne uploads one file unless the store has it already.
-func syncOne(ctx context.Context, store Store, f *syncFile, opts SyncOptions) (bool, error) {
+func syncOne(ctx context.Context, store objectstore.Store, f *syncFile, opts SyncOptions) (bool, error) {
 	key := opts.Prefix + f.target
-	if err := ValidateKey(key); err != nil {
+	if err := objectstore.ValidateKey(key); err != nil {
 		return false, fmt.Errorf("file %s: %v", f.abs, err)
 	}
 	if same, err := storedAlready(ctx, store, key, f.size, f.sha256); err != nil || same {
@@ -364,7 +366,7 @@ func syncOne(ctx context.Context, store Store, f *syncFile, opts SyncOptions) (b
 		return false, fmt.Errorf("reading %s: %v", f.abs, err)
 	}
 	defer file.Close()
-	putOpts := PutOptions{ContentType: f.ctype, CacheControl: immutableCacheControl, Metadata: map[string]string{sha256MetaKey: f.sha256}}
+	putOpts := objectstore.PutOptions{ContentType: f.ctype, CacheControl: immutableCacheControl, Metadata: map[string]string{sha256MetaKey: f.sha256}}
 	if _, err := store.Put(ctx, key, file, f.size, putOpts); err != nil {
 		return false, fmt.Errorf("uploading %s to %q: %w", f.abs, key, err)
 	}
@@ -372,9 +374,9 @@ func syncOne(ctx context.Context, store Store, f *syncFile, opts SyncOptions) (b
 }
 
 // storedAlready reports whether key holds content of this size and digest.
-func storedAlready(ctx context.Context, store Store, key string, size int64, sum string) (bool, error) {
+func storedAlready(ctx context.Context, store objectstore.Store, key string, size int64, sum string) (bool, error) {
 	info, err := store.Stat(ctx, key)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, objectstore.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -384,7 +386,7 @@ func storedAlready(ctx context.Context, store Store, key string, size int64, sum
 }
 
 // uploadManifest writes the manifest, after every file it names.
-func uploadManifest(ctx context.Context, store Store, m Manifest, opts SyncOptions, report *SyncReport) error {
+func uploadManifest(ctx context.Context, store objectstore.Store, m Manifest, opts SyncOptions, report *SyncReport) error {
 	data, err := json.MarshalIndent(m, "", "\t")
 	if err != nil {
 		return fmt.Errorf("encoding manifest: %v", err)
@@ -400,7 +402,7 @@ func uploadManifest(ctx context.Context, store Store, m Manifest, opts SyncOptio
 	if opts.DryRun {
 		return nil
 	}
-	putOpts := PutOptions{ContentType: "application/json", CacheControl: manifestCacheControl, Metadata: map[string]string{sha256MetaKey: digest}}
+	putOpts := objectstore.PutOptions{ContentType: "application/json", CacheControl: manifestCacheControl, Metadata: map[string]string{sha256MetaKey: digest}}
 	if _, err := store.Put(ctx, report.ManifestKey, bytes.NewReader(data), int64(len(data)), putOpts); err != nil {
 		return fmt.Errorf("uploading manifest to %q: %w", report.ManifestKey, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // writeBuildDir creates files (slash paths) under a new directory.
@@ -35,7 +37,7 @@ func fingerprintOf(content string) string {
 }
 
 // readStoredManifest reads and parses the manifest at key.
-func readStoredManifest(t testing.TB, s Store, key string) (Manifest, ObjectInfo) {
+func readStoredManifest(t testing.TB, s objectstore.Store, key string) (Manifest, objectstore.ObjectInfo) {
 	t.Helper()
 	obj, err := s.Open(context.Background(), key)
 	if err != nil {
@@ -220,10 +222,10 @@ func TestSyncErrors(t *testing.T) {
 }
 
 // failingPutStore refuses every write.
-type failingPutStore struct{ *FileStore }
+type failingPutStore struct{ *objectstore.FileStore }
 
-func (failingPutStore) Put(context.Context, string, io.Reader, int64, PutOptions) (ObjectInfo, error) {
-	return ObjectInfo{}, ErrUnavailable
+func (failingPutStore) Put(context.Context, string, io.Reader, int64, objectstore.PutOptions) (objectstore.ObjectInfo, error) {
+	return objectstore.ObjectInfo{}, objectstore.ErrUnavailable
 }
 
 func TestFingerprintedName(t *testing.T) {

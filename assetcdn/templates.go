@@ -11,6 +11,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/templates"
@@ -65,7 +67,7 @@ type AssetFunctions struct {
 	// load.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
-	store        Store
+	store        objectstore.Store
 	manifestKeys []string
 	current      *atomic.Pointer[assetManifest]
 	logger       *zap.Logger
@@ -98,7 +100,7 @@ func (AssetFunctions) CaddyModule() caddy.ModuleInfo {
 // Provision finds the store, reads the manifest and starts the refresh.
 func (a *AssetFunctions) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	store, err := Lookup(ctx, a.Store)
+	store, err := objectstore.Lookup(ctx, a.Store)
 	if err != nil {
 		return fmt.Errorf("templates assets: %v", err)
 	}
@@ -117,7 +119,7 @@ func (a *AssetFunctions) Provision(ctx caddy.Context) error {
 }
 
 // prepare applies defaults and checks the options against store.
-func (a *AssetFunctions) prepare(store Store) error {
+func (a *AssetFunctions) prepare(store objectstore.Store) error {
 	a.store = store
 	a.current = new(atomic.Pointer[assetManifest])
 	if a.logger == nil {
@@ -143,7 +145,7 @@ func (a *AssetFunctions) prepare(store Store) error {
 		a.manifestKeys = []string{a.Prefix + strings.TrimLeft(a.Manifest, "/")}
 	}
 	for _, k := range a.manifestKeys {
-		if err := ValidateKey(k); err != nil {
+		if err := objectstore.ValidateKey(k); err != nil {
 			return fmt.Errorf("templates assets: manifest: %v", err)
 		}
 	}
@@ -184,7 +186,7 @@ func (a *AssetFunctions) reload(ctx context.Context) {
 func (a *AssetFunctions) readManifest(ctx context.Context) (*assetManifest, error) {
 	for _, key := range a.manifestKeys {
 		obj, err := a.store.Open(ctx, key)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, objectstore.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -236,10 +238,10 @@ func (a *AssetFunctions) assetURL(logical string) (string, error) {
 	cur := a.current.Load()
 	if a.local(cur) {
 		rel := normalizeManifestPath(logical)
-		if err := ValidateKey(rel); err != nil {
+		if err := objectstore.ValidateKey(rel); err != nil {
 			return "", fmt.Errorf("asset_url %q: %v", logical, err)
 		}
-		return joinURL(a.LocalURL, rel), nil
+		return objectstore.JoinURL(a.LocalURL, rel), nil
 	}
 	file := normalizeManifestPath(logical)
 	if cur != nil && cur.manifest != nil {
@@ -249,7 +251,7 @@ func (a *AssetFunctions) assetURL(logical string) (string, error) {
 		return file, nil
 	}
 	key := a.Prefix + file
-	if err := ValidateKey(key); err != nil {
+	if err := objectstore.ValidateKey(key); err != nil {
 		return "", fmt.Errorf("asset_url %q: %v", logical, err)
 	}
 	return a.store.PublicURL(key), nil

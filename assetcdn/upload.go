@@ -3,7 +3,6 @@ package assetcdn
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 
 	"go.uber.org/zap"
 )
@@ -208,13 +209,13 @@ func (u *upload) storeFile(body io.Reader, field, rawName string) (*FileReferenc
 		return nil, refuse(http.StatusUnsupportedMediaType, outcomeTypeRefused, "file %q in field %q is %s, which is not allowed here", filename, field, ctype)
 	}
 	now := time.Now()
-	kv := KeyValues{UUID: NewUUID(), Ext: keyExtension(filename, ctype), Time: now}
+	kv := objectstore.KeyValues{UUID: objectstore.NewUUID(), Ext: keyExtension(filename, ctype), Time: now}
 	key := u.o.keyTmpl.Render(kv)
 	if u.o.keyTmpl.UsesHash() {
 		key = stagingKey(kv.UUID)
 	}
 	lr := &limitedHashReader{r: br, limit: u.o.MaxSize, h: sha256.New()}
-	opts := PutOptions{ContentType: ctype, ContentDisposition: contentDisposition(ctype, filename), NoOverwrite: true}
+	opts := objectstore.PutOptions{ContentType: ctype, ContentDisposition: contentDisposition(ctype, filename), NoOverwrite: true}
 	info, err := u.o.store.Put(u.r.Context(), key, lr, -1, opts)
 	if lr.exceeded {
 		return nil, refuse(http.StatusRequestEntityTooLarge, outcomeTooLarge, "file %q in field %q is larger than the %d bytes allowed", filename, field, u.o.MaxSize)
@@ -257,35 +258,18 @@ func stagingKey(uuid string) string { return ".staging/" + uuid }
 // promote moves a staged object to its content-addressed key. The same
 // content already stored under that key is success (uploads dedupe),
 // reported as existed.
-func (u *upload) promote(staged, final string, opts PutOptions) (key string, existed bool, err error) {
+func (u *upload) promote(staged, final string, opts objectstore.PutOptions) (key string, existed bool, err error) {
 	ctx := u.r.Context()
 	defer func() {
 		cctx, cancel := cleanupContext()
 		defer cancel()
 		_ = u.o.store.Delete(cctx, staged)
 	}()
-	err = copyObject(ctx, u.o.store, staged, final, opts)
-	if errors.Is(err, ErrExists) {
+	err = objectstore.Copy(ctx, u.o.store, staged, final, opts)
+	if errors.Is(err, objectstore.ErrExists) {
 		return final, true, nil
 	}
 	return final, false, err
-}
-
-// copyObject copies src to dst inside one store, server-side when the
-// store can.
-func copyObject(ctx context.Context, store Store, src, dst string, opts PutOptions) error {
-	if c, ok := store.(copier); ok {
-		if err := c.Copy(ctx, src, dst, opts); !errors.Is(err, ErrUnsupported) {
-			return err
-		}
-	}
-	obj, err := store.Open(ctx, src)
-	if err != nil {
-		return err
-	}
-	defer obj.Close()
-	_, err = store.Put(ctx, dst, obj, obj.Info().Size, opts)
-	return err
 }
 
 // limitedHashReader hashes what it reads and stops past limit.

@@ -1,12 +1,13 @@
 package assetcdn
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // A client that trickles an upload (sends some data, then a byte now and
@@ -31,7 +32,7 @@ import (
 // the S3 store holds a part buffer of upload_memory for the upload, the
 // floor rises to part_size per part_hold_time (8 MiB per 5 minutes, about
 // 28 KB/s, by default): an upload holds memory only while it fills it at
-// a rate that frees it in bounded time (raiseMinRate).
+// a rate that frees it in bounded time (objectstore.RaiseMinRate).
 
 // Defaults of the upload rate guard.
 const (
@@ -69,7 +70,7 @@ type rateGuard struct {
 // guardRate starts guarding r's body at minRate bytes per second with
 // the given grace; a cut-off ends the blocked read through the
 // connection's read deadline. The returned request carries the guard in
-// its context, for the store to raise the rate (raiseMinRate). Stop it
+// its context, for the store to raise the rate (objectstore.RaiseMinRate). Stop it
 // when the upload is done.
 func guardRate(w http.ResponseWriter, r *http.Request, minRate int64, grace time.Duration) (*rateGuard, *http.Request) {
 	if r.ProtoMajor >= 2 {
@@ -79,12 +80,12 @@ func guardRate(w http.ResponseWriter, r *http.Request, minRate int64, grace time
 		// backend does not take) stalls this one, and its slowness is not
 		// the client's. Such a stream costs a goroutine, bounded per
 		// connection by max_concurrent_streams; only the memory a stream
-		// holds needs the rate (raiseMinRate), and with a grace longer
+		// holds needs the rate (objectstore.RaiseMinRate), and with a grace longer
 		// than the 10 s an upload may wait for a part buffer.
 		minRate, grace = 0, max(grace, multiplexedGrace)
 	}
 	g := newRateGuard(r.Body, minRate, grace, http.NewResponseController(w).SetReadDeadline)
-	r = r.WithContext(context.WithValue(r.Context(), rateGuardKey{}, g))
+	r = r.WithContext(objectstore.WithRateRaiser(r.Context(), g))
 	r.Body = g
 	return g, r
 }
@@ -185,18 +186,9 @@ func (g *rateGuard) raise(rate float64) (restore func()) {
 	}
 }
 
-// rateGuardKey is the request context key of the upload's guard.
-type rateGuardKey struct{}
-
-// raiseMinRate raises the minimum rate of the upload whose request
-// context is ctx, while the caller holds memory for it; it does nothing
-// for a request without a guard.
-func raiseMinRate(ctx context.Context, rate float64) (restore func()) {
-	if g, ok := ctx.Value(rateGuardKey{}).(*rateGuard); ok {
-		return g.raise(rate)
-	}
-	return func() {}
-}
+// RaiseMinRate implements objectstore.RateRaiser: a store raises the
+// upload's minimum rate while it holds memory for it.
+func (g *rateGuard) RaiseMinRate(rate float64) (restore func()) { return g.raise(rate) }
 
 // stop ends the guard; the body stays usable.
 func (g *rateGuard) stop() {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // pipeBody is a request body the test writes into; a deadline in the past
@@ -169,7 +171,7 @@ func TestRateGuardRaisedWhileHoldingMemory(t *testing.T) {
 	body := newPipeBody()
 	g := newRateGuard(body, 1000, 300*time.Millisecond, body.setDeadline)
 	defer g.stop()
-	ctx := context.WithValue(context.Background(), rateGuardKey{}, g)
+	ctx := objectstore.WithRateRaiser(context.Background(), g)
 	stop := make(chan struct{})
 	go func() {
 		for { // 4000 bytes/s: four times min_rate
@@ -196,15 +198,15 @@ func TestRateGuardRaisedWhileHoldingMemory(t *testing.T) {
 	if err := read(time.Second); err != nil {
 		t.Fatalf("at four times min_rate: %v", err)
 	}
-	restore := raiseMinRate(ctx, 100_000) // holding memory: 100 kB/s
+	restore := objectstore.RaiseMinRate(ctx, 100_000) // holding memory: 100 kB/s, as the S3 store does
 	err := read(2 * time.Second)
 	restore()
 	close(stop)
 	if !errors.Is(err, errUploadTooSlow) {
 		t.Fatalf("at 4 kB/s while holding a buffer that wants 100 kB/s: %v, want errUploadTooSlow", err)
 	}
-	if raiseMinRate(context.Background(), 1e9) == nil {
-		t.Fatal("raiseMinRate without a guard returned nil")
+	if objectstore.RaiseMinRate(context.Background(), 1e9) == nil {
+		t.Fatal("RaiseMinRate without a guard returned nil")
 	}
 }
 
@@ -240,7 +242,7 @@ func TestRateGuardOverHTTP2OnlyGuardsMemory(t *testing.T) {
 	if g.minRate != 0 || g.grace < multiplexedGrace {
 		t.Fatalf("HTTP/2: rate %v, grace %v", g.minRate, g.grace)
 	}
-	restore := raiseMinRate(r.Context(), 28_000)
+	restore := objectstore.RaiseMinRate(r.Context(), 28_000)
 	defer restore()
 	if g.minRate != 28_000 {
 		t.Fatalf("the memory floor does not apply over HTTP/2: %v", g.minRate)

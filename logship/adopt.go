@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // A spool directory records where its files go (spoolMetaName), so that
@@ -110,7 +110,7 @@ func adoptionCandidates(dir string) []string {
 // adoptOrphans ships the files of unused spool directories that go to
 // a store app declares, each with the settings it was written with, for
 // the rest of the process. An empty ".pid<n>" directory is removed.
-func adoptOrphans(sl *slot, app *assetcdn.App) {
+func adoptOrphans(sl *slot, app *objectstore.App) {
 	for _, dir := range adoptionCandidates(sl.dir) {
 		registry.mu.Lock()
 		taken := registry.slots[dir] != nil
@@ -131,7 +131,7 @@ func adoptOrphans(sl *slot, app *assetcdn.App) {
 }
 
 // adopt opens dir, if no process holds it, and ships what it holds.
-func adopt(dir string, meta spoolMeta, store assetcdn.Store) {
+func adopt(dir string, meta spoolMeta, store objectstore.Store) {
 	st := meta.settings()
 	tmpl, err := parseKeyTemplate(st.key)
 	if err != nil {

@@ -12,7 +12,10 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/logging"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	// The handlers (asset_serve), for a config whose site provisions the
+	// asset_store app before the log writer does.
+	_ "github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // caddyConfig is a config whose default log goes to an s3 writer that
@@ -63,7 +66,7 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	resetDefaultLogger(t)
-	fs := &assetcdn.FileStore{Root: root}
+	fs := &objectstore.FileStore{Root: root}
 	if err := fs.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +85,7 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 		t.Fatalf("shipped %d test entries (%q ... ), want 100 in order", len(msgs), msgs)
 	}
 	var objects int
-	_ = store.List(context.Background(), "caddy/n1/", func(assetcdn.ObjectInfo) error { objects++; return nil })
+	_ = store.List(context.Background(), "caddy/n1/", func(objectstore.ObjectInfo) error { objects++; return nil })
 	if objects < 2 {
 		t.Fatalf("%d objects: the reload that changed roll_size should have rolled a file", objects)
 	}
@@ -92,7 +95,7 @@ func TestCaddyReloadAndStopShipEverything(t *testing.T) {
 // the "test" logger shipped so far to the file store in root.
 func shippedTestMessages(t *testing.T, root string) func() map[string]bool {
 	t.Helper()
-	fs := &assetcdn.FileStore{Root: root}
+	fs := &objectstore.FileStore{Root: root}
 	if err := fs.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +220,7 @@ func TestSpoolInUseAndOrphansAreShipped(t *testing.T) {
 	}
 	resetDefaultLogger(t)
 
-	fs := &assetcdn.FileStore{Root: root}
+	fs := &objectstore.FileStore{Root: root}
 	if err := fs.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +235,7 @@ func TestSpoolInUseAndOrphansAreShipped(t *testing.T) {
 		return msgs["left by an earlier process"] && msgs["spooled beside the busy directory"]
 	})
 	var oldNode int
-	_ = fs.List(context.Background(), "caddy/old-node/", func(assetcdn.ObjectInfo) error { oldNode++; return nil })
+	_ = fs.List(context.Background(), "caddy/old-node/", func(objectstore.ObjectInfo) error { oldNode++; return nil })
 	if oldNode != 1 {
 		t.Fatalf("%d objects under the earlier process's host; its own settings name the key", oldNode)
 	}

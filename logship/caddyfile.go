@@ -1,12 +1,11 @@
 package logship
 
 import (
-	"strconv"
 	"strings"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/dustin/go-humanize"
 )
 
 // UnmarshalCaddyfile sets up the writer from the `output s3` tokens of a
@@ -71,20 +70,20 @@ func (w *Writer) setOption(d *caddyfile.Dispenser, opt, val string) error {
 		}
 		w.OnFull = val
 	case "roll_size":
-		w.RollSize, err = parseSize(val)
+		w.RollSize, err = quantity.ParseSize(val)
 	case "spool_max":
-		w.SpoolMax, err = parseSize(val)
+		w.SpoolMax, err = quantity.ParseSize(val)
 	case "roll_interval":
-		w.RollInterval, err = parseDuration(val)
+		w.RollInterval, err = caddyDuration(val)
 	case "flush_timeout":
-		w.FlushTimeout, err = parseDuration(val)
+		w.FlushTimeout, err = caddyDuration(val)
 	case "max_backoff":
-		w.MaxBackoff, err = parseDuration(val)
+		w.MaxBackoff, err = caddyDuration(val)
 	default:
 		return d.Errf("unknown s3 log writer option %q", opt)
 	}
 	if err != nil {
-		return d.Errf("%s %q: %v", opt, val, err)
+		return d.Errf("%s: %v", opt, err)
 	}
 	return nil
 }
@@ -95,25 +94,8 @@ func (w *Writer) setOption(d *caddyfile.Dispenser, opt, val string) error {
 // no request.
 var undoShorthands = strings.NewReplacer("{http.request.host}", "{host}", "{http.request.uuid}", "{uuid}")
 
-// parseSize reads "16MiB", "500KB" or a number of bytes.
-func parseSize(s string) (int64, error) {
-	n, err := humanize.ParseBytes(s)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 || n > 1<<62 {
-		return 0, strconv.ErrRange
-	}
-	return int64(n), nil
-}
-
-func parseDuration(s string) (caddy.Duration, error) {
-	d, err := caddy.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	if d <= 0 {
-		return 0, strconv.ErrRange
-	}
-	return caddy.Duration(d), nil
+// caddyDuration is quantity.ParseDuration as a caddy.Duration.
+func caddyDuration(s string) (caddy.Duration, error) {
+	d, err := quantity.ParseDuration(s)
+	return caddy.Duration(d), err
 }

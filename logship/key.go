@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // DefaultKey is the object key template of a shipped spool file.
@@ -17,7 +17,7 @@ const DefaultKey = "{prefix}/{host}/{yyyy}/{mm}/{dd}/{HH}/{name}-{ts}-{uuid}.log
 // that time). Empty path segments, as an empty prefix leaves, are
 // dropped.
 type keyTemplate struct {
-	parts []assetcdn.TemplatePart
+	parts []objectstore.TemplatePart
 }
 
 // keyValues are what one spool file's key is rendered from.
@@ -30,7 +30,7 @@ type keyValues struct {
 // spool files never share a key, and {ts}, so that keys sort in the
 // order the files were written.
 func parseKeyTemplate(tmpl string) (keyTemplate, error) {
-	parts, err := assetcdn.SplitTemplate(tmpl, "prefix", "host", "name", "uuid", "ts", "yyyy", "mm", "dd", "HH", "MM")
+	parts, err := objectstore.SplitTemplate(tmpl, "prefix", "host", "name", "uuid", "ts", "yyyy", "mm", "dd", "HH", "MM")
 	if err != nil {
 		return keyTemplate{}, err
 	}
@@ -50,7 +50,7 @@ func (t keyTemplate) uses(name string) bool {
 	return false
 }
 
-// render builds the key for v and checks it with assetcdn.ValidateKey.
+// render builds the key for v and checks it with objectstore.ValidateKey.
 func (t keyTemplate) render(v keyValues) (string, error) {
 	var b strings.Builder
 	utc := v.Time.UTC()
@@ -88,7 +88,7 @@ func (t keyTemplate) render(v keyValues) (string, error) {
 		}
 	}
 	key := strings.Join(kept, "/")
-	if err := assetcdn.ValidateKey(key); err != nil {
+	if err := objectstore.ValidateKey(key); err != nil {
 		return "", err
 	}
 	return key, nil

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 func TestKeyTemplate(t *testing.T) {
@@ -60,12 +60,12 @@ func FuzzKeyTemplate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		uuid := newUUID()
+		uuid := objectstore.NewUUID()
 		key, err := kt.render(keyValues{Prefix: "logs", Host: host, Name: name, UUID: uuid, Time: time.Now()})
 		if err != nil {
 			return
 		}
-		if err := assetcdn.ValidateKey(key); err != nil {
+		if err := objectstore.ValidateKey(key); err != nil {
 			t.Fatalf("rendered key %q is invalid: %v", key, err)
 		}
 		if !strings.Contains(key, uuid) {

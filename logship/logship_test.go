@@ -22,13 +22,13 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // flakyStore is a FileStore whose Put fails while down or for the next
 // failures calls, and which records the keys it accepted.
 type flakyStore struct {
-	*assetcdn.FileStore
+	*objectstore.FileStore
 	mu       sync.Mutex
 	down     bool
 	failures int
@@ -37,14 +37,14 @@ type flakyStore struct {
 
 func newFlakyStore(t *testing.T) *flakyStore {
 	t.Helper()
-	fs := &assetcdn.FileStore{Root: t.TempDir()}
+	fs := &objectstore.FileStore{Root: t.TempDir()}
 	if err := fs.Provision(caddy.Context{}); err != nil {
 		t.Fatal(err)
 	}
 	return &flakyStore{FileStore: fs}
 }
 
-func (s *flakyStore) Put(ctx context.Context, key string, body io.Reader, size int64, opts assetcdn.PutOptions) (assetcdn.ObjectInfo, error) {
+func (s *flakyStore) Put(ctx context.Context, key string, body io.Reader, size int64, opts objectstore.PutOptions) (objectstore.ObjectInfo, error) {
 	s.mu.Lock()
 	fail := s.down || s.failures > 0
 	if s.failures > 0 {
@@ -52,7 +52,7 @@ func (s *flakyStore) Put(ctx context.Context, key string, body io.Reader, size i
 	}
 	s.mu.Unlock()
 	if fail {
-		return assetcdn.ObjectInfo{}, fmt.Errorf("test store: %w", assetcdn.ErrUnavailable)
+		return objectstore.ObjectInfo{}, fmt.Errorf("test store: %w", objectstore.ErrUnavailable)
 	}
 	info, err := s.FileStore.Put(ctx, key, body, size, opts)
 	if err == nil {
@@ -80,7 +80,7 @@ func (s *flakyStore) acceptedKeys() []string {
 func (s *flakyStore) lines(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	err := s.List(context.Background(), "", func(oi assetcdn.ObjectInfo) error {
+	err := s.List(context.Background(), "", func(oi objectstore.ObjectInfo) error {
 		obj, err := s.Open(context.Background(), oi.Key)
 		if err != nil {
 			return err
@@ -113,7 +113,7 @@ func testSettings() settings {
 
 // startTestSlot runs a slot on dir with store as the looked-up store,
 // without Caddy; the returned func closes its shipper.
-func startTestSlot(t *testing.T, dir string, st settings, store assetcdn.Store) (*slot, func()) {
+func startTestSlot(t *testing.T, dir string, st settings, store objectstore.Store) (*slot, func()) {
 	t.Helper()
 	sp, err := openSpool(dir, metricsFor(dir))
 	if err != nil {
@@ -409,7 +409,7 @@ func TestAVanishedSpoolFileDoesNotBlockTheOthers(t *testing.T) {
 
 func TestNewFilesSortAfterRecoveredOnesWhenTheClockWentBack(t *testing.T) {
 	dir := t.TempDir()
-	future := time.Now().Add(time.Hour).UTC().Format(stampLayout) + "-" + newUUID()
+	future := time.Now().Add(time.Hour).UTC().Format(stampLayout) + "-" + objectstore.NewUUID()
 	if err := os.WriteFile(filepath.Join(dir, future+suffixRolled), []byte("line 000000\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestWriterWithoutItsStoreRaisesTheAlarm(t *testing.T) {
 		t.Fatalf("alarm logged %d times after %v, want 1", n, storeAlarmAfter)
 	}
 
-	sl.started(reg.cfg, &flakyStore{FileStore: &assetcdn.FileStore{Root: t.TempDir()}})
+	sl.started(reg.cfg, &flakyStore{FileStore: &objectstore.FileStore{Root: t.TempDir()}})
 	alarm.check(sl, t0.Add(storeAlarmAfter+3*time.Second))
 	if v := metricValue(sp.metrics.storeReady); v != 1 {
 		t.Fatalf("store_ready = %v once the store arrived, want 1", v)

@@ -11,7 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // Caddy v2.11.9 keeps every log writer it opens in a process-wide pool
@@ -41,7 +41,7 @@ type registration struct {
 	cfg      context.Context // its config's context
 	settings settings
 	tmpl     keyTemplate
-	store    assetcdn.Store // set when the config starts (see started)
+	store    objectstore.Store // set when the config starts (see started)
 }
 
 // slot is one spool directory.
@@ -55,7 +55,7 @@ type slot struct {
 	shipper *shipper       // nil while no config uses the slot
 	// The store of the newest config that started, for the uploads
 	// made once no config uses the slot.
-	lastStore assetcdn.Store
+	lastStore objectstore.Store
 }
 
 // acquire registers a provisioned Writer with the slot of dir, opening
@@ -170,7 +170,7 @@ var errNotRunning = errors.New("waiting for the config to start")
 // those of the newest config using the slot, once it started (during a
 // reload, uploads wait for the new config rather than use a store about
 // to be replaced), else those of the last config that did.
-func (sl *slot) store() (assetcdn.Store, registration, error) {
+func (sl *slot) store() (objectstore.Store, registration, error) {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	cur := sl.last
@@ -195,8 +195,8 @@ func (sl *slot) waitingForStore() bool {
 
 // started records the store of config cfg when it starts. A log writer
 // is provisioned while Caddy opens the logs, before the config's apps
-// exist, so the store can only be had then (assetcdn.WhenStarted).
-func (sl *slot) started(cfg context.Context, store assetcdn.Store) {
+// exist, so the store can only be had then (objectstore.WhenStarted).
+func (sl *slot) started(cfg context.Context, store objectstore.Store) {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	for i := range sl.regs {

@@ -3,7 +3,6 @@ package logship
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // Spool file names are "<stamp>-<uuid><suffix>": the stamp (creation
@@ -328,7 +329,7 @@ func (s *spool) openLocked(now time.Time) error {
 	if !stamp.After(s.lastStamp) {
 		stamp = s.lastStamp.Add(time.Millisecond)
 	}
-	base := stamp.Format(stampLayout) + "-" + newUUID()
+	base := stamp.Format(stampLayout) + "-" + objectstore.NewUUID()
 	f, err := os.OpenFile(s.path(base+suffixOpen), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("log spool: %v", err)
@@ -572,13 +573,4 @@ func (s *spool) stats() (files int, bytes int64) {
 func (s *spool) publishLocked() {
 	s.metrics.pendingFiles.Set(float64(len(s.pending)))
 	s.metrics.spoolBytes.Set(float64(s.total))
-}
-
-// newUUID returns a random RFC 9562 version 4 UUID.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 const (
@@ -251,13 +251,13 @@ func nextBackoff(prev, limit time.Duration) time.Duration {
 // put uploads one file. A store whose config was cleaned up under it
 // (at shutdown the order of module cleanups is not defined) may panic:
 // that is a failed upload too, and the file stays in the spool.
-func put(ctx context.Context, store assetcdn.Store, key string, body io.Reader, size int64) (err error) {
+func put(ctx context.Context, store objectstore.Store, key string, body io.Reader, size int64) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: store panicked: %v", assetcdn.ErrUnavailable, r)
+			err = fmt.Errorf("%w: store panicked: %v", objectstore.ErrUnavailable, r)
 		}
 	}()
-	_, err = store.Put(ctx, key, body, size, assetcdn.PutOptions{ContentType: "application/gzip"})
+	_, err = store.Put(ctx, key, body, size, objectstore.PutOptions{ContentType: "application/gzip"})
 	return err
 }
 

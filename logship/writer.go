@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 func init() {
@@ -134,7 +134,7 @@ func (w *Writer) Provision(ctx caddy.Context) error {
 	// the store when the config starts, so that the shipper has it even
 	// if the config is stopped before any upload was due.
 	name := w.Store
-	w.forgetOnStart = assetcdn.WhenStarted(ctx.Context, func(app *assetcdn.App) error {
+	w.forgetOnStart = objectstore.WhenStarted(ctx.Context, func(app *objectstore.App) error {
 		st, err := app.Store(name)
 		if err != nil {
 			return fmt.Errorf("s3 log writer: %v", err)
@@ -218,7 +218,7 @@ func (w *Writer) Validate() error {
 	}
 	// A prefix, host or name that makes an invalid key ("x/../y") would
 	// fail every upload and block the spool: refuse it now.
-	if _, err := tmpl.render(keyValues{Prefix: w.Prefix, Host: w.Host, Name: w.Name, UUID: newUUID(), Time: time.Now()}); err != nil {
+	if _, err := tmpl.render(keyValues{Prefix: w.Prefix, Host: w.Host, Name: w.Name, UUID: objectstore.NewUUID(), Time: time.Now()}); err != nil {
 		return fmt.Errorf("s3 log writer: prefix %q, host %q and name %q make invalid object keys: %v", w.Prefix, w.Host, w.Name, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package sessionstore
 import (
 	"strconv"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -28,12 +29,9 @@ func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	dur, err := caddy.ParseDuration(v)
+	dur, err := quantity.ParseDuration(v)
 	if err != nil {
-		return 0, d.Errf("%s: invalid duration %q: %v", name, v, err)
-	}
-	if dur <= 0 {
-		return 0, d.Errf("%s: must be positive, got %q", name, v)
+		return 0, d.Errf("%s: %v", name, err)
 	}
 	return caddy.Duration(dur), nil
 }

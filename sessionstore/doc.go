@@ -1,15 +1,14 @@
 // Package sessionstore holds the session bindings that caddy-lb's sticky
-// load-balancing policy reads and writes: which upstream a session is pinned
-// to, which upstreams are draining, and how many sessions each one holds.
+// policy reads and writes: which upstream a session is pinned to, which
+// upstreams are draining, how many sessions each one holds, and the node
+// registry behind /lb/fleet.
 //
-// Stores are named in the `session_store` global option and provisioned by
-// the "session_store" Caddy app. Each store is a guest module in the
-// session_store.backends namespace: memory (in-process, the default when a
-// policy names no store), redis and memcached (shared by several LB nodes).
-// Connections live in package-level pools keyed by their settings, so a
-// config reload reuses them instead of reconnecting.
+// It plugs into Caddy as the "session_store" app (the `session_store` global
+// option), whose stores are guest modules in the session_store.backends
+// namespace: memory (the default when a policy names no store), redis (with
+// Sentinel and Cluster) and memcached. Every backend is wrapped in a Store that
+// adds deadlines, a circuit breaker and metrics. It imports no other caddy-lb
+// module package.
 //
-// Every backend is wrapped in a Store, which adds what a request path needs
-// from a network store: a deadline per call, a circuit breaker that fails
-// fast while the backend is down, rate-limited error logs, and metrics.
+// See docs/sessions.md and docs/fleet.md.
 package sessionstore

@@ -212,7 +212,7 @@ func TestMemcachedUnmarshalCaddyfile(t *testing.T) {
 			want: `{"servers":["10.0.0.1:11211"],"disable_local_cache":true}`},
 
 		{name: "unknown option", input: "session_store s memcached {\n server 10.0.0.1:11211 \n}", wantErr: `unrecognized memcached session store option "server"`},
-		{name: "bad duration", input: "session_store s memcached {\n local_cache_ttl forever \n}", wantErr: `local_cache_ttl: invalid duration "forever"`},
+		{name: "bad duration", input: "session_store s memcached {\n local_cache_ttl forever \n}", wantErr: `local_cache_ttl: "forever" is not a positive duration`},
 		{name: "negative conns", input: "session_store s memcached {\n max_idle_conns -5 \n}", wantErr: "max_idle_conns: want a non-negative integer"},
 		{name: "local cache maybe", input: "session_store s memcached {\n local_cache maybe \n}", wantErr: `local_cache: want on or off, got "maybe"`},
 		{name: "prefix twice", input: "session_store s memcached {\n key_prefix a b \n}", wantErr: "wrong argument count"},

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/rueidis"
@@ -318,8 +319,8 @@ func (r *RedisBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if v, err = oneArg(d); err == nil {
 				if v == "off" {
 					r.Heartbeat = -1
-				} else if dur, perr := caddy.ParseDuration(v); perr != nil || dur <= 0 {
-					err = d.Errf("heartbeat: want a positive duration or off, got %q", v)
+				} else if dur, perr := quantity.ParseDuration(v); perr != nil {
+					err = d.Errf("heartbeat: %v, or off", perr)
 				} else {
 					r.Heartbeat = caddy.Duration(dur)
 				}

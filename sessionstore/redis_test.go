@@ -341,8 +341,8 @@ func TestRedisUnmarshalCaddyfile(t *testing.T) {
 		{name: "two passwords", input: "session_store s redis {\n password a b \n}", wantErr: "wrong argument count"},
 		{name: "db not a number", input: "session_store s redis {\n db one \n}", wantErr: `db: want a non-negative integer, got "one"`},
 		{name: "negative db", input: "session_store s redis {\n db -1 \n}", wantErr: "non-negative integer"},
-		{name: "bad duration", input: "session_store s redis {\n timeout soon \n}", wantErr: `timeout: invalid duration "soon"`},
-		{name: "zero duration", input: "session_store s redis {\n client_cache_ttl 0s \n}", wantErr: "client_cache_ttl: must be positive"},
+		{name: "bad duration", input: "session_store s redis {\n timeout soon \n}", wantErr: `timeout: "soon" is not a positive duration like 15m`},
+		{name: "zero duration", input: "session_store s redis {\n client_cache_ttl 0s \n}", wantErr: `client_cache_ttl: "0s" is not a positive duration`},
 		{name: "tls with argument", input: "session_store s redis {\n tls yes \n}", wantErr: `tls takes no arguments, got "yes"`},
 		{name: "client cache maybe", input: "session_store s redis {\n client_cache maybe \n}", wantErr: `client_cache: want on or off, got "maybe"`},
 		{name: "sentinel", input: "session_store s redis {\n sentinel m1 \n address 10.0.0.1:26379 \n sentinel_username su \n sentinel_password sp \n}",
@@ -351,7 +351,7 @@ func TestRedisUnmarshalCaddyfile(t *testing.T) {
 		{name: "known bindings", input: "session_store s redis {\n known_bindings 5000 \n heartbeat 2s \n}", want: `{"known_bindings":5000,"heartbeat":2000000000}`},
 		{name: "known bindings off", input: "session_store s redis {\n known_bindings off \n heartbeat off \n}", want: `{"known_bindings":-1,"heartbeat":-1}`},
 		{name: "known bindings zero", input: "session_store s redis {\n known_bindings 0 \n}", wantErr: `known_bindings: want a positive count or off, got "0"`},
-		{name: "heartbeat bad", input: "session_store s redis {\n heartbeat never \n}", wantErr: `heartbeat: want a positive duration or off, got "never"`},
+		{name: "heartbeat bad", input: "session_store s redis {\n heartbeat never \n}", wantErr: `heartbeat: "never" is not a positive duration like 15m, or off`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			unm, err := unmarshalStoreOption(tc.input, "session_store.backends.redis")

@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
@@ -356,13 +357,13 @@ func (s *S3Store) unmarshalOption(d *caddyfile.Dispenser) error {
 	case "ca_file":
 		s.CAFile = v
 	case "part_hold_time":
-		d2, err := caddy.ParseDuration(v)
-		if err != nil || d2 <= 0 {
-			return d.Errf("part_hold_time %q is not a positive duration like 5m", v)
+		d2, err := quantity.ParseDuration(v)
+		if err != nil {
+			return d.Errf("part_hold_time: %v", err)
 		}
 		s.PartHoldTime = caddy.Duration(d2)
 	case "part_size", "upload_memory":
-		n, err := parseByteSize(v)
+		n, err := quantity.ParseSize(v)
 		if err != nil {
 			return d.Errf("%s: %v", name, err)
 		}

@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"bytes"
@@ -580,14 +580,14 @@ func testPublicURL(t *testing.T, fx storeFixture) {
 	}
 }
 
-// testCopy: copyObject (server-side where the store can) copies bytes and
+// testCopy: Copy (server-side where the store can) copies bytes and
 // replaces metadata, and refuses an existing destination with
 // NoOverwrite.
 func testCopy(t *testing.T, fx storeFixture) {
 	s := fx.store
 	put(t, s, "staging/a", []byte("content"), PutOptions{ContentType: "application/octet-stream"})
 	opts := PutOptions{ContentType: "image/png", ContentDisposition: "inline; filename=a.png", NoOverwrite: true}
-	if err := copyObject(t.Context(), s, "staging/a", "final/a.png", opts); err != nil {
+	if err := Copy(t.Context(), s, "staging/a", "final/a.png", opts); err != nil {
 		t.Fatalf("copy: %v", err)
 	}
 	if got := readObject(t, s, "final/a.png"); string(got) != "content" {
@@ -597,7 +597,7 @@ func testCopy(t *testing.T, fx storeFixture) {
 	if err != nil || st.ContentType != "image/png" || st.ContentDisposition != "inline; filename=a.png" {
 		t.Fatalf("copied metadata %+v, %v", st, err)
 	}
-	if err := copyObject(t.Context(), s, "staging/a", "final/a.png", opts); !errors.Is(err, ErrExists) {
+	if err := Copy(t.Context(), s, "staging/a", "final/a.png", opts); !errors.Is(err, ErrExists) {
 		t.Fatalf("copy over an existing key with NoOverwrite: %v; want ErrExists", err)
 	}
 }

@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"context"
@@ -115,6 +115,23 @@ type PostPolicy struct {
 	Expiry time.Duration
 }
 
+// Capabilities are what a store can do beyond what every Store does, so
+// that a handler refuses at load a config the store cannot serve.
+type Capabilities struct {
+	// Presign: PresignGet and PresignPost make URLs the store itself
+	// enforces (S3). Without it they answer ErrUnsupported.
+	Presign bool
+}
+
+// CapabilitiesOf reports what store can do: what its Capabilities method
+// says, none for a store without one.
+func CapabilitiesOf(store Store) Capabilities {
+	if c, ok := store.(interface{ Capabilities() Capabilities }); ok {
+		return c.Capabilities()
+	}
+	return Capabilities{}
+}
+
 // PresignedPost is an HTML-form upload: POST multipart/form-data to URL
 // with Fields, then the file in a part named "file" last.
 type PresignedPost struct {
@@ -171,9 +188,9 @@ func ValidateKey(key string) error {
 	return nil
 }
 
-// joinURL joins a public base URL and a key with exactly one slash,
+// JoinURL joins a public base URL and a key with exactly one slash,
 // escaping each key segment.
-func joinURL(base, key string) string {
+func JoinURL(base, key string) string {
 	if base == "" {
 		return ""
 	}
@@ -188,11 +205,11 @@ type copier interface {
 	Copy(ctx context.Context, src, dst string, opts PutOptions) error
 }
 
-// resolve turns the range into an offset and length within an object of
+// Resolve turns the range into an offset and length within an object of
 // size bytes (RFC 9110 section 14.1.2); a nil range is the whole object.
 // ok is false when the range starts past the end, or asks for the last 0
 // bytes.
-func (r *ByteRange) resolve(size int64) (off, n int64, ok bool) {
+func (r *ByteRange) Resolve(size int64) (off, n int64, ok bool) {
 	switch {
 	case r == nil:
 		return 0, size, true
@@ -208,4 +225,21 @@ func (r *ByteRange) resolve(size int64) (off, n int64, ok bool) {
 		return r.First, size - r.First, true
 	}
 	return r.First, r.Last - r.First + 1, true
+}
+
+// Copy copies src to dst inside one store, server-side when the store
+// can (S3 CopyObject), else by streaming the object.
+func Copy(ctx context.Context, store Store, src, dst string, opts PutOptions) error {
+	if c, ok := store.(copier); ok {
+		if err := c.Copy(ctx, src, dst, opts); !errors.Is(err, ErrUnsupported) {
+			return err
+		}
+	}
+	obj, err := store.Open(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	_, err = store.Put(ctx, dst, obj, obj.Info().Size, opts)
+	return err
 }

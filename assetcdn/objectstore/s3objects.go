@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"context"
@@ -104,7 +104,7 @@ func (s *S3Store) Get(ctx context.Context, key string, rng *ByteRange, ifMatch s
 	}
 	// The store sent the whole object (versitygw does for an empty one):
 	// apply the range here, so that the part is what was asked for.
-	off, n, ok := rng.resolve(info.Size)
+	off, n, ok := rng.Resolve(info.Size)
 	if !ok {
 		body.Close()
 		return nil, &s3Error{store: s.name, op: "GET", key: key, class: ErrRangeNotSatisfiable,
@@ -244,7 +244,7 @@ func quoteETag(etag string) string {
 
 // PublicURL joins public_url and key; the prefix is not added, since
 // public_url points at the prefix folder.
-func (s *S3Store) PublicURL(key string) string { return joinURL(s.publicURL, key) }
+func (s *S3Store) PublicURL(key string) string { return JoinURL(s.publicURL, key) }
 
 // S3 accepts presigned URLs valid from one second to seven days.
 const maxPresignExpiry = 7 * 24 * time.Hour
@@ -255,6 +255,9 @@ func checkPresignExpiry(expiry time.Duration) error {
 	}
 	return nil
 }
+
+// Capabilities reports what S3 can do beyond every store: presign.
+func (s *S3Store) Capabilities() Capabilities { return Capabilities{Presign: true} }
 
 // PresignGet returns a URL that allows GET of key until expiry passes.
 // It is computed locally; the store is not contacted.
@@ -322,7 +325,7 @@ const maxS3CopyBytes = 5 << 30
 // before the copy (S3 has no conditional copy), so two copies racing to
 // one new key can both succeed: callers use it for content-addressed
 // keys, where both write the same bytes. Objects over 5 GiB give
-// ErrUnsupported, and copyObject streams them instead.
+// ErrUnsupported, and Copy streams them instead.
 func (s *S3Store) Copy(ctx context.Context, src, dst string, opts PutOptions) error {
 	const op = "COPY"
 	srcName, err := s.objectName(op, src)

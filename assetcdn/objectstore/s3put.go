@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
 )
@@ -62,7 +61,7 @@ func (s *S3Store) Put(ctx context.Context, key string, body io.Reader, size int6
 	defer release()
 	// Holding upload_memory, the upload must fill its part in
 	// part_hold_time (see uploadrate.go).
-	defer raiseMinRate(ctx, float64(s.PartSize)/time.Duration(s.PartHoldTime).Seconds())()
+	defer RaiseMinRate(ctx, float64(s.PartSize)/time.Duration(s.PartHoldTime).Seconds())()
 	bufp := s.parts.Get().(*[]byte)
 	defer s.parts.Put(bufp)
 	buf := *bufp
@@ -350,16 +349,4 @@ func checkSize(got, want int64) error {
 		return fmt.Errorf("body was %d bytes, expected %d", got, want)
 	}
 	return nil
-}
-
-// parseByteSize reads a size such as "8MiB", "16MB" or "5242880".
-func parseByteSize(v string) (int64, error) {
-	n, err := humanize.ParseBytes(v)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q: %v", v, err)
-	}
-	if n > 1<<62 {
-		return 0, fmt.Errorf("size %q is too large", v)
-	}
-	return int64(n), nil
 }

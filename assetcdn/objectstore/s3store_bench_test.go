@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"testing"

@@ -1,4 +1,4 @@
-package assetcdn
+package objectstore
 
 import (
 	"context"
@@ -297,7 +297,7 @@ func (f *FileStore) Get(ctx context.Context, key string, rng *ByteRange, ifMatch
 		obj.Close()
 		return nil, fmt.Errorf("file asset store: %q: %w", key, ErrChanged)
 	}
-	off, n, ok := rng.resolve(info.Size)
+	off, n, ok := rng.Resolve(info.Size)
 	if !ok {
 		obj.Close()
 		return nil, fmt.Errorf("file asset store: %q: %w", key, ErrRangeNotSatisfiable)
@@ -370,7 +370,7 @@ func (f *FileStore) List(ctx context.Context, prefix string, fn func(ObjectInfo)
 }
 
 // PublicURL joins public_url and key.
-func (f *FileStore) PublicURL(key string) string { return joinURL(f.PublicBaseURL, key) }
+func (f *FileStore) PublicURL(key string) string { return JoinURL(f.PublicBaseURL, key) }
 
 // PresignGet is not possible for a local directory.
 func (f *FileStore) PresignGet(context.Context, string, time.Duration) (string, error) {
