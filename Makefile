@@ -14,7 +14,10 @@ build:
 	$(GO) build -o $(CADDY) ./xcaddy
 	$(GO) build -o $(BACKEND) ./integration/demo/backend
 
-# Three demo backends behind Caddy on http://localhost:8080 (Ctrl-C stops).
+# The demo of every capability: three demo backends (HTTP and, with
+# certificates from `caddy lb-cert`, HTTPS) behind Caddy on
+# https://localhost:8443, :8080 and :8081; the start message lists a URL per
+# capability. Writes only to ./var; Ctrl-C stops everything.
 run: build
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/demo/run.sh
 
@@ -95,6 +98,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyTemplate$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzEscapeLineSeparators$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./internal/quantity/
 
 clean:
-	rm -rf $(BIN) integration/demo/var
+	rm -rf $(BIN) var integration/demo/var

@@ -8,6 +8,14 @@
 // Usage:
 //
 //	backend -listen 127.0.0.1:9001 -name b1
+//	backend -listen 127.0.0.1:9001 -name b1 -tls-listen 127.0.0.1:9441 \
+//	    -tls-cert chain.pem -tls-key key.pem -tls-client-ca ca.pem
+//
+// With -tls-listen the same application (the same sessions) is also served
+// over HTTPS, as a backend behind `transport reencrypt` is: -tls-cert and
+// -tls-key are what `caddy lb-cert` wrote (chain.pem, key.pem), and
+// -tls-client-ca (its ca.pem) makes the backend require a client
+// certificate from that CA, so only the load balancer can connect.
 //
 // Every response carries the header X-Backend: <name>. Routes:
 //
@@ -17,6 +25,7 @@
 //	/whoami         {"backend", "session", "known", "token", "token_known"} as JSON
 //	/token          issues a token in the X-Session-Token response header
 //	/headers        the forwarding headers received, as JSON
+//	/tls            how the request reached the backend: TLS version, client certificate
 //	/redirect       302 to an absolute /whoami URL built from X-Forwarded-*
 //	/slow?ms=N      answers after N milliseconds (at most 5 s)
 //	/status?code=N  answers with status N
@@ -27,6 +36,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -50,48 +60,89 @@ const maxSlow = 5 * time.Second
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "address to listen on")
 	name := flag.String("name", "b1", "backend name, sent in the X-Backend header")
+	var tlsOpts tlsOptions
+	flag.StringVar(&tlsOpts.listen, "tls-listen", "", "also serve HTTPS on this address (needs -tls-cert and -tls-key)")
+	flag.StringVar(&tlsOpts.certFile, "tls-cert", "", "PEM certificate chain for -tls-listen (lb-cert's chain.pem)")
+	flag.StringVar(&tlsOpts.keyFile, "tls-key", "", "PEM private key for -tls-listen (lb-cert's key.pem)")
+	flag.StringVar(&tlsOpts.clientCAFile, "tls-client-ca", "", "require client certificates that verify against this PEM CA (lb-cert's ca.pem)")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("backend", *name)
-	if err := run(*listen, *name, logger); err != nil {
+	if err := run(*listen, *name, tlsOpts, logger); err != nil {
 		logger.Error("backend stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
 // run serves until SIGTERM or SIGINT, then shuts down gracefully: requests in
-// flight finish (up to 10 s), new connections are refused.
-func run(listen, name string, logger *slog.Logger) error {
+// flight finish (up to 10 s), new connections are refused. With
+// tlsOpts.listen set, the same application is served over HTTPS as well,
+// so a session issued over one listener is known on the other.
+func run(listen, name string, tlsOpts tlsOptions, logger *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", listen, err)
+	var tlsConfig *tls.Config
+	if tlsOpts.listen != "" {
+		var err error
+		if tlsConfig, err = tlsOpts.config(); err != nil {
+			return err
+		}
+	} else if tlsOpts.certFile != "" || tlsOpts.keyFile != "" || tlsOpts.clientCAFile != "" {
+		return errors.New("-tls-cert, -tls-key and -tls-client-ca need -tls-listen")
 	}
-	srv := &http.Server{
-		Handler:           newApp(name).routes(),
-		ReadHeaderTimeout: 5 * time.Second,
+
+	handler := newApp(name).routes()
+	var servers []*http.Server
+	served := make(chan error, 2)
+	serve := func(addr string, tlsConfig *tls.Config) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, TLSConfig: tlsConfig}
+		servers = append(servers, srv)
+		if tlsConfig != nil {
+			ln = tls.NewListener(ln, tlsConfig)
+		}
+		go func() { served <- srv.Serve(ln) }()
+		logger.Info("listening", "address", ln.Addr().String(), "tls", tlsConfig != nil,
+			"client_certs_required", tlsConfig != nil && tlsConfig.ClientAuth == tls.RequireAndVerifyClientCert)
+		return nil
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "address", ln.Addr().String())
+	if err := serve(listen, nil); err != nil {
+		return err
+	}
+	if tlsConfig != nil {
+		if err := serve(tlsOpts.listen, tlsConfig); err != nil {
+			servers[0].Close()
+			return err
+		}
+	}
 
 	select {
 	case err := <-served:
+		for _, srv := range servers {
+			srv.Close()
+		}
 		return err
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutting down: %w", err)
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			errs = append(errs, fmt.Errorf("shutting down: %w", err))
+		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for range servers {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // app is one backend: its name and the sessions and tokens it issued.
@@ -115,6 +166,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("/whoami", a.whoami)
 	mux.HandleFunc("/token", a.token)
 	mux.HandleFunc("/headers", a.headers)
+	mux.HandleFunc("/tls", a.tlsInfo)
 	mux.HandleFunc("/redirect", a.redirect)
 	mux.HandleFunc("/slow", a.slow)
 	mux.HandleFunc("/status", a.status)

@@ -127,3 +127,33 @@ func TestStatusAnswersTheAskedCode(t *testing.T) {
 		t.Errorf("/status?code=42 answered %d; want 400", code)
 	}
 }
+
+// TestTLSInfo checks /tls over plain HTTP (no TLS to report) and over
+// TLS, where a person looking through the load balancer sees the version.
+func TestTLSInfo(t *testing.T) {
+	w := serve(newApp("b1").routes(), "/tls", "")
+	var got tlsInfoResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got.TLS || got.Backend != "b1" {
+		t.Fatalf("/tls over plain HTTP: %+v, %v", got, err)
+	}
+
+	srv := httptest.NewTLSServer(newApp("b2").routes())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got = tlsInfoResponse{}
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || !got.TLS || !strings.HasPrefix(got.Version, "TLS 1.") {
+		t.Fatalf("/tls over TLS: %+v, %v", got, err)
+	}
+}
+
+// TestTLSOptionsNeedCertAndKey checks that -tls-listen without a
+// certificate is refused at start rather than serving nothing.
+func TestTLSOptionsNeedCertAndKey(t *testing.T) {
+	if _, err := (tlsOptions{listen: "127.0.0.1:0"}).config(); err == nil {
+		t.Fatal("a TLS listener without -tls-cert and -tls-key was accepted")
+	}
+}
