@@ -3,6 +3,9 @@
 // asset_urls, asset_offload, sticky_learn, asset_presign, asset_serve) and
 // where they sit in Caddy's directive order. The modules themselves parse
 // their own blocks (UnmarshalCaddyfile beside each module).
+//
+// See docs/architecture.md (the request path) and the option tables of
+// each page in docs/.
 package caddyfile
 
 import (

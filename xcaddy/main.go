@@ -1,5 +1,6 @@
 // Command caddy is the caddy-lb build of Caddy: stock Caddy with the standard
 // modules plus every caddy-lb module. Build it with `go build -o bin/caddy ./xcaddy`.
+// See README.md (Building).
 package main
 
 import (

@@ -1,14 +1,14 @@
 // Package affinity is caddy-lb's session affinity: the `lb_policy sticky`
-// selection policy of Caddy's reverse_proxy and the `sticky_learn` handler
-// that lets it learn sessions from upstream responses.
+// selection policy of Caddy's reverse_proxy
+// (http.reverse_proxy.selection_policies.sticky) and the `sticky_learn`
+// handler (http.handlers.sticky_learn) that lets it learn sessions from
+// upstream responses.
 //
-// A session is identified by one key: an LB-issued signed cookie (the
-// default), the application's own session cookie, a request header, or the
-// client IP. Its binding to an upstream lives in a session store
-// (sessionstore), in-process by default or Redis/Memcached when several LB
-// nodes must agree. Sessions whose upstream becomes unavailable are rebound
-// (or refused in strict mode); draining upstreams keep their sessions and
-// get no new ones; every decision is counted by outcome.
+// A session is keyed by a signed LB cookie (the default), the application's
+// own session cookie, a request header or the client IP; its binding to an
+// upstream lives in a session store (package sessionstore).
+//
+// See docs/sessions.md.
 package affinity
 
 import (

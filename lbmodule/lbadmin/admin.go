@@ -1,8 +1,9 @@
 // Package lbadmin serves caddy-lb's admin API under /lb/ on Caddy's admin
-// endpoint: the upstreams of every sticky policy with their health, drain
-// state and bound sessions; drain and undrain; and look-up or removal of one
-// session's binding. Drain flags and bindings live in the session store, so
-// a change made through one LB node is honoured by every node sharing it.
+// endpoint (module admin.api.lb): the upstreams of every sticky policy, drain
+// and undrain, look-up or removal of one session's binding, and the fleet of
+// nodes sharing a store.
+//
+// See docs/admin-api.md.
 package lbadmin
 
 import (
