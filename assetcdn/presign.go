@@ -307,57 +307,6 @@ func (p *Presign) presignError(w http.ResponseWriter, r *http.Request, key strin
 	}
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
-//
-//	asset_presign [<matcher>] {
-//		store <name>
-//		max_size <size>
-//		allow_types <mime pattern>...
-//		key <template>
-//		expiry <duration>
-//		authorize <url>
-//		authorize_timeout <duration>
-//		sign_secret <current> [<previous>...]
-//	}
-func (p *Presign) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("asset_presign takes no arguments besides a matcher, got %q", d.Val())
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return d.Errf("asset_presign %s needs a value", opt)
-		}
-		var err error
-		switch opt {
-		case "store":
-			p.Store, err = single(d, opt, args)
-		case "max_size":
-			p.MaxSize, err = parseSize(d, opt, args)
-		case "allow_types":
-			p.AllowTypes = append(p.AllowTypes, args...)
-		case "key":
-			p.Key, err = single(d, opt, args)
-		case "expiry":
-			p.Expiry, err = parseDuration(d, opt, args)
-		case "authorize":
-			p.Authorize, err = single(d, opt, args)
-		case "authorize_timeout":
-			p.AuthorizeTimeout, err = parseDuration(d, opt, args)
-		case "sign_secret":
-			p.SignSecret = append(p.SignSecret, args...)
-		default:
-			return d.Errf("asset_presign: unknown option %q", opt)
-		}
-		if err != nil {
-			return d.Errf("asset_presign %s: %v", opt, err)
-		}
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Presign)(nil)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/caddylb/caddylb/assetcdn/objectstore"
-	"github.com/caddylb/caddylb/internal/quantity"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -421,74 +420,6 @@ func (s *Serve) storeError(w http.ResponseWriter, key, op string, err error) err
 		s.logger.Error("asset store error", zap.String("key", key), zap.String("op", op), zap.Error(err))
 		return caddyhttp.Error(http.StatusBadGateway, fmt.Errorf("asset_serve: %s %q: %w", op, key, err))
 	}
-}
-
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
-//
-//	asset_serve [<matcher>] {
-//		store <name>
-//		mode redirect|proxy
-//		strip_prefix <path prefix>
-//		cache_control <header value>
-//		private
-//		presign_expiry <duration>
-//		max_ranges <n>
-//	}
-func (s *Serve) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.Errf("asset_serve takes no arguments besides a matcher, got %q", d.Val())
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		var err error
-		switch opt {
-		case "private":
-			if len(args) != 0 {
-				return d.Errf("asset_serve private takes no value")
-			}
-			s.Private = true
-			continue
-		case "store":
-			s.Store, err = single(d, opt, args)
-		case "mode":
-			s.Mode, err = single(d, opt, args)
-		case "strip_prefix":
-			var v string
-			if v, err = single(d, opt, args); err == nil {
-				s.StripPrefix = &v
-			}
-		case "cache_control":
-			s.CacheControl = strings.Join(args, " ")
-			if s.CacheControl == "" {
-				err = d.Errf("cache_control needs a value")
-			}
-		case "presign_expiry":
-			s.PresignExpiry, err = parseDuration(d, opt, args)
-		case "max_ranges":
-			s.MaxRanges, err = parsePositiveInt(d, opt, args)
-		default:
-			return d.Errf("asset_serve: unknown option %q", opt)
-		}
-		if err != nil {
-			return d.Errf("asset_serve %s: %v", opt, err)
-		}
-	}
-	return nil
-}
-
-// parseDuration reads a duration like 15m or 1h.
-func parseDuration(d *caddyfile.Dispenser, opt string, args []string) (caddy.Duration, error) {
-	v, err := single(d, opt, args)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := quantity.ParseDuration(v)
-	if err != nil {
-		return 0, d.Errf("%s: %v", opt, err)
-	}
-	return caddy.Duration(dur), nil
 }
 
 // Interface guards

@@ -274,59 +274,6 @@ func (a *AssetFunctions) local(cur *assetManifest) bool {
 	return cur == nil || cur.manifest == nil || a.store.PublicURL("probe") == ""
 }
 
-// UnmarshalCaddyfile sets up the functions from the tokens of the
-// templates directive's extensions block:
-//
-//	templates {
-//		extensions {
-//			assets [<store name>] {
-//				prefix <key prefix>
-//				manifest <path under prefix>
-//				fallback local
-//				local_url <base url>
-//				refresh <duration>
-//			}
-//		}
-//	}
-//
-// The asset_urls directive takes the same arguments and block.
-func (a *AssetFunctions) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // extension or directive name
-	what := "templates assets"
-	if d.Val() != "assets" {
-		what = d.Val()
-	}
-	if d.NextArg() {
-		a.Store = d.Val()
-	}
-	if d.NextArg() {
-		return d.Errf("%s: unexpected argument %q after the store name", what, d.Val())
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		var err error
-		switch opt {
-		case "prefix":
-			a.Prefix, err = single(d, opt, args)
-		case "manifest":
-			a.Manifest, err = single(d, opt, args)
-		case "fallback":
-			a.Fallback, err = single(d, opt, args)
-		case "local_url":
-			a.LocalURL, err = single(d, opt, args)
-		case "refresh":
-			a.Refresh, err = parseDuration(d, opt, args)
-		default:
-			return d.Errf("%s: unknown option %q", what, opt)
-		}
-		if err != nil {
-			return d.Errf("%s %s: %v", what, opt, err)
-		}
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner         = (*AssetFunctions)(nil)

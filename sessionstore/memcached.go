@@ -172,51 +172,6 @@ func (m *MemcachedBackend) Cleanup() error {
 // CallTimeout implements CallTimeouter: the Store applies it to every call.
 func (m *MemcachedBackend) CallTimeout() time.Duration { return time.Duration(m.Timeout) }
 
-// UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:
-//
-//	session_store <name> memcached <host:port>... {
-//		key_prefix <prefix>
-//		timeout <duration>
-//		local_cache_ttl <duration>
-//		local_cache off
-//		max_idle_conns <n>
-//	}
-func (m *MemcachedBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // backend name
-	m.Servers = append(m.Servers, d.RemainingArgs()...)
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "key_prefix":
-			m.KeyPrefix, err = oneArg(d)
-		case "timeout":
-			m.Timeout, err = durationArg(d)
-		case "local_cache_ttl":
-			m.LocalCacheTTL, err = durationArg(d)
-		case "local_cache":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				switch v {
-				case "on":
-					m.DisableLocalCache = false
-				case "off":
-					m.DisableLocalCache = true
-				default:
-					err = d.Errf("local_cache: want on or off, got %q", v)
-				}
-			}
-		case "max_idle_conns":
-			m.MaxIdleConns, err = intArg(d)
-		default:
-			return d.Errf("unrecognized memcached session store option %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // memcachedConns holds one client per distinct settings across config
 // reloads.
 var memcachedConns = caddy.NewUsagePool()

@@ -2,7 +2,6 @@ package sessionstore
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -61,37 +60,6 @@ func (m *MemoryBackend) Cleanup() error {
 	if m.table != nil {
 		_, _ = memoryTables.Delete(m.key)
 		m.table = nil
-	}
-	return nil
-}
-
-// UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:
-//
-//	session_store <name> memory {
-//		max_bindings <n>
-//	}
-func (m *MemoryBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // backend name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "max_bindings":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n <= 0 {
-				return d.Errf("max_bindings must be a positive integer, got %q", d.Val())
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			m.MaxBindings = n
-		default:
-			return d.Errf("unrecognized memory session store option %q (known: max_bindings)", d.Val())
-		}
 	}
 	return nil
 }

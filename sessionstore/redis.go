@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/redis/rueidis"
@@ -267,120 +266,6 @@ func (r *RedisBackend) Cleanup() error {
 
 // CallTimeout implements CallTimeouter: the Store applies it to every call.
 func (r *RedisBackend) CallTimeout() time.Duration { return time.Duration(r.Timeout) }
-
-// UnmarshalCaddyfile sets up the backend from Caddyfile tokens. Syntax:
-//
-//	session_store <name> redis [<host:port>...] {
-//		address <host:port>...
-//		sentinel <master_set>
-//		sentinel_username <user>
-//		sentinel_password <password>
-//		username <user>
-//		password <password>
-//		known_bindings <n>|off
-//		heartbeat <duration>|off
-//		db <n>
-//		key_prefix <prefix>
-//		tls
-//		tls_server_name <name>
-//		tls_ca_file <pem file>
-//		timeout <duration>
-//		dial_timeout <duration>
-//		client_cache_ttl <duration>
-//		client_cache off
-//	}
-//
-// Addresses may follow `redis` on the first line or come from `address`.
-// tls_server_name and tls_ca_file imply tls.
-func (r *RedisBackend) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // backend name
-	r.Addresses = append(r.Addresses, d.RemainingArgs()...)
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "address":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			r.Addresses = append(r.Addresses, args...)
-		case "username":
-			r.Username, err = oneArg(d)
-		case "password":
-			r.Password, err = oneArg(d)
-		case "sentinel":
-			r.Sentinel, err = oneArg(d)
-		case "sentinel_username":
-			r.SentinelUsername, err = oneArg(d)
-		case "sentinel_password":
-			r.SentinelPassword, err = oneArg(d)
-		case "heartbeat":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				if v == "off" {
-					r.Heartbeat = -1
-				} else if dur, perr := quantity.ParseDuration(v); perr != nil {
-					err = d.Errf("heartbeat: %v, or off", perr)
-				} else {
-					r.Heartbeat = caddy.Duration(dur)
-				}
-			}
-		case "known_bindings":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				if v == "off" {
-					r.KnownBindings = -1
-				} else if n, perr := strconv.Atoi(v); perr != nil || n <= 0 {
-					err = d.Errf("known_bindings: want a positive count or off, got %q", v)
-				} else {
-					r.KnownBindings = n
-				}
-			}
-		case "db":
-			r.DB, err = intArg(d)
-		case "key_prefix":
-			r.KeyPrefix, err = oneArg(d)
-		case "tls":
-			err = noArgs(d)
-			r.tlsSettings()
-		case "tls_server_name":
-			r.tlsSettings().ServerName, err = oneArg(d)
-		case "tls_ca_file":
-			r.tlsSettings().CAFile, err = oneArg(d)
-		case "timeout":
-			r.Timeout, err = durationArg(d)
-		case "dial_timeout":
-			r.DialTimeout, err = durationArg(d)
-		case "client_cache_ttl":
-			r.ClientCacheTTL, err = durationArg(d)
-		case "client_cache":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				switch v {
-				case "on":
-					r.DisableClientCache = false
-				case "off":
-					r.DisableClientCache = true
-				default:
-					err = d.Errf("client_cache: want on or off, got %q", v)
-				}
-			}
-		default:
-			return d.Errf("unrecognized redis session store option %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *RedisBackend) tlsSettings() *RedisTLS {
-	if r.TLS == nil {
-		r.TLS = new(RedisTLS)
-	}
-	return r.TLS
-}
 
 // defaultKnownBindings is how many bindings a client remembers by default.
 const defaultKnownBindings = 100000

@@ -374,3 +374,42 @@ func TestRedisUnmarshalCaddyfile(t *testing.T) {
 		})
 	}
 }
+
+// TestCallerDeadlineReplacesTheTimeout: a call with a deadline (the admin
+// API's) waits up to it, past the store's 250ms per-call timeout, and a
+// shorter one ends the call sooner; the request path, without one, keeps
+// the timeout.
+func TestCallerDeadlineReplacesTheTimeout(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	be := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "dl:"; r.DisableClientCache = true; r.KnownBindings = -1 })
+	ctx := context.Background()
+	store := NewStore("deadline", be, nil)
+	if err := store.Put(ctx, "k", bindingFor("10.0.0.1:80", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	pause := func() {
+		if _, err := testproc.RedisDo(srv.Addr, "", "CLIENT", "PAUSE", "1000", "ALL"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause()
+	start := time.Now()
+	if _, err := store.Get(ctx, "k"); err == nil || time.Since(start) > 900*time.Millisecond {
+		t.Fatalf("request-path Get during a 1 s pause: %v after %v, want the 250ms timeout", err, time.Since(start))
+	}
+	time.Sleep(time.Second) // the pause ends; the breaker's back-off too
+	waitFor(t, 6*time.Second, "the breaker closed", func() bool {
+		_, err := store.Get(ctx, "k")
+		return err == nil
+	})
+	pause()
+	admin, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	start = time.Now()
+	if b, err := store.Get(admin, "k"); err != nil || b.Upstream != "10.0.0.1:80" {
+		t.Fatalf("Get with a 3 s deadline during a 1 s pause: %+v %v after %v", b, err, time.Since(start))
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Fatalf("the call did not wait for the pause (%v): was it paused?", took)
+	}
+}

@@ -68,6 +68,19 @@ type sharedDeadline struct {
 
 const deadlineReuse = 10 * time.Millisecond
 
+// callContext is the context a network call runs under. A caller's
+// deadline (the admin API gives its calls 5 s) replaces the store's
+// per-call timeout, and the caller's cancellation applies. Without one
+// (the request path) the call gets the store's timeout and is not
+// cancelled with the client's request: a probe whose client went away
+// must still tell the breaker how the store is.
+func (s *Store) callContext(ctx context.Context, now time.Time) context.Context {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx
+	}
+	return s.deadline(now)
+}
+
 func (s *Store) deadline(now time.Time) context.Context {
 	if d := s.callCtx.Load(); d != nil && now.Before(d.reuseUntil) {
 		return d.ctx
@@ -229,9 +242,7 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 		s.errors[o].Inc()
 		return fmt.Errorf("session store %q: %w", s.name, ErrUnavailable)
 	}
-	// The call is not cancelled with the client's request: a probe whose
-	// client went away must still tell the breaker how the store is.
-	err := fn(s.deadline(now))
+	err := fn(s.callContext(ctx, now))
 	s.latency[o].Observe(time.Since(now).Seconds())
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrMalformed) {
 		if s.breaker.succeed() {

@@ -88,37 +88,6 @@ func (f *FileStore) Provision(caddy.Context) error {
 	return nil
 }
 
-// UnmarshalCaddyfile sets up the store from the tokens after the
-// `file` backend name:
-//
-//	asset_store <name> file <dir> {
-//		public_url <base url>
-//	}
-//
-// The dispenser's first token is the `file` backend name.
-func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // backend name
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	f.Root = d.Val()
-	if d.NextArg() {
-		return d.Errf("file asset store: unexpected argument %q after the directory", d.Val())
-	}
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "public_url":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			f.PublicBaseURL = d.Val()
-		default:
-			return d.Errf("file asset store: unknown option %q", d.Val())
-		}
-	}
-	return nil
-}
-
 // path maps a key to its file, refusing keys that are not valid or that
 // name the hidden directories.
 func (f *FileStore) path(dir, key string) (string, error) {

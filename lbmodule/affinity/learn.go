@@ -63,20 +63,6 @@ func (l *Learn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return next.ServeHTTP(lw, r)
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
-//
-//	sticky_learn
-func (l *Learn) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	if d.NextBlock(0) {
-		return d.Errf("sticky_learn takes no options, got %q", d.Val())
-	}
-	return nil
-}
-
 // learnWriter learns from the response headers once, just before they go out.
 type learnWriter struct {
 	*caddyhttp.ResponseWriterWrapper

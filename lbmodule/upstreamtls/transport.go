@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
 	"go.uber.org/zap"
@@ -254,4 +255,5 @@ var (
 	_ reverseproxy.TLSTransport                        = (*Reencrypt)(nil)
 	_ reverseproxy.H2CTransport                        = (*Reencrypt)(nil)
 	_ reverseproxy.HealthCheckSchemeOverriderTransport = (*Reencrypt)(nil)
+	_ caddyfile.Unmarshaler                            = (*Reencrypt)(nil)
 )
