@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -26,7 +27,7 @@ type App struct {
 	StoresRaw map[string]json.RawMessage `json:"stores,omitempty" caddy:"namespace=asset_store.backends inline_key=backend"`
 
 	stores map[string]Store
-	cfg    any // the config's key (configKey), which WhenStarted keys on
+	cfg    any // the config's key (perconfig.Key), which WhenStarted keys on
 }
 
 // CaddyModule returns the Caddy module information.
@@ -39,7 +40,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision loads every store.
 func (a *App) Provision(ctx caddy.Context) error {
-	a.cfg = configKey(ctx.Context)
+	a.cfg = perconfig.Key(ctx.Context)
 	mods, err := ctx.LoadModule(a, "StoresRaw")
 	if err != nil {
 		return fmt.Errorf("loading asset stores: %v", err)
@@ -76,25 +77,11 @@ func (a *App) Start() error {
 }
 
 // startHooks are the functions waiting for the asset_store app of a
-// config to start, by the config's key (configKey).
+// config to start, by the config's key (perconfig.Key).
 var startHooks = struct {
 	mu       sync.Mutex
 	byConfig map[any][]*startHook
 }{byConfig: make(map[any][]*startHook)}
-
-// configKey names the config that ctx belongs to. The app is not always
-// provisioned with the config's own context: when a handler is the first
-// to ask for it, it gets the context Caddy made for that handler's server
-// (context.WithValue of the config's), while log writers hold the
-// config's. Contexts derived with WithValue share their parent's Done
-// channel, and Caddy makes one per config load, so the channel names the
-// config whichever module provisioned the app first.
-func configKey(ctx context.Context) any {
-	if done := ctx.Done(); done != nil {
-		return done
-	}
-	return ctx // a context that is never canceled (tests): itself
-}
 
 type startHook struct{ fn func(*App) error }
 
@@ -106,7 +93,7 @@ type startHook struct{ fn func(*App) error }
 // in Cleanup.
 func WhenStarted(ctx context.Context, fn func(*App) error) (cancel func()) {
 	h := &startHook{fn: fn}
-	cfg := configKey(ctx)
+	cfg := perconfig.Key(ctx)
 	startHooks.mu.Lock()
 	startHooks.byConfig[cfg] = append(startHooks.byConfig[cfg], h)
 	startHooks.mu.Unlock()

@@ -19,8 +19,9 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/caddylb/caddylb/internal/perconfig"
 )
 
 // Node identifies this process. It is fixed for the process's life, so a
@@ -72,62 +73,12 @@ func SecretDigest(secrets ...string) string {
 	return strings.Join(parts, ",")
 }
 
-// perConfig holds one value per loaded config, by the config's key (see
-// Key), dropped when that config is unloaded.
-type perConfig[V any] struct {
-	mu       sync.Mutex
-	byConfig map[any]V
-}
-
-// with runs fn on the value of the config ctx belongs to, made by mk the
-// first time, under the lock.
-func (p *perConfig[V]) with(ctx context.Context, mk func() V, fn func(V)) {
-	key := Key(ctx)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.byConfig == nil {
-		p.byConfig = map[any]V{}
-	}
-	v, ok := p.byConfig[key]
-	if !ok {
-		v = mk()
-		p.byConfig[key] = v
-		if done := ctx.Done(); done != nil {
-			go func() {
-				<-done
-				p.mu.Lock()
-				delete(p.byConfig, key)
-				p.mu.Unlock()
-			}()
-		}
-	}
-	fn(v)
-}
-
-// get returns the value of the config ctx belongs to, if any, under the lock.
-func (p *perConfig[V]) get(ctx context.Context, fn func(V, bool)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v, ok := p.byConfig[Key(ctx)]
-	fn(v, ok)
-}
-
-var published perConfig[map[Fingerprint]bool]
-
-// Key names the config a context belongs to: contexts Caddy derives with
-// WithValue share their config's Done channel, and Caddy makes one per
-// config load.
-func Key(ctx context.Context) any {
-	if done := ctx.Done(); done != nil {
-		return done
-	}
-	return ctx
-}
+var published perconfig.Map[map[Fingerprint]bool]
 
 // Publish records a fingerprint for the config ctx belongs to; it is
 // dropped when that config is unloaded.
 func Publish(ctx context.Context, setting, scope, value string) {
-	published.with(ctx, func() map[Fingerprint]bool { return map[Fingerprint]bool{} }, func(m map[Fingerprint]bool) {
+	published.With(ctx, func() map[Fingerprint]bool { return map[Fingerprint]bool{} }, func(m map[Fingerprint]bool) {
 		m[Fingerprint{Setting: setting, Scope: scope, Value: value}] = true
 	})
 }
@@ -135,7 +86,7 @@ func Publish(ctx context.Context, setting, scope, value string) {
 // Of returns the fingerprints of the config ctx belongs to, sorted.
 func Of(ctx context.Context) []Fingerprint {
 	var out []Fingerprint
-	published.get(ctx, func(m map[Fingerprint]bool, _ bool) {
+	published.Get(ctx, func(m map[Fingerprint]bool, _ bool) {
 		out = make([]Fingerprint, 0, len(m))
 		for f := range m {
 			out = append(out, f)
@@ -156,12 +107,12 @@ func Of(ctx context.Context) []Fingerprint {
 // LoadFunc reports the requests in flight to each upstream, by address.
 type LoadFunc func() map[string]int
 
-var loads perConfig[map[string][]LoadFunc] // store -> sources
+var loads perconfig.Map[map[string][]LoadFunc] // store -> sources
 
 // PublishLoad registers a source of in-flight request counts for the
 // upstreams of a store, for the fleet-wide sums of /lb/upstreams.
 func PublishLoad(ctx context.Context, store string, fn LoadFunc) {
-	loads.with(ctx, func() map[string][]LoadFunc { return map[string][]LoadFunc{} }, func(m map[string][]LoadFunc) {
+	loads.With(ctx, func() map[string][]LoadFunc { return map[string][]LoadFunc{} }, func(m map[string][]LoadFunc) {
 		m[store] = append(m[store], fn)
 	})
 }
@@ -171,7 +122,7 @@ func PublishLoad(ctx context.Context, store string, fn LoadFunc) {
 // Caddy keeps one request count per upstream address.
 func Load(ctx context.Context, store string) map[string]int {
 	var fns []LoadFunc
-	loads.get(ctx, func(m map[string][]LoadFunc, _ bool) { fns = append(fns, m[store]...) })
+	loads.Get(ctx, func(m map[string][]LoadFunc, _ bool) { fns = append(fns, m[store]...) })
 	out := map[string]int{}
 	for _, fn := range fns {
 		for up, n := range fn() {

@@ -7,39 +7,37 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// perConfig counts sticky policies per store and namespace in one config
+// claims counts sticky policies per store and namespace in one config
 // load, so that two policies that would read each other's sessions are
-// reported. Caddy gives every config load its own metrics registry, which
-// makes it a key for "this config".
-var perConfig = struct {
+// reported. The config is named by perconfig.Key.
+var claims = struct {
 	sync.Mutex
-	n map[configKey]int
-}{n: map[configKey]int{}}
+	n map[claimKey]int
+}{n: map[claimKey]int{}}
 
-type configKey struct {
-	config *prometheus.Registry
+type claimKey struct {
+	config any // perconfig.Key
 	what   string
 }
 
 // claim counts one more of what in config and returns how many there were.
-func claim(config *prometheus.Registry, what string) int {
-	perConfig.Lock()
-	defer perConfig.Unlock()
-	k := configKey{config, what}
-	perConfig.n[k]++
-	return perConfig.n[k] - 1
+func claim(config any, what string) int {
+	claims.Lock()
+	defer claims.Unlock()
+	k := claimKey{config, what}
+	claims.n[k]++
+	return claims.n[k] - 1
 }
 
 // release undoes one claim.
-func release(config *prometheus.Registry, what string) {
-	perConfig.Lock()
-	defer perConfig.Unlock()
-	k := configKey{config, what}
-	if perConfig.n[k]--; perConfig.n[k] <= 0 {
-		delete(perConfig.n, k)
+func release(config any, what string) {
+	claims.Lock()
+	defer claims.Unlock()
+	k := claimKey{config, what}
+	if claims.n[k]--; claims.n[k] <= 0 {
+		delete(claims.n, k)
 	}
 }
 
