@@ -57,17 +57,28 @@ const callTimeout = 5 * time.Second
 
 // UpstreamStatus is one upstream of one session store in GET /lb/upstreams.
 type UpstreamStatus struct {
-	Address        string `json:"address"`
-	Healthy        bool   `json:"healthy"`
-	Available      bool   `json:"available"`
-	Draining       bool   `json:"draining"`
-	ActiveRequests int    `json:"active_requests"`
-	Fails          int    `json:"fails"`
+	// The upstream's dial address, as in the config ("10.0.0.1:80").
+	Address string `json:"address"`
+	// Whether Caddy's health checks (active or passive) consider it up.
+	Healthy bool `json:"healthy"`
+	// Whether it may take requests: healthy and under its max_requests.
+	Available bool `json:"available"`
+	// Whether the store marks it draining: it keeps its sessions and gets
+	// no new ones, on every node sharing the store.
+	Draining bool `json:"draining"`
+	// Requests this node has in flight to it.
+	ActiveRequests int `json:"active_requests"`
+	// Failures counted by passive health checks within fail_duration.
+	Fails int `json:"fails"`
 	// Bound sessions counted by the store: exact for memory and redis,
 	// approximate for memcached. -1 when the store could not be asked.
-	BoundSessions int64    `json:"bound_sessions"`
-	Store         string   `json:"store"`
-	KeyModes      []string `json:"key_modes"`
+	BoundSessions int64 `json:"bound_sessions"`
+	// The session store of the sticky policies in front of it; "(default
+	// memory)" for policies that name none.
+	Store string `json:"store"`
+	// What keys those policies' sessions: cookie, app_cookie, header,
+	// client_ip.
+	KeyModes []string `json:"key_modes"`
 	// With ?fleet=1: requests in flight to the upstream summed over the
 	// nodes registered in the store (each other node's count as of its
 	// last heartbeat), and how many nodes that is.
@@ -219,11 +230,16 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 
 // SessionBinding is one binding in GET /lb/sessions.
 type SessionBinding struct {
-	Store     string    `json:"store"`
-	Namespace string    `json:"namespace"`
-	KeyMode   string    `json:"key_mode"`
-	Upstream  string    `json:"upstream"`
-	Expires   time.Time `json:"expires"`
+	// The store holding the binding.
+	Store string `json:"store"`
+	// The sticky policy's namespace within the store.
+	Namespace string `json:"namespace"`
+	// What the key is: cookie, app_cookie, header or client_ip.
+	KeyMode string `json:"key_mode"`
+	// The upstream the session is bound to.
+	Upstream string `json:"upstream"`
+	// When the binding expires unless the session is used again.
+	Expires time.Time `json:"expires"`
 }
 
 func handleSessions(w http.ResponseWriter, r *http.Request) error {
