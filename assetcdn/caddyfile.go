@@ -63,7 +63,9 @@ func (o *Offload) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var v string
 			if v, err = single(d, opt, args); err == nil {
 				var dur time.Duration
-				dur, err = caddy.ParseDuration(v)
+				if dur, err = quantity.ParseDuration(v); err != nil {
+					err = d.Errf("%s: %v", opt, err)
+				}
 				o.AuthorizeTimeout = caddy.Duration(dur)
 			}
 		case "cleanup_on":

@@ -80,7 +80,7 @@ func TestAdaptErrors(t *testing.T) {
 		{"memory takes no args", "{\n\tsession_store a memory 1\n}\n:80\n", "wrong argument count"},
 		{"unknown sticky option", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tcookies x\n\t\t}\n\t}\n}\n", `unrecognized lb_policy sticky option "cookies"`},
 		{"sticky inline arg", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky lb\n\t}\n}\n", "in a block"},
-		{"bad ttl", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tttl soon\n\t\t}\n\t}\n}\n", "ttl soon"},
+		{"bad ttl", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tttl soon\n\t\t}\n\t}\n}\n", `ttl: "soon" is not a positive duration`},
 		{"cookie two args", ":80 {\n\treverse_proxy a:1 {\n\t\tlb_policy sticky {\n\t\t\tcookie a b\n\t\t}\n\t}\n}\n", "takes one argument"},
 		{"reencrypt to http://", ":80 {\n\treverse_proxy http://a:1 {\n\t\ttransport reencrypt\n\t}\n}\n", "scheme is HTTP"},
 		{"reencrypt bad pin", ":80 {\n\treverse_proxy a:1 {\n\t\ttransport reencrypt {\n\t\t\tpin_spki abc\n\t\t}\n\t}\n}\n", `pin_spki "abc"`},

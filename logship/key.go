@@ -52,35 +52,23 @@ func (t keyTemplate) uses(name string) bool {
 
 // render builds the key for v and checks it with objectstore.ValidateKey.
 func (t keyTemplate) render(v keyValues) (string, error) {
-	var b strings.Builder
-	utc := v.Time.UTC()
-	for _, p := range t.parts {
-		switch p.Placeholder {
-		case "":
-			b.WriteString(p.Literal)
+	expanded := objectstore.Expand(t.parts, func(name string) string {
+		switch name {
 		case "prefix":
-			b.WriteString(v.Prefix)
+			return v.Prefix
 		case "host":
-			b.WriteString(segmentSafe(v.Host))
+			return segmentSafe(v.Host)
 		case "name":
-			b.WriteString(segmentSafe(v.Name))
+			return segmentSafe(v.Name)
 		case "uuid":
-			b.WriteString(v.UUID)
+			return v.UUID
 		case "ts":
-			b.WriteString(utc.Format(stampLayout))
-		case "yyyy":
-			b.WriteString(utc.Format("2006"))
-		case "mm":
-			b.WriteString(utc.Format("01"))
-		case "dd":
-			b.WriteString(utc.Format("02"))
-		case "HH":
-			b.WriteString(utc.Format("15"))
-		case "MM":
-			b.WriteString(utc.Format("04"))
+			return v.Time.UTC().Format(stampLayout)
 		}
-	}
-	segs := strings.Split(b.String(), "/")
+		s, _ := objectstore.TimeValue(name, v.Time)
+		return s
+	})
+	segs := strings.Split(expanded, "/")
 	kept := segs[:0]
 	for _, s := range segs {
 		if s != "" {

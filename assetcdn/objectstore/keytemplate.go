@@ -102,29 +102,46 @@ func (kt *KeyTemplate) UsesHash() bool { return kt.usesHash }
 
 // Render fills in the placeholders.
 func (kt *KeyTemplate) Render(v KeyValues) string {
-	var b strings.Builder
-	t := v.Time.UTC()
-	for _, p := range kt.parts {
-		switch p.Placeholder {
-		case "":
-			b.WriteString(p.Literal)
+	return Expand(kt.parts, func(name string) string {
+		switch name {
 		case "uuid":
-			b.WriteString(v.UUID)
+			return v.UUID
 		case "sha256":
-			b.WriteString(v.SHA256)
+			return v.SHA256
 		case "ext":
-			b.WriteString(v.Ext)
-		case "yyyy":
-			fmt.Fprintf(&b, "%04d", t.Year())
-		case "mm":
-			fmt.Fprintf(&b, "%02d", int(t.Month()))
-		case "dd":
-			fmt.Fprintf(&b, "%02d", t.Day())
-		case "HH":
-			fmt.Fprintf(&b, "%02d", t.Hour())
+			return v.Ext
+		}
+		s, _ := TimeValue(name, v.Time)
+		return s
+	})
+}
+
+// Expand writes a split template (SplitTemplate) with each placeholder
+// replaced by value(name): the one renderer of every key template, the
+// upload keys' and the shipped logs'.
+func Expand(parts []TemplatePart, value func(name string) string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Placeholder == "" {
+			b.WriteString(p.Literal)
+		} else {
+			b.WriteString(value(p.Placeholder))
 		}
 	}
 	return b.String()
+}
+
+// timeLayouts are the date placeholders' time.Format layouts.
+var timeLayouts = map[string]string{"yyyy": "2006", "mm": "01", "dd": "02", "HH": "15", "MM": "04"}
+
+// TimeValue is the value of a date placeholder at t in UTC: yyyy, mm, dd,
+// HH (hour) and MM (minute); ok is false for any other name.
+func TimeValue(name string, t time.Time) (value string, ok bool) {
+	layout, ok := timeLayouts[name]
+	if !ok {
+		return "", false
+	}
+	return t.UTC().Format(layout), true
 }
 
 // NewUUID returns a random version 4 UUID.

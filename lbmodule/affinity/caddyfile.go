@@ -3,6 +3,7 @@ package affinity
 import (
 	"strconv"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -68,9 +69,9 @@ func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			dur, err := caddy.ParseDuration(d.Val())
+			dur, err := quantity.ParseDuration(d.Val())
 			if err != nil {
-				return d.Errf("%s %s: %v", opt, d.Val(), err)
+				return d.Errf("%s: %v", opt, err)
 			}
 			if d.NextArg() {
 				return d.Errf("%s takes one argument", opt)

@@ -3,6 +3,7 @@ package upstreamtls
 import (
 	"strings"
 
+	"github.com/caddylb/caddylb/internal/quantity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -85,9 +86,9 @@ func (r *Reencrypt) unmarshalOwnOption(d *caddyfile.Dispenser) (bool, error) {
 		if !d.NextArg() {
 			return true, d.ArgErr()
 		}
-		dur, err := caddy.ParseDuration(d.Val())
+		dur, err := quantity.ParseDuration(d.Val())
 		if err != nil {
-			return true, d.Errf("client_cert_lifetime %s: %v", d.Val(), err)
+			return true, d.Errf("client_cert_lifetime: %v", err)
 		}
 		if d.NextArg() {
 			return true, d.ArgErr()

@@ -67,7 +67,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"trust_internal two CAs", "reencrypt {\n trust_internal a b\n}", "at most one CA id"},
 		{"client_cert without source", "reencrypt {\n client_cert\n}", "client_cert internal"},
 		{"client_cert from a file", "reencrypt {\n client_cert /etc/c.pem\n}", "client_cert internal"},
-		{"lifetime not a duration", "reencrypt {\n client_cert_lifetime soon\n}", "client_cert_lifetime soon"},
+		{"lifetime not a duration", "reencrypt {\n client_cert_lifetime soon\n}", `client_cert_lifetime: "soon" is not a positive duration`},
 		{"lifetime missing", "reencrypt {\n client_cert_lifetime\n}", "wrong argument count"},
 		{"pin missing", "reencrypt {\n pin_spki\n}", "at least one"},
 		{"pin not base64", "reencrypt {\n pin_spki nope!\n}", `pin_spki "nope!"`},
