@@ -63,8 +63,8 @@ func (f *FileReference) Sign(secret []byte) {
 }
 
 // Verify reports whether Signature was made with one of secrets. This is
-// what an application written in Go does; README shows the same check in
-// other languages.
+// what an application written in Go does; docs/assets.md shows the same
+// check in other languages.
 func (f FileReference) Verify(secrets ...[]byte) bool {
 	got, err := base64.RawURLEncoding.DecodeString(f.Signature)
 	if err != nil {

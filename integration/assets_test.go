@@ -23,7 +23,7 @@ import (
 )
 
 // assetSite is one site for both environments: only the asset_store
-// declaration differs ({{.X.store}}), as the README promises. The page
+// declaration differs ({{.X.store}}), as docs/assets.md promises. The page
 // and the headers render asset URLs; /cdn/* is the "CDN" (asset_serve
 // proxying from the store), /go/* redirects to public URLs, /private/*
 // to presigned ones.
