@@ -63,8 +63,8 @@ func (o *Offload) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var v string
 			if v, err = single(d, opt, args); err == nil {
 				var dur time.Duration
-				if dur, err = quantity.ParseDuration(v); err != nil {
-					err = d.Errf("%s: %v", opt, err)
+				if dur, err = quantity.ParseDurationOrDefault(v); err != nil {
+					err = d.Errf("%v", err)
 				}
 				o.AuthorizeTimeout = caddy.Duration(dur)
 			}
@@ -99,6 +99,10 @@ func single(d *caddyfile.Dispenser, opt string, args []string) (string, error) {
 	return args[0], nil
 }
 
+// maxOffloadSize bounds the sizes of the upload handlers' options, which
+// are summed (max_size times max_files, say) and must not overflow.
+const maxOffloadSize = 1 << 50
+
 // parseSize reads a size like 10MiB, 1GB or 512KB.
 func parseSize(d *caddyfile.Dispenser, opt string, args []string) (int64, error) {
 	v, err := single(d, opt, args)
@@ -107,7 +111,10 @@ func parseSize(d *caddyfile.Dispenser, opt string, args []string) (int64, error)
 	}
 	n, err := quantity.ParseSize(v)
 	if err != nil {
-		return 0, d.Errf("%s: %v", opt, err)
+		return 0, d.Errf("%v", err)
+	}
+	if n > maxOffloadSize {
+		return 0, d.Errf("%q is too large: at most 1PiB", v)
 	}
 	return n, nil
 }
@@ -294,7 +301,7 @@ func parseDuration(d *caddyfile.Dispenser, opt string, args []string) (caddy.Dur
 	}
 	dur, err := quantity.ParseDuration(v)
 	if err != nil {
-		return 0, d.Errf("%s: %v", opt, err)
+		return 0, d.Errf("%v", err)
 	}
 	return caddy.Duration(dur), nil
 }

@@ -150,7 +150,7 @@ func (p *Presign) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("asset_presign: %v", err)
 	}
 	if !objectstore.CapabilitiesOf(store).Presign {
-		p.logger.Warn("asset_presign with a store that cannot presign (a file store): presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
+		p.logger.Warn("asset_presign with a store that cannot presign (such as a file store): presigned uploads need S3; requests will get 501", zap.String("store", p.Store))
 	}
 	if err := p.prepare(store); err != nil {
 		return err

@@ -153,7 +153,7 @@ func (s *Serve) prepare(store objectstore.Store) error {
 		}
 	case modeRedirect:
 		if s.Private && !objectstore.CapabilitiesOf(store).Presign {
-			return errors.New("asset_serve: private needs presigned URLs, which this store cannot make (a file store); use mode proxy")
+			return errors.New("asset_serve: private needs presigned URLs, which this store cannot make (such as a file store); use mode proxy")
 		}
 		if !s.Private && store.PublicURL("probe") == "" {
 			return errors.New("asset_serve: mode redirect needs the store's public_url, or `private` to redirect to presigned URLs")

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
@@ -144,6 +145,11 @@ func TestExamples(t *testing.T) {
 					continue
 				}
 				lastAdapted = got
+				if strings.TrimSpace(rest) != "no-load" {
+					if err := load(t, got); err != nil {
+						t.Errorf("%s:%d: caddyfile block adapts but does not load: %v", file, b.start, err)
+					}
+				}
 				continue
 			case lang == "json" && strings.TrimSpace(rest) == "twin":
 				if lastCaddyfile == nil {
@@ -185,6 +191,45 @@ func TestExamples(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no caddyfile blocks found")
 	}
+}
+
+// placeholderEnv matches the {env.NAME} placeholders of an example.
+var placeholderEnv = regexp.MustCompile(`\{env\.([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// load provisions an adapted example as caddy validate does, without
+// starting it, so that a config that adapts but is refused at load (an
+// undeclared store, a bad combination) fails. Secrets from {env.*} get
+// 32-character stand-ins, Caddy's data goes to a temporary directory,
+// and examples that name network session stores are only adapted: their
+// Redis or Memcached would be dialled at load, and the tests dial
+// loopback only. A block fenced ```caddyfile no-load (files only a real
+// deployment has) is only adapted too.
+func load(t *testing.T, adapted string) error {
+	t.Helper()
+	if strings.Contains(adapted, `"backend": "redis"`) || strings.Contains(adapted, `"backend": "memcached"`) {
+		return nil
+	}
+	for _, m := range placeholderEnv.FindAllStringSubmatch(adapted, -1) {
+		t.Setenv(m[1], strings.Repeat("x", 32))
+	}
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(adapted), &cfg); err != nil {
+		return err
+	}
+	cfg.Admin = &caddy.AdminConfig{Disabled: true}
+	// Relative paths (a file store's ./var/assets) land in a temporary
+	// directory, not in docs/.
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(t.TempDir()); err != nil {
+		return err
+	}
+	defer os.Chdir(wd)
+	return caddy.Validate(&cfg)
 }
 
 func sameJSON(t *testing.T, want, got string) bool {

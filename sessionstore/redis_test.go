@@ -412,4 +412,17 @@ func TestCallerDeadlineReplacesTheTimeout(t *testing.T) {
 	if took := time.Since(start); took < 500*time.Millisecond {
 		t.Fatalf("the call did not wait for the pause (%v): was it paused?", took)
 	}
+
+	// A caller that gives up (an admin client hanging up) says nothing
+	// about the store: the breaker stays closed for the request path.
+	pause()
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := store.Get(short, "k"); err == nil {
+		t.Fatal("a 100ms call during a 1 s pause succeeded")
+	}
+	time.Sleep(time.Second) // the pause ends
+	if _, err := store.Get(ctx, "k"); err != nil {
+		t.Fatalf("request-path Get after an admin call gave up: %v (the breaker opened)", err)
+	}
 }

@@ -242,8 +242,15 @@ func (s *Store) call(ctx context.Context, o op, fn func(context.Context) error) 
 		s.errors[o].Inc()
 		return fmt.Errorf("session store %q: %w", s.name, ErrUnavailable)
 	}
-	err := fn(s.callContext(ctx, now))
+	callCtx := s.callContext(ctx, now)
+	err := fn(callCtx)
 	s.latency[o].Observe(time.Since(now).Seconds())
+	if err != nil && callCtx == ctx && ctx.Err() != nil {
+		// The caller gave up (an admin client hung up, its deadline
+		// passed): that says nothing about the store, so the breaker
+		// stays as it is.
+		return fmt.Errorf("session store %q: %s: %w", s.name, opNames[o], err)
+	}
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrMalformed) {
 		if s.breaker.succeed() {
 			s.logger.Info("session store reachable again", zap.String("store", s.name))

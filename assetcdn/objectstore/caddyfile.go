@@ -78,7 +78,7 @@ func (s *S3Store) unmarshalOption(d *caddyfile.Dispenser) error {
 		}
 		s.PartHoldTime = caddy.Duration(d2)
 	case "part_size", "upload_memory":
-		n, err := quantity.ParseSize(v)
+		n, err := quantity.ParseSizeOrDefault(v)
 		if err != nil {
 			return d.Errf("%s: %v", name, err)
 		}

@@ -341,6 +341,9 @@ func (f *FileStore) List(ctx context.Context, prefix string, fn func(ObjectInfo)
 // PublicURL joins public_url and key.
 func (f *FileStore) PublicURL(key string) string { return JoinURL(f.PublicBaseURL, key) }
 
+// Capabilities reports that a directory cannot presign.
+func (f *FileStore) Capabilities() Capabilities { return Capabilities{} }
+
 // PresignGet is not possible for a local directory.
 func (f *FileStore) PresignGet(context.Context, string, time.Duration) (string, error) {
 	return "", fmt.Errorf("file asset store: presigned GET: %w", ErrUnsupported)

@@ -124,12 +124,14 @@ type Capabilities struct {
 }
 
 // CapabilitiesOf reports what store can do: what its Capabilities method
-// says, none for a store without one.
+// says. A store without one (another module of the asset_store.backends
+// namespace) is taken at its word: it implements every method, and one
+// it cannot do answers ErrUnsupported when called.
 func CapabilitiesOf(store Store) Capabilities {
 	if c, ok := store.(interface{ Capabilities() Capabilities }); ok {
 		return c.Capabilities()
 	}
-	return Capabilities{}
+	return Capabilities{Presign: true}
 }
 
 // PresignedPost is an HTML-form upload: POST multipart/form-data to URL

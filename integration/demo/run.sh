@@ -3,8 +3,8 @@
 # 127.0.0.1:9001-9003 and HTTPS on 127.0.0.1:9441-9443) behind bin/caddy
 # with integration/demo/Caddyfile, showing every capability on embedded
 # defaults. `make run` builds the binaries and calls this; Ctrl-C (or
-# SIGTERM) stops everything. It needs nothing but the two binaries: no
-# curl, no openssl, no redis, no S3.
+# SIGTERM) stops everything. It needs nothing but the two binaries and
+# bash 4.3 or later (for wait -n): no curl, no openssl, no redis, no S3.
 #
 # Everything it writes goes under ./var of the working directory (the
 # Caddyfile's paths are relative to it); its own files are found from this
@@ -35,7 +35,7 @@ tlsdir=./var/backend-tls
 pids=()
 cleanup() {
 	trap - EXIT INT TERM
-	for pid in "${pids[@]}"; do
+	for pid in ${pids[@]+"${pids[@]}"}; do
 		kill "$pid" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
@@ -51,7 +51,7 @@ http_get() {
 	if command -v timeout >/dev/null; then
 		bound=(timeout 3)
 	fi
-	"${bound[@]}" bash -c '
+	${bound[@]+"${bound[@]}"} bash -c '
 		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 		printf "GET %s HTTP/1.0\r\nHost: localhost:%s\r\n\r\n" "$2" "$1" >&3
 		cat <&3' _ "$port" "$path" 2>/dev/null
@@ -66,7 +66,7 @@ wait_for() {
 		if "$@"; then
 			return 0
 		fi
-		for pid in "${pids[@]}"; do
+		for pid in ${pids[@]+"${pids[@]}"}; do
 			if ! kill -0 "$pid" 2>/dev/null; then
 				echo "run.sh: a demo process exited while waiting for $what" >&2
 				exit 1

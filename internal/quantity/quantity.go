@@ -12,15 +12,16 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// MaxSize is the largest size accepted: 1 PiB, far past any part, file or
-// upload, and far from overflowing the int64 sums it goes into.
-const MaxSize = 1 << 50
+// MaxSize is the largest size accepted, 4 EiB: past any real part, file
+// or upload, short of overflowing an int64. Options whose sizes are
+// summed (asset_offload's) set a lower bound of their own.
+const MaxSize = 1 << 62
 
 // ParseSize reads a positive size such as "10MiB", "16MB" or "5242880".
 func ParseSize(s string) (int64, error) {
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n == 0 || n > MaxSize {
-		return 0, fmt.Errorf("%q is not a size like 10MiB (a positive number of bytes, at most 1PiB)", s)
+		return 0, fmt.Errorf("%q is not a size like 10MiB (a positive number of bytes)", s)
 	}
 	return int64(n), nil
 }
@@ -32,4 +33,22 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a positive duration like 15m", s)
 	}
 	return d, nil
+}
+
+// ParseSizeOrDefault is ParseSize that also takes 0, for options whose
+// zero means "the default".
+func ParseSizeOrDefault(s string) (int64, error) {
+	if n, err := humanize.ParseBytes(s); err == nil && n == 0 {
+		return 0, nil
+	}
+	return ParseSize(s)
+}
+
+// ParseDurationOrDefault is ParseDuration that also takes 0, for options
+// whose zero means "the default".
+func ParseDurationOrDefault(s string) (time.Duration, error) {
+	if d, err := caddy.ParseDuration(s); err == nil && d == 0 {
+		return 0, nil
+	}
+	return ParseDuration(s)
 }

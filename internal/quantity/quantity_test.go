@@ -6,12 +6,12 @@ import (
 )
 
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"10MiB": 10 << 20, "1GB": 1e9, "512KB": 512e3, "5242880": 5242880, "1 KiB": 1024, "1PiB": 1 << 50} {
+	for in, want := range map[string]int64{"10MiB": 10 << 20, "1GB": 1e9, "512KB": 512e3, "5242880": 5242880, "1 KiB": 1024, "1PiB": 1 << 50, "2PiB": 2 << 50} {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "0B", "-1", "ten", "2PiB", "99999999999999999999", "1.5.3MB", "MiB"} {
+	for _, in := range []string{"", "0", "0B", "-1", "ten", "8EiB", "99999999999999999999", "1.5.3MB", "MiB"} {
 		if got, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
 		}
@@ -28,6 +28,26 @@ func TestParseDuration(t *testing.T) {
 		if got, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
 		}
+	}
+}
+
+func TestOrDefaultTakesZero(t *testing.T) {
+	if n, err := ParseSizeOrDefault("0"); err != nil || n != 0 {
+		t.Fatalf("ParseSizeOrDefault(0) = %d %v", n, err)
+	}
+	if n, err := ParseSizeOrDefault("8MiB"); err != nil || n != 8<<20 {
+		t.Fatalf("ParseSizeOrDefault(8MiB) = %d %v", n, err)
+	}
+	if d, err := ParseDurationOrDefault("0s"); err != nil || d != 0 {
+		t.Fatalf("ParseDurationOrDefault(0s) = %v %v", d, err)
+	}
+	for _, bad := range []string{"-1s", "soon"} {
+		if _, err := ParseDurationOrDefault(bad); err == nil {
+			t.Fatalf("ParseDurationOrDefault(%q) accepted", bad)
+		}
+	}
+	if _, err := ParseSizeOrDefault("-1"); err == nil {
+		t.Fatal("ParseSizeOrDefault(-1) accepted")
 	}
 }
 

@@ -69,7 +69,7 @@ func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			dur, err := quantity.ParseDuration(d.Val())
+			dur, err := quantity.ParseDurationOrDefault(d.Val())
 			if err != nil {
 				return d.Errf("%s: %v", opt, err)
 			}

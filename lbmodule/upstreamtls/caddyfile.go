@@ -86,7 +86,7 @@ func (r *Reencrypt) unmarshalOwnOption(d *caddyfile.Dispenser) (bool, error) {
 		if !d.NextArg() {
 			return true, d.ArgErr()
 		}
-		dur, err := quantity.ParseDuration(d.Val())
+		dur, err := quantity.ParseDurationOrDefault(d.Val())
 		if err != nil {
 			return true, d.Errf("client_cert_lifetime: %v", err)
 		}
