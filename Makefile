@@ -27,14 +27,14 @@ run: build
 # asset_offload's bypass tests upload to.
 deps:
 	@missing=""; \
-	for cmd in redis-server redis-sentinel memcached wrk php; do \
-		command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; \
+	for cmd in redis-server redis-sentinel memcached wrk php nginx haproxy; do \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli nginx haproxy; \
 	fi
 	@# Node.js runs a real Express app in the forwarded-header tests.
 	@if ! command -v npm >/dev/null 2>&1; then \

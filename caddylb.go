@@ -12,8 +12,13 @@ import (
 	_ "github.com/caddylb/caddylb/caddyfile"
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
+	_ "github.com/caddylb/caddylb/lbmodule/l4sticky"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"
 	_ "github.com/caddylb/caddylb/lbmodule/upstreamtls"
 	_ "github.com/caddylb/caddylb/logship"
 	_ "github.com/caddylb/caddylb/sessionstore"
+
+	// caddy-l4: the layer4 app and listener wrapper, for TLS pass-through
+	// by SNI beside the HTTP sites and PROXY protocol (docs/passthrough.md).
+	_ "github.com/mholt/caddy-l4"
 )

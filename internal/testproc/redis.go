@@ -121,8 +121,16 @@ func redisCommand(conn net.Conn, r *bufio.Reader, want string, args ...string) e
 func lookPath(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not on PATH (%v): `make test` installs it (make deps: apt-get install redis-server memcached wrk php-cli)", name, err)
+	if err == nil {
+		return p
 	}
-	return p
+	// Debian puts daemons (nginx, haproxy) in /usr/sbin, which a user's
+	// PATH may leave out.
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if p, serr := exec.LookPath(dir + "/" + name); serr == nil {
+			return p
+		}
+	}
+	t.Fatalf("%s is not on PATH (%v): `make test` installs it (make deps: apt-get install redis-server redis-sentinel memcached wrk php-cli nginx haproxy)", name, err)
+	return ""
 }

@@ -84,6 +84,9 @@ type UpstreamStatus struct {
 	// last heartbeat), and how many nodes that is.
 	FleetActiveRequests *int `json:"fleet_active_requests,omitempty"`
 	FleetNodes          *int `json:"fleet_nodes,omitempty"`
+	// A pass-through (layer4) upstream: the TLS stream is not decrypted,
+	// and caddy-l4 does not export its connection and failure counts.
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
@@ -131,6 +134,7 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 			out = append(out, st)
 		}
 	}
+	out = append(out, passStatuses(ctx)...)
 	return writeJSON(w, http.StatusOK, out)
 }
 
@@ -197,7 +201,9 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 	var stores []*sessionstore.Store
 	var known []string
 	groups := groupByStore(stickyProxies())
+	var all []*sessionstore.Store
 	for _, group := range groups {
+		all = append(all, group.store)
 		for _, up := range group.upstreams {
 			known = append(known, up.Dial)
 			if up.Dial == req.Address {
@@ -205,11 +211,22 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+	for _, group := range passGroups() {
+		all = append(all, group.store)
+		for _, up := range group.upstreams {
+			known = append(known, up.String())
+			if up.String() == req.Address && !slices.Contains(stores, group.store) {
+				stores = append(stores, group.store)
+			}
+		}
+	}
 	if len(stores) == 0 && !draining {
 		// Undrain is allowed for any address, so that a flag left on an
 		// upstream since removed from the config can still be cleared.
-		for _, group := range groups {
-			stores = append(stores, group.store)
+		for _, s := range all {
+			if !slices.Contains(stores, s) {
+				stores = append(stores, s)
+			}
 		}
 	}
 	if len(stores) == 0 {
@@ -282,6 +299,11 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 			KeyMode: policy.KeyMode(), Upstream: b.Upstream, Expires: b.Expires.UTC(),
 		})
 	}
+	passed, err := passBindings(ctx, value, r.Method == http.MethodDelete)
+	if err != nil {
+		return apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
+	}
+	found = append(found, passed...)
 	if len(found) == 0 {
 		return apiError(http.StatusNotFound, fmt.Errorf("no binding for that key"))
 	}

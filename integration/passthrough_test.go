@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddylb/caddylb/integration/harness"
+	"github.com/caddylb/caddylb/internal/testproc"
+)
+
+// passthroughCaddyfile serves one HTTPS port: SNI pass.test is passed
+// through, undecrypted, to nginx backends with PROXY protocol v2 and a
+// sticky policy on the shared store; every other name is terminated by
+// the HTTP sites (term.test, with the forwarded handler).
+const passthroughCaddyfile = `{
+	{{.Global}}
+	session_store shared {{.X.store}}
+	servers 127.0.0.1:{{.HTTPSPort}} {
+		listener_wrappers {
+			layer4 {
+				@pass tls sni pass.test
+				route @pass {
+					proxy {
+						proxy_protocol v2
+						fail_duration 30s
+						max_fails 1
+						lb_try_duration 2s
+						lb_try_interval 100ms
+						lb_policy sticky {
+							store shared
+							secret ` + testSecret + `
+						}
+						{{range .X.pool}}upstream {{.}}
+						{{end}}
+					}
+				}
+			}
+			tls
+		}
+	}
+}
+https://term.test:{{.HTTPSPort}} {
+	tls internal
+	forwarded
+	reverse_proxy {{.X.backend}}
+}
+`
+
+// passClient is a client connecting from ip (127.0.0.x) with SNI name.
+func passClient(ip, name string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext: d.DialContext,
+			// The pass-through backends' certificates are self-signed and
+			// term.test's is from Caddy's local CA: what is checked is who
+			// answered (the certificate's name), not the chain.
+			TLSClientConfig:   &tls.Config{ServerName: name, InsecureSkipVerify: true},
+			DisableKeepAlives: true,
+		},
+	}
+}
+
+// passGet sends GET / through node with SNI name from ip and returns the
+// body and the name of the certificate that answered.
+func passGet(t *testing.T, node *harness.Caddy, ip, name, path string) (string, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", node.HTTPSPort, path), nil)
+	req.Host = name
+	resp, err := passClient(ip, name).Do(req)
+	if err != nil {
+		t.Fatalf("%s from %s: %v", name, ip, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s from %s: %d %s", name, ip, resp.StatusCode, body)
+	}
+	return string(body), resp.TLS.PeerCertificates[0].Subject.CommonName
+}
+
+// TestPassthroughBesideTermination: on one port, pass.test goes through
+// undecrypted to nginx, which learns the client's address (127.0.0.2)
+// from PROXY v2 while the TCP peer is caddy-lb; term.test is terminated
+// and its backend is told the client in X-Forwarded-For. Two nodes on one
+// Redis send each client IP to one backend; clients spread; a backend
+// added by a reload moves no known client; a drained one gets no new
+// client and keeps its own; a killed one's clients move, nobody else's.
+func TestPassthroughBesideTermination(t *testing.T) {
+	redis := testproc.StartRedis(t)
+	nginx := []*testproc.Proc{testproc.StartNginxTLS(t, "n1"), testproc.StartNginxTLS(t, "n2"), testproc.StartNginxTLS(t, "n3")}
+	backends := harness.StartBackends(t, 1)
+	data := map[string]any{
+		"store":   "redis " + redis.Addr,
+		"pool":    []string{nginx[0].Addr, nginx[1].Addr},
+		"backend": backends[0].Addr,
+	}
+	nodes := []*harness.Caddy{harness.StartCaddyWith(t, passthroughCaddyfile, data), harness.StartCaddyWith(t, passthroughCaddyfile, data)}
+
+	// Pass-through: nginx's own certificate, the client's address by PROXY v2.
+	body, cn := passGet(t, nodes[0], "127.0.0.2", "pass.test", "/")
+	if !strings.HasPrefix(cn, "n") || !strings.Contains(body, "client=127.0.0.2:") || !strings.Contains(body, "peer=127.0.0.1") {
+		t.Fatalf("pass-through answer %q from certificate %q: want nginx's certificate, client 127.0.0.2, peer 127.0.0.1", body, cn)
+	}
+	// Termination on the same port: caddy-lb's certificate, X-Forwarded-For.
+	body, _ = passGet(t, nodes[0], "127.0.0.2", "term.test", "/headers")
+	var seen map[string]string
+	if err := json.Unmarshal([]byte(body), &seen); err != nil || seen["X-Forwarded-For"] != "127.0.0.2" || seen["X-Forwarded-Proto"] != "https" {
+		t.Fatalf("terminated site: the backend was told %q", body)
+	}
+
+	// One client IP, one backend, through both nodes.
+	backendOf := func(node *harness.Caddy, ip string) string {
+		body, _ := passGet(t, node, ip, "pass.test", "/")
+		return strings.Fields(body)[0]
+	}
+	bound := map[string]string{}
+	spread := map[string]int{}
+	for i := 2; i < 42; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		b := backendOf(nodes[i%2], ip)
+		for range 3 {
+			for _, node := range nodes {
+				if again := backendOf(node, ip); again != b {
+					t.Fatalf("client %s: %s, then %s", ip, b, again)
+				}
+			}
+		}
+		bound[ip] = b
+		spread[b]++
+	}
+	if len(spread) != 2 {
+		t.Fatalf("40 client IPs over two backends: %v", spread)
+	}
+
+	// A third backend joins: no known client moves.
+	data["pool"] = []string{nginx[0].Addr, nginx[1].Addr, nginx[2].Addr}
+	for _, node := range nodes {
+		node.ReloadWith(t, passthroughCaddyfile, data)
+	}
+	for ip, b := range bound {
+		if got := backendOf(nodes[0], ip); got != b {
+			t.Fatalf("client %s moved from %s to %s when a backend joined", ip, b, got)
+		}
+	}
+
+	// Drain n1 through node 1: no new client goes there; its own stay.
+	adminJSON(t, nodes[0], http.MethodPost, "/lb/upstreams/drain", `{"address": "`+nginx[0].Addr+`"}`, http.StatusOK)
+	time.Sleep(300 * time.Millisecond)
+	for i := 100; i < 130; i++ {
+		if b := backendOf(nodes[1], fmt.Sprintf("127.0.0.%d", i)); b == "backend=n1" {
+			t.Fatalf("a new client went to the drained n1")
+		}
+	}
+	for ip, b := range bound {
+		if got := backendOf(nodes[1], ip); got != b {
+			t.Fatalf("client %s left %s while it drains: %s", ip, b, got)
+		}
+	}
+	adminJSON(t, nodes[0], http.MethodDelete, "/lb/upstreams/drain", `{"address": "`+nginx[0].Addr+`"}`, http.StatusOK)
+
+	// Kill n2: its clients move, nobody else's.
+	nginx[1].Kill()
+	for ip, b := range bound {
+		var got string
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for ctx.Err() == nil {
+			resp, err := passClient(ip, "pass.test").Get(fmt.Sprintf("https://127.0.0.1:%d/", nodes[0].HTTPSPort))
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got = strings.Fields(string(body))[0]
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // the dial to the dead backend fails once, then it is marked down
+		}
+		cancel()
+		if b != "backend=n2" && got != b {
+			t.Fatalf("client %s of %s moved to %s when n2 died", ip, b, got)
+		}
+		if b == "backend=n2" && got == b {
+			t.Fatalf("client %s still reached the killed n2", ip)
+		}
+	}
+}

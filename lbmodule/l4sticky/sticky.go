@@ -1,0 +1,390 @@
+// Package l4sticky is the sticky selection policy of caddy-l4's proxy
+// (layer4.proxy.selection_policies.sticky): connections passed through
+// without being decrypted keep their backend by client IP (or SNI and
+// client IP), in the same session stores as the HTTP policy, so every LB
+// node sharing a store agrees, drains are honoured, and a backend joining
+// or leaving the pool moves no client that has a binding.
+//
+// See docs/passthrough.md.
+package l4sticky
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/internal/perconfig"
+	"github.com/caddylb/caddylb/internal/promreg"
+	"github.com/caddylb/caddylb/internal/quantity"
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+func init() {
+	caddy.RegisterModule(Sticky{})
+}
+
+// Sticky binds each client to one upstream of a layer4 proxy.
+type Sticky struct {
+	// Name of a session store declared with the session_store global
+	// option. Default: an in-process memory store (this node only).
+	Store string `json:"store,omitempty"`
+
+	// How long a binding lives without connections. Each client's binding
+	// is refreshed at most once per half TTL. Default: 1h.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// What identifies a client: "client_ip" (default) or "sni_client_ip",
+	// which binds each hostname of a client separately.
+	Key string `json:"key,omitempty"`
+
+	// Keys of the HMAC that turns client IPs into store keys (an unkeyed
+	// hash of an IP could be reversed); the first is used. Required with
+	// a shared store, and the same on every node. Placeholders such as
+	// {env.LB_STICKY_SECRET} are expanded.
+	Secrets []string `json:"secrets,omitempty"`
+
+	// Separates these bindings from those of other policies sharing the
+	// store. Default: "l4:" and the key.
+	Namespace string `json:"namespace,omitempty"`
+
+	// The policy that picks an upstream for a new client and when a
+	// client's upstream is unavailable. Default: least_conn.
+	FallbackRaw json.RawMessage `json:"fallback,omitempty" caddy:"namespace=layer4.proxy.selection_policies inline_key=policy"`
+
+	ttl          time.Duration
+	secret       []byte
+	fallback     l4proxy.Selector
+	store        *sessionstore.Store
+	releaseStore func()
+	logger       *zap.Logger
+}
+
+const (
+	keyClientIP    = "client_ip"
+	keySNIClientIP = "sni_client_ip"
+	defaultTTL     = time.Hour
+	storeTimeout   = 250 * time.Millisecond
+)
+
+// CaddyModule returns the Caddy module information.
+func (Sticky) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "layer4.proxy.selection_policies.sticky",
+		New: func() caddy.Module { return new(Sticky) },
+	}
+}
+
+// Provision applies defaults and finds the store and the fallback.
+func (s *Sticky) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	if err := promreg.Register(ctx.GetMetricsRegistry(), decisions); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+	if s.Key == "" {
+		s.Key = keyClientIP
+	}
+	if s.Key != keyClientIP && s.Key != keySNIClientIP {
+		return fmt.Errorf("layer4 lb_policy sticky: key must be client_ip or sni_client_ip, got %q", s.Key)
+	}
+	if s.Namespace == "" {
+		s.Namespace = "l4:" + s.Key
+	}
+	s.ttl = time.Duration(s.TTL)
+	if s.ttl == 0 {
+		s.ttl = defaultTTL
+	}
+	if s.ttl < time.Second {
+		return fmt.Errorf("layer4 lb_policy sticky: ttl %v is shorter than 1s", s.ttl)
+	}
+	repl := caddy.NewReplacer()
+	if len(s.Secrets) > 0 {
+		s.secret = []byte(repl.ReplaceKnown(s.Secrets[0], ""))
+		if len(s.secret) < 16 {
+			return errors.New("layer4 lb_policy sticky: the secret must be at least 16 bytes after placeholders")
+		}
+	}
+	if s.FallbackRaw == nil {
+		s.FallbackRaw = caddyconfig.JSONModuleObject(l4proxy.LeastConnSelection{}, "policy", "least_conn", nil)
+	}
+	mod, err := ctx.LoadModule(s, "FallbackRaw")
+	if err != nil {
+		return fmt.Errorf("layer4 lb_policy sticky: loading fallback: %v", err)
+	}
+	s.fallback = mod.(l4proxy.Selector)
+	if _, self := s.fallback.(*Sticky); self {
+		return errors.New("layer4 lb_policy sticky: the fallback cannot be sticky itself")
+	}
+	s.store, s.releaseStore, err = sessionstore.Lookup(ctx, s.Store)
+	if err != nil {
+		return err
+	}
+	if s.store.Shared() && s.secret == nil {
+		return fmt.Errorf("layer4 lb_policy sticky: the shared session store %q needs `secret`: store keys of client IPs are keyed hashes, the same on every node; use e.g. secret {env.LB_STICKY_SECRET}", s.Store)
+	}
+	if s.secret == nil {
+		s.secret = make([]byte, 32) // memory store: this process only
+		if _, err := randRead(s.secret); err != nil {
+			return err
+		}
+	}
+	register(ctx, s)
+	return nil
+}
+
+// Cleanup releases the store.
+func (s *Sticky) Cleanup() error {
+	if s.releaseStore != nil {
+		s.releaseStore()
+		s.releaseStore = nil
+	}
+	return nil
+}
+
+// Select returns the client's bound upstream while it is available and
+// not removed from the pool; otherwise the fallback's choice among the
+// available upstreams that are not draining, which becomes the binding.
+func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4proxy.Upstream {
+	key := s.storeKey(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	now := time.Now()
+	b, err := s.store.Get(ctx, key)
+	if err == nil {
+		if up := find(pool, b.Upstream); up != nil && available(up, conn) {
+			if b.Expires.Sub(now) < s.ttl/2 {
+				_, _, _ = s.store.Swap(ctx, key, b.Upstream, sessionstore.Binding{Upstream: b.Upstream, Expires: now.Add(s.ttl)})
+			}
+			countDecision("hit")
+			return up
+		}
+	}
+	draining, _ := s.store.Draining(ctx)
+	candidates := make(l4proxy.UpstreamPool, 0, len(pool))
+	for _, up := range pool {
+		if !draining[up.String()] {
+			candidates = append(candidates, up)
+		}
+	}
+	up := s.fallback.Select(candidates, conn)
+	if up == nil {
+		countDecision("no_upstream")
+		return nil
+	}
+	binding := sessionstore.Binding{Upstream: up.String(), Expires: now.Add(s.ttl)}
+	switch {
+	case err == nil: // bound to an upstream that cannot take it: move it, once
+		cur, swapped, serr := s.store.Swap(ctx, key, b.Upstream, binding)
+		if serr == nil && !swapped {
+			if other := find(pool, cur.Upstream); other != nil && available(other, conn) {
+				countDecision("hit")
+				return other
+			}
+		}
+		countDecision("rebound")
+	case errors.Is(err, sessionstore.ErrNotFound):
+		cur, added, aerr := s.store.Add(ctx, key, binding)
+		if aerr == nil && !added {
+			if other := find(pool, cur.Upstream); other != nil && available(other, conn) {
+				countDecision("hit")
+				return other
+			}
+		}
+		countDecision("new")
+	default:
+		countDecision("store_error")
+	}
+	return up
+}
+
+// storeKey is the store key of the connection's client: an HMAC of the
+// namespace, the SNI (with sni_client_ip) and the client IP.
+func (s *Sticky) storeKey(conn *layer4.Connection) string {
+	ip := conn.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	sni := ""
+	if s.Key == keySNIClientIP {
+		sni = conn.Replacer().ReplaceKnown("{l4.tls.server_name}", "")
+	}
+	return s.keyOf(sni, ip)
+}
+
+// SessionStoreKey is the store key of a client IP, optionally
+// "<sni> <ip>" with sni_client_ip (for GET /lb/sessions).
+func (s *Sticky) SessionStoreKey(value string) (string, error) {
+	sni, ip, hasSNI := strings.Cut(value, " ")
+	if !hasSNI {
+		sni, ip = "", value
+	}
+	if net.ParseIP(ip) == nil {
+		return "", fmt.Errorf("%q is not a client IP", ip)
+	}
+	if s.Key == keySNIClientIP && sni == "" {
+		return "", errors.New("this policy keys by SNI and client IP: give \"<sni> <ip>\"")
+	}
+	return s.keyOf(sni, net.ParseIP(ip).String()), nil
+}
+
+func (s *Sticky) keyOf(sni, ip string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(s.Namespace + "\x00" + sni + "\x00" + ip))
+	return s.Namespace + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+}
+
+// find is the upstream of pool named id (its dial addresses), or nil.
+func find(pool l4proxy.UpstreamPool, id string) *l4proxy.Upstream {
+	for _, up := range pool {
+		if up.String() == id {
+			return up
+		}
+	}
+	return nil
+}
+
+// available reports whether up can take a connection now (healthy, under
+// its max_connections). caddy-l4 keeps that test to its own policies;
+// its "first" policy answers it for a pool of one.
+func available(up *l4proxy.Upstream, conn *layer4.Connection) bool {
+	return (&l4proxy.FirstSelection{}).Select(l4proxy.UpstreamPool{up}, conn) != nil
+}
+
+var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: "caddylb",
+	Subsystem: "l4_sticky",
+	Name:      "decisions_total",
+	Help:      "Upstream choices of the layer4 sticky policy, by outcome: hit, new, rebound, store_error, no_upstream.",
+}, []string{"outcome"})
+
+func countDecision(outcome string) { decisions.WithLabelValues(outcome).Inc() }
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
+//
+//	lb_policy sticky {
+//		store <name>
+//		ttl <duration>
+//		key client_ip|sni_client_ip
+//		secret <secret>
+//		namespace <name>
+//		fallback <policy> [<args>]
+//	}
+func (s *Sticky) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // policy name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "store", "key", "secret", "namespace":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			v := d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "store":
+				s.Store = v
+			case "key":
+				s.Key = v
+			case "secret":
+				s.Secrets = append(s.Secrets, v)
+			case "namespace":
+				s.Namespace = v
+			}
+		case "ttl":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := quantity.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("ttl: %v", err)
+			}
+			s.TTL = caddy.Duration(dur)
+		case "fallback":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "layer4.proxy.selection_policies."+name)
+			if err != nil {
+				return err
+			}
+			s.FallbackRaw = caddyconfig.JSONModuleObject(mod, "policy", name, nil)
+		default:
+			return d.Errf("unrecognized layer4 sticky option %q", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ l4proxy.Selector      = (*Sticky)(nil)
+	_ caddy.Provisioner     = (*Sticky)(nil)
+	_ caddy.CleanerUpper    = (*Sticky)(nil)
+	_ caddyfile.Unmarshaler = (*Sticky)(nil)
+)
+
+var randRead = rand.Read
+
+// Policy is a provisioned layer4 sticky policy as the admin API sees it.
+type Policy struct {
+	Sticky *Sticky
+	Proxy  *l4proxy.Handler // the proxy whose upstreams it picks from
+}
+
+// StoreHandle returns the policy's session store.
+func (s *Sticky) StoreHandle() *sessionstore.Store { return s.store }
+
+// KeyMode is what keys the policy's bindings: client_ip or sni_client_ip.
+func (s *Sticky) KeyMode() string { return s.Key }
+
+// Available reports whether up can take a connection now.
+func Available(up *l4proxy.Upstream) bool { return available(up, nil) }
+
+// policies are the layer4 sticky policies of each loaded config.
+var policies perconfig.Map[*[]Policy]
+
+// register records s, provisioned inside proxy, for the admin API.
+func register(ctx caddy.Context, s *Sticky) {
+	chain := ctx.Modules()
+	for i := len(chain) - 1; i >= 0; i-- {
+		if h, ok := chain[i].(*l4proxy.Handler); ok {
+			policies.With(ctx, func() *[]Policy { return new([]Policy) }, func(p *[]Policy) {
+				*p = append(*p, Policy{Sticky: s, Proxy: h})
+			})
+			return
+		}
+	}
+}
+
+// Policies returns the layer4 sticky policies of the config ctx belongs
+// to (the running one: caddy.ActiveContext()).
+func Policies(ctx context.Context) []Policy {
+	var out []Policy
+	policies.Get(ctx, func(p *[]Policy, ok bool) {
+		if ok {
+			out = append(out, *p...)
+		}
+	})
+	return out
+}

@@ -1,0 +1,107 @@
+package lbadmin
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/mholt/caddy-l4/modules/l4proxy"
+
+	"github.com/caddylb/caddylb/lbmodule/l4sticky"
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+// passGroup is the pass-through (layer4) upstreams of one store.
+type passGroup struct {
+	store     *sessionstore.Store
+	upstreams []*l4proxy.Upstream
+	modes     map[string][]string
+	policies  []*l4sticky.Sticky
+}
+
+// passGroups lists each store's layer4 sticky upstreams once.
+func passGroups() []*passGroup {
+	var groups []*passGroup
+	byStore := map[*sessionstore.Store]*passGroup{}
+	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
+		store := p.Sticky.StoreHandle()
+		g := byStore[store]
+		if g == nil {
+			g = &passGroup{store: store, modes: map[string][]string{}}
+			byStore[store] = g
+			groups = append(groups, g)
+		}
+		g.policies = append(g.policies, p.Sticky)
+		mode := "layer4 " + p.Sticky.KeyMode()
+		for _, up := range p.Proxy.Upstreams {
+			addr := up.String()
+			if _, seen := g.modes[addr]; !seen {
+				g.upstreams = append(g.upstreams, up)
+			}
+			if !slices.Contains(g.modes[addr], mode) {
+				g.modes[addr] = append(g.modes[addr], mode)
+			}
+		}
+	}
+	return groups
+}
+
+// passStatuses is GET /lb/upstreams for the pass-through pools. caddy-l4
+// keeps its connection and failure counts to itself: they read 0.
+func passStatuses(ctx context.Context) []UpstreamStatus {
+	var out []UpstreamStatus
+	for _, g := range passGroups() {
+		counts, countErr := g.store.Counts(ctx)
+		draining, drainErr := g.store.Draining(ctx)
+		for _, up := range g.upstreams {
+			addr := up.String()
+			st := UpstreamStatus{
+				Address:       addr,
+				Healthy:       l4sticky.Available(up),
+				Available:     l4sticky.Available(up),
+				Draining:      drainErr == nil && draining[addr],
+				BoundSessions: counts[addr],
+				Store:         storeName(g.store),
+				KeyModes:      g.modes[addr],
+				Passthrough:   true,
+			}
+			if countErr != nil {
+				st.BoundSessions = -1
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// passBindings looks value (a client IP, or "<sni> <ip>") up in every
+// pass-through policy, deleting the bindings found when del.
+func passBindings(ctx context.Context, value string, del bool) ([]SessionBinding, error) {
+	var found []SessionBinding
+	for _, g := range passGroups() {
+		for _, p := range g.policies {
+			key, err := p.SessionStoreKey(value)
+			if err != nil {
+				continue
+			}
+			b, err := g.store.Get(ctx, key)
+			if errors.Is(err, sessionstore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if del {
+				if err := g.store.Delete(ctx, key); err != nil {
+					return nil, err
+				}
+			}
+			found = append(found, SessionBinding{
+				Store: storeName(g.store), Namespace: p.Namespace,
+				KeyMode: "layer4 " + p.KeyMode(), Upstream: b.Upstream, Expires: b.Expires.UTC(),
+			})
+		}
+	}
+	return found, nil
+}
