@@ -192,3 +192,107 @@ func TestPassthroughBesideTermination(t *testing.T) {
 		}
 	}
 }
+
+// behindProxyCaddyfile reads PROXY protocol on the HTTP port from the
+// listed front proxy only (127.0.0.5), and refuses a PROXY header from
+// anyone else.
+const behindProxyCaddyfile = `{
+	{{.Global}}
+	servers 127.0.0.1:{{.HTTPPort}} {
+		listener_wrappers {
+			proxy_protocol {
+				allow 127.0.0.5/32
+				fallback_policy reject
+			}
+		}
+	}
+}
+http://front.test:{{.HTTPPort}} {
+	forwarded
+	reverse_proxy {{.X.backend}}
+}
+`
+
+// TestBehindHAProxyWithProxyProtocol puts caddy-lb behind a Debian
+// HAProxy in mode tcp sending PROXY v2 from 127.0.0.5: the backend is
+// told the original client (127.0.0.2); a PROXY header from a source not
+// listed is refused, and that source's plain requests still work with
+// its own address.
+func TestBehindHAProxyWithProxyProtocol(t *testing.T) {
+	backends := harness.StartBackends(t, 1)
+	node := harness.StartCaddyWith(t, behindProxyCaddyfile, map[string]any{"backend": backends[0].Addr})
+	front := testproc.StartHAProxyTCP(t, fmt.Sprintf("127.0.0.1:%d", node.HTTPPort), "127.0.0.5")
+
+	headersVia := func(addr, from string) map[string]string {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/headers", nil)
+		req.Host = "front.test"
+		req.Header.Set("X-Forwarded-For", "6.6.6.6") // a spoof the forwarded handler must drop
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET via %s from %s: %v", addr, from, err)
+		}
+		defer resp.Body.Close()
+		var seen map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET via %s from %s: %d %v", addr, from, resp.StatusCode, err)
+		}
+		return seen
+	}
+	if seen := headersVia(front.Addr, "127.0.0.2"); seen["X-Forwarded-For"] != "127.0.0.2" {
+		t.Fatalf("through HAProxy the backend was told %v, want X-Forwarded-For 127.0.0.2", seen)
+	}
+	direct := fmt.Sprintf("127.0.0.1:%d", node.HTTPPort)
+	if seen := headersVia(direct, "127.0.0.3"); seen["X-Forwarded-For"] != "127.0.0.3" {
+		t.Fatalf("a direct client was told %v, want its own address", seen)
+	}
+
+	// A PROXY header from 127.0.0.3, which is not the listed front proxy.
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}, Timeout: 5 * time.Second}
+	conn, err := d.Dial("tcp", direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "PROXY TCP4 6.6.6.6 127.0.0.1 4444 %d\r\nGET /headers HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n", node.HTTPPort)
+	reply, readErr := io.ReadAll(conn)
+	t.Logf("a PROXY header from 127.0.0.3: %q (%v)", reply, readErr)
+	if strings.Contains(string(reply), "6.6.6.6") || strings.HasPrefix(string(reply), "HTTP/1.1 200") {
+		t.Fatalf("a PROXY header from an unlisted source was honoured: %q", reply)
+	}
+}
+
+// TestReencryptSendsProxyProtocol: a terminated site re-encrypts to nginx
+// with transport reencrypt and proxy_protocol v2, so a backend that reads
+// PROXY protocol learns the client (127.0.0.2) on the TLS connection too.
+func TestReencryptSendsProxyProtocol(t *testing.T) {
+	backend, cert := testproc.StartNginxTLSCert(t, "tlsbackend")
+	node := harness.StartCaddyWith(t, `{
+	{{.Global}}
+}
+http://app.test:{{.HTTPPort}} {
+	reverse_proxy {{.X.backend}} {
+		transport reencrypt {
+			tls_trust_pool file {{.X.cert}}
+			proxy_protocol v2
+		}
+	}
+}
+`, map[string]any{"backend": backend.Addr, "cert": cert})
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	req, _ := http.NewRequest(http.MethodGet, node.URL("/"), nil)
+	req.Host = "app.test"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "client=127.0.0.2:") {
+		t.Fatalf("reencrypt with PROXY v2: %d %q, want nginx to see client 127.0.0.2", resp.StatusCode, body)
+	}
+}

@@ -24,6 +24,14 @@ import (
 // and the header X-Backend: <name>.
 func StartNginxTLS(t testing.TB, name string) *Proc {
 	t.Helper()
+	p, _ := StartNginxTLSCert(t, name)
+	return p
+}
+
+// StartNginxTLSCert is StartNginxTLS that also answers the path of the
+// backend's self-signed certificate (PEM), for a client to trust.
+func StartNginxTLSCert(t testing.TB, name string) (*Proc, string) {
+	t.Helper()
 	bin := lookPath(t, "nginx")
 	dir := t.TempDir()
 	cert, key := writeSelfSigned(t, dir, name)
@@ -62,7 +70,7 @@ http {
 		Path: bin,
 		Args: []string{"-p", dir, "-c", confPath, "-e", "stderr"},
 		Addr: addr,
-	})
+	}), cert
 }
 
 // writeSelfSigned writes a self-signed ECDSA certificate for name (and
