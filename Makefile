@@ -74,6 +74,7 @@ bench: deps build
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/reencrypt.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/logship.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/fleet.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/passthrough.sh
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench 'Offload' -benchtime 1x -timeout 30m ./integration/
 

@@ -111,6 +111,11 @@ func TestPassthroughBesideTermination(t *testing.T) {
 	if !strings.HasPrefix(cn, "n") || !strings.Contains(body, "client=127.0.0.2:") || !strings.Contains(body, "peer=127.0.0.1") {
 		t.Fatalf("pass-through answer %q from certificate %q: want nginx's certificate, client 127.0.0.2, peer 127.0.0.1", body, cn)
 	}
+	// A name no route passes through and no site serves: refused by
+	// Caddy's TLS, nothing reaches a backend.
+	if _, err := passClient("127.0.0.2", "other.test").Get(fmt.Sprintf("https://127.0.0.1:%d/", nodes[0].HTTPSPort)); err == nil {
+		t.Fatal("an unknown SNI was answered")
+	}
 	// Termination on the same port: caddy-lb's certificate, X-Forwarded-For.
 	body, _ = passGet(t, nodes[0], "127.0.0.2", "term.test", "/headers")
 	var seen map[string]string
@@ -140,6 +145,15 @@ func TestPassthroughBesideTermination(t *testing.T) {
 	}
 	if len(spread) != 2 {
 		t.Fatalf("40 client IPs over two backends: %v", spread)
+	}
+	// The bindings are in the admin API of either node.
+	look := adminJSON(t, nodes[1], http.MethodGet, "/lb/sessions?key=127.0.0.2", "", http.StatusOK)
+	if !strings.Contains(look, `"key_mode":"layer4 client_ip"`) {
+		t.Fatalf("/lb/sessions for a pass-through client: %s", look)
+	}
+	ups := adminJSON(t, nodes[0], http.MethodGet, "/lb/upstreams", "", http.StatusOK)
+	if !strings.Contains(ups, `"address":"`+nginx[0].Addr+`"`) || !strings.Contains(ups, `"passthrough":true`) {
+		t.Fatalf("/lb/upstreams lacks the pass-through pool: %s", ups)
 	}
 
 	// A third backend joins: no known client moves.
