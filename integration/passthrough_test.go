@@ -54,6 +54,34 @@ https://term.test:{{.HTTPSPort}} {
 }
 `
 
+// passthroughShortCaddyfile is passthroughCaddyfile in the short form,
+// caddy-lb's passthrough listener wrapper (PROXY v2 and the passive
+// health checks are its defaults).
+const passthroughShortCaddyfile = `{
+	{{.Global}}
+	session_store shared {{.X.store}}
+	servers 127.0.0.1:{{.HTTPSPort}} {
+		listener_wrappers {
+			passthrough {
+				pass.test {
+					to{{range .X.pool}} {{.}}{{end}}
+					lb_policy sticky {
+						store shared
+						secret ` + testSecret + `
+					}
+				}
+			}
+			tls
+		}
+	}
+}
+https://term.test:{{.HTTPSPort}} {
+	tls internal
+	forwarded
+	reverse_proxy {{.X.backend}}
+}
+`
+
 // passClient is a client connecting from ip (127.0.0.x) with SNI name.
 func passClient(ip, name string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
@@ -96,6 +124,12 @@ func passGet(t *testing.T, node *harness.Caddy, ip, name, path string) (string, 
 // added by a reload moves no known client; a drained one gets no new
 // client and keeps its own; a killed one's clients move, nobody else's.
 func TestPassthroughBesideTermination(t *testing.T) {
+	for name, tmpl := range map[string]string{"layer4": passthroughCaddyfile, "passthrough": passthroughShortCaddyfile} {
+		t.Run(name, func(t *testing.T) { testPassthrough(t, tmpl) })
+	}
+}
+
+func testPassthrough(t *testing.T, passthroughCaddyfile string) {
 	redis := testproc.StartRedis(t)
 	nginx := []*testproc.Proc{testproc.StartNginxTLS(t, "n1"), testproc.StartNginxTLS(t, "n2"), testproc.StartNginxTLS(t, "n3")}
 	backends := harness.StartBackends(t, 1)

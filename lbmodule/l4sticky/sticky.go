@@ -1,9 +1,12 @@
-// Package l4sticky is the sticky selection policy of caddy-l4's proxy
-// (layer4.proxy.selection_policies.sticky): connections passed through
-// without being decrypted keep their backend by client IP (or SNI and
-// client IP), in the same session stores as the HTTP policy, so every LB
-// node sharing a store agrees, drains are honoured, and a backend joining
-// or leaving the pool moves no client that has a binding.
+// Package l4sticky is caddy-lb's TLS pass-through on caddy-l4: the sticky
+// selection policy of caddy-l4's proxy (layer4.proxy.selection_policies.
+// sticky), with which connections passed through without being decrypted
+// keep their backend by client IP (or SNI and client IP) in the same
+// session stores as the HTTP policy, so every LB node sharing a store
+// agrees, drains are honoured, and a backend joining or leaving the pool
+// moves no client that has a binding; and the passthrough listener
+// wrapper (caddy.listeners.passthrough), the short form of caddy-l4's
+// layer4 wrapper for passing hostnames through by SNI.
 //
 // See docs/passthrough.md.
 package l4sticky

@@ -68,3 +68,58 @@ func TestProvisionRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestPassthroughUnmarshalCaddyfile(t *testing.T) {
+	for _, tc := range []struct{ name, in, want, err string }{
+		{"line", "passthrough {\n a.test b.test 10.0.0.1:443 10.0.0.2:443\n}",
+			`{"hosts":[{"sni":["a.test","b.test"],"upstreams":["10.0.0.1:443","10.0.0.2:443"]}]}`, ""},
+		{"block", "passthrough {\n *.a.test {\n to 10.0.0.1:443\n proxy_protocol off\n max_fails 3\n fail_duration 1m\n lb_policy round_robin\n }\n}",
+			`{"hosts":[{"sni":["*.a.test"],"upstreams":["10.0.0.1:443"],"proxy_protocol":"off","selection":{"policy":"round_robin"},"fail_duration":60000000000,"max_fails":3}]}`, ""},
+		{"no upstream", "passthrough {\n a.test\n}", "", "needs hostnames and upstreams"},
+		{"no host", "passthrough {\n 10.0.0.1:443\n}", "", "needs hostnames and upstreams"},
+		{"unknown option", "passthrough {\n a.test {\n too 10.0.0.1:443\n }\n}", "", `unrecognized passthrough option "too"`},
+		{"bad max_fails", "passthrough {\n a.test {\n to 10.0.0.1:443\n max_fails none\n }\n}", "", "max_fails: want a positive count"},
+		{"argument", "passthrough a.test", "", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p Passthrough
+			err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(p)
+			var a, b any
+			_ = json.Unmarshal(got, &a)
+			_ = json.Unmarshal([]byte(tc.want), &b)
+			if mustJSON(a) != mustJSON(b) {
+				t.Fatalf("got %s, want %s", mustJSON(a), mustJSON(b))
+			}
+		})
+	}
+}
+
+func TestPassthroughProvisionRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Passthrough
+		want string
+	}{
+		{"empty", Passthrough{}, "no hostnames"},
+		{"bad upstream", Passthrough{Hosts: []PassHost{{SNI: []string{"a.test"}, Upstreams: []string{"10.0.0.1"}}}}, "want host:port"},
+		{"bad proxy protocol", Passthrough{Hosts: []PassHost{{SNI: []string{"a.test"}, Upstreams: []string{"10.0.0.1:443"}, ProxyProtocol: "v3"}}}, "v1, v2 or off"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			if err := tc.p.Provision(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Provision: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
