@@ -63,6 +63,15 @@ func (p *Passthrough) Provision(ctx caddy.Context) error {
 	if len(p.Hosts) == 0 {
 		return fmt.Errorf("passthrough: no hostnames")
 	}
+	seen := map[string]bool{}
+	for _, h := range p.Hosts {
+		for _, name := range h.SNI {
+			if seen[strings.ToLower(name)] {
+				return fmt.Errorf("passthrough: hostname %s is listed twice; only its first entry would be used", name)
+			}
+			seen[strings.ToLower(name)] = true
+		}
+	}
 	routes := make([]map[string]any, 0, len(p.Hosts))
 	for i, h := range p.Hosts {
 		if len(h.SNI) == 0 || len(h.Upstreams) == 0 {
@@ -85,9 +94,9 @@ func (p *Passthrough) Provision(ctx caddy.Context) error {
 		default:
 			return fmt.Errorf("passthrough %s: proxy_protocol must be v1, v2 or off, got %q", h.SNI[0], pp)
 		}
-		selection := h.SelectionRaw
-		if selection == nil {
-			selection = json.RawMessage(`{"policy":"sticky"}`)
+		selection, err := withNamespace(h.SelectionRaw, "l4:"+h.SNI[0])
+		if err != nil {
+			return fmt.Errorf("passthrough %s: %v", h.SNI[0], err)
 		}
 		failDuration := time.Duration(h.FailDuration)
 		if failDuration == 0 {
@@ -129,6 +138,24 @@ func (p *Passthrough) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// withNamespace is the selection policy of an entry: sticky by default,
+// and a sticky policy without a namespace gets one of its own (from the
+// entry's first hostname), so that two entries sharing a store do not
+// move each other's clients.
+func withNamespace(raw json.RawMessage, namespace string) (json.RawMessage, error) {
+	if raw == nil {
+		raw = json.RawMessage(`{"policy":"sticky"}`)
+	}
+	var sel map[string]any
+	if err := json.Unmarshal(raw, &sel); err != nil {
+		return nil, err
+	}
+	if sel["policy"] == "sticky" && sel["namespace"] == nil {
+		sel["namespace"] = namespace
+	}
+	return json.Marshal(sel)
+}
+
 // WrapListener implements caddy.ListenerWrapper.
 func (p *Passthrough) WrapListener(l net.Listener) net.Listener { return p.wrapper.WrapListener(l) }
 
@@ -155,9 +182,15 @@ func (p *Passthrough) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		var h PassHost
 		for tok := d.Val(); ; tok = d.Val() {
-			if _, _, err := net.SplitHostPort(tok); err == nil && !strings.Contains(tok, "*") {
+			_, _, err := net.SplitHostPort(tok)
+			switch {
+			case err == nil && len(h.SNI) == 0:
+				return d.Errf("passthrough: %q: a line starts with hostnames (without a port), then the upstreams (host:port)", tok)
+			case err == nil:
 				h.Upstreams = append(h.Upstreams, tok)
-			} else {
+			case len(h.Upstreams) > 0:
+				return d.Errf("passthrough: upstream %q needs a port (host:port)", tok)
+			default:
 				h.SNI = append(h.SNI, tok)
 			}
 			if !d.NextArg() {

@@ -20,8 +20,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -82,7 +84,6 @@ const (
 	keyClientIP    = "client_ip"
 	keySNIClientIP = "sni_client_ip"
 	defaultTTL     = time.Hour
-	storeTimeout   = 250 * time.Millisecond
 )
 
 // CaddyModule returns the Caddy module information.
@@ -141,12 +142,40 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("layer4 lb_policy sticky: the shared session store %q needs `secret`: store keys of client IPs are keyed hashes, the same on every node; use e.g. secret {env.LB_STICKY_SECRET}", s.Store)
 	}
 	if s.secret == nil {
-		s.secret = make([]byte, 32) // memory store: this process only
-		if _, err := randRead(s.secret); err != nil {
-			return err
-		}
+		// The memory store: this process only. One key for the process,
+		// so bindings outlive config reloads as the store does.
+		s.secret = processSecret()
+	}
+	if err := s.claim(ctx); err != nil {
+		return err
 	}
 	register(ctx, s)
+	return nil
+}
+
+// processSecret is the HMAC key of policies without a secret on the
+// memory store, made once per process.
+var processSecret = sync.OnceValue(func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+})
+
+// claims are the stores and namespaces of the layer4 sticky policies of
+// each config: two policies on one store and namespace would read each
+// other's bindings and move each other's clients.
+var claims perconfig.Map[map[string]bool]
+
+func (s *Sticky) claim(ctx caddy.Context) error {
+	what := s.Store + "\x00" + s.Namespace
+	var taken bool
+	claims.With(ctx, func() map[string]bool { return map[string]bool{} }, func(m map[string]bool) {
+		taken = m[what]
+		m[what] = true
+	})
+	if taken {
+		return fmt.Errorf("layer4 lb_policy sticky: another policy in this config uses store %q and namespace %q; it would move this one's clients: give each its own `namespace`", s.Store, s.Namespace)
+	}
 	return nil
 }
 
@@ -164,8 +193,8 @@ func (s *Sticky) Cleanup() error {
 // available upstreams that are not draining, which becomes the binding.
 func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4proxy.Upstream {
 	key := s.storeKey(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
+	// The store's own per-call timeout and circuit breaker apply.
+	ctx := context.Background()
 	now := time.Now()
 	b, err := s.store.Get(ctx, key)
 	if err == nil {
@@ -183,6 +212,17 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 		if !draining[up.String()] {
 			candidates = append(candidates, up)
 		}
+	}
+	if err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
+		// The store cannot be asked: every node picks the same backend
+		// for the client by hashing its key, and the choice is written
+		// with Add once the store answers.
+		up := pickByHash(candidates, key, conn)
+		if up != nil {
+			s.store.Remember(key, sessionstore.Binding{Upstream: up.String(), Expires: now.Add(s.ttl)}, false)
+		}
+		countDecision("store_error")
+		return up
 	}
 	up := s.fallback.Select(candidates, conn)
 	if up == nil {
@@ -209,10 +249,29 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 			}
 		}
 		countDecision("new")
-	default:
-		countDecision("store_error")
 	}
 	return up
+}
+
+// pickByHash is rendezvous hashing of key over the available upstreams
+// of pool: the same choice on every node, and a backend joining or
+// leaving moves only the clients it wins or held.
+func pickByHash(pool l4proxy.UpstreamPool, key string, conn *layer4.Connection) *l4proxy.Upstream {
+	var best *l4proxy.Upstream
+	var bestScore uint64
+	for _, up := range pool {
+		if !available(up, conn) {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		h.Write([]byte{0})
+		h.Write([]byte(up.String()))
+		if score := h.Sum64(); best == nil || score > bestScore {
+			best, bestScore = up, score
+		}
+	}
+	return best
 }
 
 // storeKey is the store key of the connection's client: an HMAC of the
@@ -239,8 +298,8 @@ func (s *Sticky) SessionStoreKey(value string) (string, error) {
 	if net.ParseIP(ip) == nil {
 		return "", fmt.Errorf("%q is not a client IP", ip)
 	}
-	if s.Key == keySNIClientIP && sni == "" {
-		return "", errors.New("this policy keys by SNI and client IP: give \"<sni> <ip>\"")
+	if s.Key != keySNIClientIP {
+		sni = "" // not part of this policy's keys
 	}
 	return s.keyOf(sni, net.ParseIP(ip).String()), nil
 }
@@ -346,8 +405,6 @@ var (
 	_ caddy.CleanerUpper    = (*Sticky)(nil)
 	_ caddyfile.Unmarshaler = (*Sticky)(nil)
 )
-
-var randRead = rand.Read
 
 // Policy is a provisioned layer4 sticky policy as the admin API sees it.
 type Policy struct {

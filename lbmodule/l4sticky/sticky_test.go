@@ -3,12 +3,20 @@ package l4sticky
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddylb/caddylb/sessionstore"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/mholt/caddy-l4/layer4"
+	"github.com/mholt/caddy-l4/modules/l4proxy"
 	_ "github.com/mholt/caddy-l4/modules/l4proxy"
+	"go.uber.org/zap"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -76,7 +84,10 @@ func TestPassthroughUnmarshalCaddyfile(t *testing.T) {
 		{"block", "passthrough {\n *.a.test {\n to 10.0.0.1:443\n proxy_protocol off\n max_fails 3\n fail_duration 1m\n lb_policy round_robin\n }\n}",
 			`{"hosts":[{"sni":["*.a.test"],"upstreams":["10.0.0.1:443"],"proxy_protocol":"off","selection":{"policy":"round_robin"},"fail_duration":60000000000,"max_fails":3}]}`, ""},
 		{"no upstream", "passthrough {\n a.test\n}", "", "needs hostnames and upstreams"},
-		{"no host", "passthrough {\n 10.0.0.1:443\n}", "", "needs hostnames and upstreams"},
+		{"no host", "passthrough {\n 10.0.0.1:443\n}", "", "a line starts with hostnames"},
+		{"upstream without port", "passthrough {\n a.test 10.0.0.1:443 backend2\n}", "", `upstream "backend2" needs a port`},
+		{"hostname with port", "passthrough {\n a.test:443 10.0.0.1:443\n}", "", "a line starts with hostnames"},
+		{"ipv6 upstream", "passthrough {\n a.test [::1]:443\n}", `{"hosts":[{"sni":["a.test"],"upstreams":["[::1]:443"]}]}`, ""},
 		{"unknown option", "passthrough {\n a.test {\n too 10.0.0.1:443\n }\n}", "", `unrecognized passthrough option "too"`},
 		{"bad max_fails", "passthrough {\n a.test {\n to 10.0.0.1:443\n max_fails none\n }\n}", "", "max_fails: want a positive count"},
 		{"argument", "passthrough a.test", "", "wrong argument count"},
@@ -113,6 +124,7 @@ func TestPassthroughProvisionRefuses(t *testing.T) {
 		{"empty", Passthrough{}, "no hostnames"},
 		{"bad upstream", Passthrough{Hosts: []PassHost{{SNI: []string{"a.test"}, Upstreams: []string{"10.0.0.1"}}}}, "want host:port"},
 		{"bad proxy protocol", Passthrough{Hosts: []PassHost{{SNI: []string{"a.test"}, Upstreams: []string{"10.0.0.1:443"}, ProxyProtocol: "v3"}}}, "v1, v2 or off"},
+		{"hostname twice", Passthrough{Hosts: []PassHost{{SNI: []string{"a.test"}, Upstreams: []string{"10.0.0.1:443"}}, {SNI: []string{"A.test"}, Upstreams: []string{"10.0.0.2:443"}}}}, "listed twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
@@ -123,3 +135,112 @@ func TestPassthroughProvisionRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestWithNamespace(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                    `{"namespace":"l4:a.test","policy":"sticky"}`,
+		`{"policy":"sticky","store":"s"}`:     `{"namespace":"l4:a.test","policy":"sticky","store":"s"}`,
+		`{"policy":"sticky","namespace":"x"}`: `{"namespace":"x","policy":"sticky"}`,
+		`{"policy":"round_robin"}`:            `{"policy":"round_robin"}`,
+	} {
+		var raw json.RawMessage
+		if in != "" {
+			raw = json.RawMessage(in)
+		}
+		got, err := withNamespace(raw, "l4:a.test")
+		if err != nil || string(got) != want {
+			t.Errorf("withNamespace(%s) = %s %v, want %s", in, got, err, want)
+		}
+	}
+}
+
+// TestOneKeyPerProcess: without a secret, the key of a memory-store
+// policy is the same after a reload (a new Provision), so the bindings
+// the store keeps are found again.
+func TestOneKeyPerProcess(t *testing.T) {
+	keys := make([]string, 2)
+	for i := range keys {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		s := &Sticky{}
+		if err := s.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = s.keyOf("", "192.0.2.1")
+		_ = s.Cleanup()
+		cancel()
+	}
+	if keys[0] != keys[1] {
+		t.Fatal("a reload changed the store key of a client")
+	}
+}
+
+// TestTwoPoliciesOneNamespaceRefused: two policies of one config on one
+// store and namespace would move each other's clients.
+func TestTwoPoliciesOneNamespaceRefused(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	a, b := &Sticky{}, &Sticky{}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Provision(ctx); err == nil || !strings.Contains(err.Error(), "give each its own `namespace`") {
+		t.Fatalf("second policy on the same store and namespace: %v", err)
+	}
+	c := &Sticky{Namespace: "other"}
+	if err := c.Provision(ctx); err != nil {
+		t.Fatalf("a policy with its own namespace: %v", err)
+	}
+}
+
+// downBackend is a network store that cannot be reached.
+type downBackend struct{ sessionstore.Backend }
+
+var errDown = errors.New("store down")
+
+func (downBackend) CallTimeout() time.Duration { return 50 * time.Millisecond }
+func (downBackend) Get(context.Context, string) (sessionstore.Binding, error) {
+	return sessionstore.Binding{}, errDown
+}
+func (downBackend) Draining(context.Context) (map[string]bool, error) { return nil, errDown }
+
+// TestStoreDownHashes: with the store unreachable, one client gets one
+// backend every time, the same on every node (rendezvous hashing of its
+// key), not whatever the fallback picks per connection.
+func TestStoreDownHashes(t *testing.T) {
+	pool := l4proxy.UpstreamPool{{Dial: []string{"10.0.0.1:443"}}, {Dial: []string{"10.0.0.2:443"}}, {Dial: []string{"10.0.0.3:443"}}}
+	node := func() *Sticky {
+		return &Sticky{Key: keyClientIP, Namespace: "l4:client_ip", ttl: time.Hour, secret: []byte("0123456789abcdef0123"),
+			fallback: &l4proxy.RoundRobinSelection{}, store: sessionstore.NewStore("down", downBackend{}, nil)}
+	}
+	conn := func(ip string) *layer4.Connection {
+		c1, c2 := net.Pipe()
+		t.Cleanup(func() { c1.Close(); c2.Close() })
+		return layer4.WrapConnection(addrConn{c1, &net.TCPAddr{IP: net.ParseIP(ip), Port: 5000}}, nil, zap.NewNop())
+	}
+	a, b := node(), node()
+	spread := map[string]bool{}
+	for i := range 20 {
+		ip := fmt.Sprintf("192.0.2.%d", i+1)
+		first := a.Select(pool, conn(ip))
+		for range 5 {
+			if got := a.Select(pool, conn(ip)); got != first {
+				t.Fatalf("client %s: %v then %v with the store down", ip, first, got)
+			}
+			if got := b.Select(pool, conn(ip)); got != first {
+				t.Fatalf("client %s: node a picks %v, node b %v", ip, first, got)
+			}
+		}
+		spread[first.String()] = true
+	}
+	if len(spread) < 2 {
+		t.Fatalf("20 clients all hashed to %v", spread)
+	}
+}
+
+// addrConn is a net.Conn with a given remote address.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
