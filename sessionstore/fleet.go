@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -67,6 +68,12 @@ type Drift struct {
 	Scope   string       `json:"scope"`
 	Store   string       `json:"store"`
 	Values  []DriftValue `json:"values"`
+}
+
+// sameAs reports whether d and o are one drift seen through two stores.
+func (d Drift) sameAs(o Drift) bool {
+	o.Store = d.Store
+	return d.signature() == o.signature()
 }
 
 // signature identifies a drift and its values, to log each change once.
@@ -316,8 +323,9 @@ func listenAddresses(ctx caddy.Context) []string {
 	return out
 }
 
-// version is caddy-lb's build (module version or VCS revision) and Caddy's.
-func version() string {
+// version is caddy-lb's build (module version or VCS revision) and
+// Caddy's, read once: it does not change while the process runs.
+var version = sync.OnceValue(func() string {
 	v := "devel"
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, dep := range append([]*debug.Module{&info.Main}, info.Deps...) {
@@ -333,7 +341,7 @@ func version() string {
 	}
 	simple, _ := caddy.Version()
 	return fmt.Sprintf("caddylb %s, caddy %s", v, simple)
-}
+})
 
 // Fleet is the view of the fleet through every shared store of the
 // running config: the nodes (each once, with the stores it shares with
@@ -376,13 +384,7 @@ func (a *App) Fleet(ctx context.Context) Fleet {
 		for _, d := range ComputeDrift(m.store.Name(), nodes) {
 			// A node-wide setting (a CA root) seen through two stores is
 			// one drift.
-			dup := false
-			for _, prev := range out.Drift {
-				if prev.Setting == d.Setting && prev.Scope == d.Scope && fmt.Sprint(prev.Values) == fmt.Sprint(d.Values) {
-					dup = true
-				}
-			}
-			if !dup {
+			if !slices.ContainsFunc(out.Drift, func(prev Drift) bool { return prev.sameAs(d) }) {
 				out.Drift = append(out.Drift, d)
 			}
 		}

@@ -1,44 +1,30 @@
 package affinity
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // claims counts sticky policies per store and namespace in one config
 // load, so that two policies that would read each other's sessions are
-// reported. The config is named by perconfig.Key.
-var claims = struct {
-	sync.Mutex
-	n map[claimKey]int
-}{n: map[claimKey]int{}}
+// reported; they go with the config.
+var claims perconfig.Map[map[string]int]
 
-type claimKey struct {
-	config any // perconfig.Key
-	what   string
-}
-
-// claim counts one more of what in config and returns how many there were.
-func claim(config any, what string) int {
-	claims.Lock()
-	defer claims.Unlock()
-	k := claimKey{config, what}
-	claims.n[k]++
-	return claims.n[k] - 1
-}
-
-// release undoes one claim.
-func release(config any, what string) {
-	claims.Lock()
-	defer claims.Unlock()
-	k := claimKey{config, what}
-	if claims.n[k]--; claims.n[k] <= 0 {
-		delete(claims.n, k)
-	}
+// claim counts one more of what in the config ctx belongs to and returns
+// how many there were.
+func claim(ctx context.Context, what string) int {
+	var n int
+	claims.With(ctx, func() map[string]int { return map[string]int{} }, func(m map[string]int) {
+		n = m[what]
+		m[what]++
+	})
+	return n
 }
 
 // routeScope is one list of routes: those of a server (parent is then the

@@ -505,10 +505,11 @@ func (s *Sticky) learnValue(ctx context.Context, st *requestState, value, upstre
 		return
 	}
 	now := time.Now()
+	key := s.StoreKey(value)
 	b := sessionstore.Binding{Upstream: upstream, Expires: now.Add(s.ttl)}
-	if err := s.store.Put(ctx, s.StoreKey(value), b); err != nil {
+	if err := s.store.Put(ctx, key, b); err != nil {
 		// Kept to be written when the store answers, and served meanwhile.
-		s.store.Remember(s.StoreKey(value), b, true)
+		s.store.Remember(key, b, true)
 		return
 	}
 	countDecision(outcomeLearned)

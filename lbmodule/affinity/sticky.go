@@ -27,7 +27,6 @@ import (
 
 	"github.com/caddylb/caddylb/internal/boundedcache"
 	"github.com/caddylb/caddylb/internal/fleetinfo"
-	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -123,8 +122,6 @@ type Sticky struct {
 	releaseStore func()
 	logger       *zap.Logger
 	warned       *atomic.Bool // missing sticky_learn reported
-	config       any          // perconfig.Key of the config load, for claims
-	claimed      string       // store and namespace claimed in this config load
 	secretDigest string       // fleetinfo.SecretDigest of the signing keys
 }
 
@@ -208,12 +205,10 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, local := s.store.Backend().(*sessionstore.MemoryBackend); s.mode == keyClientIP && len(s.Secrets) == 0 && !local {
+	if s.mode == keyClientIP && len(s.Secrets) == 0 && s.store.Shared() {
 		return fmt.Errorf("lb_policy sticky: client_ip with the shared session store %q needs `secret`: store keys of client IPs are keyed hashes (an unkeyed one could be reversed), and every node must use the same key; use e.g. secret {env.LB_STICKY_SECRET}", s.Store)
 	}
-	s.config = perconfig.Key(ctx)
-	s.claimed = "namespace\x00" + s.Store + "\x00" + s.namespace
-	if claim(s.config, s.claimed) > 0 {
+	if claim(ctx, "namespace\x00"+s.Store+"\x00"+s.namespace) > 0 {
 		s.logger.Warn("another lb_policy sticky in this config uses the same store and session namespace; if they proxy to different upstreams, each will move the other's sessions: give each its own `namespace` (and, for LB cookies, its own `cookie` name or `path`)",
 			zap.String("store", s.Store), zap.String("namespace", s.namespace))
 	}
@@ -335,10 +330,6 @@ func (s *Sticky) Validate() error {
 
 // Cleanup releases the store.
 func (s *Sticky) Cleanup() error {
-	if s.config != nil {
-		release(s.config, s.claimed)
-		s.config = nil
-	}
 	if s.releaseStore != nil {
 		s.releaseStore()
 		s.releaseStore = nil

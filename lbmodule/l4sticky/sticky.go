@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"net"
 	"strings"
@@ -74,6 +75,7 @@ type Sticky struct {
 
 	ttl          time.Duration
 	secret       []byte
+	macs         *sync.Pool // HMACs keyed by secret, reused per connection
 	fallback     l4proxy.Selector
 	store        *sessionstore.Store
 	releaseStore func()
@@ -146,6 +148,8 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 		// so bindings outlive config reloads as the store does.
 		s.secret = processSecret()
 	}
+	secret := s.secret
+	s.macs = &sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
 	if err := s.claim(ctx); err != nil {
 		return err
 	}
@@ -198,7 +202,7 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 	now := time.Now()
 	b, err := s.store.Get(ctx, key)
 	if err == nil {
-		if up := find(pool, b.Upstream); up != nil && available(up, conn) {
+		if up := usable(pool, b.Upstream, conn); up != nil {
 			if b.Expires.Sub(now) < s.ttl/2 {
 				_, _, _ = s.store.Swap(ctx, key, b.Upstream, sessionstore.Binding{Upstream: b.Upstream, Expires: now.Add(s.ttl)})
 			}
@@ -229,27 +233,26 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 		countDecision("no_upstream")
 		return nil
 	}
+	// A new client is added; one bound to an upstream that cannot take
+	// it is moved, once. Either way, if another node wrote first, follow.
 	binding := sessionstore.Binding{Upstream: up.String(), Expires: now.Add(s.ttl)}
-	switch {
-	case err == nil: // bound to an upstream that cannot take it: move it, once
-		cur, swapped, serr := s.store.Swap(ctx, key, b.Upstream, binding)
-		if serr == nil && !swapped {
-			if other := find(pool, cur.Upstream); other != nil && available(other, conn) {
-				countDecision("hit")
-				return other
-			}
-		}
-		countDecision("rebound")
-	case errors.Is(err, sessionstore.ErrNotFound):
-		cur, added, aerr := s.store.Add(ctx, key, binding)
-		if aerr == nil && !added {
-			if other := find(pool, cur.Upstream); other != nil && available(other, conn) {
-				countDecision("hit")
-				return other
-			}
-		}
-		countDecision("new")
+	outcome := "new"
+	var cur sessionstore.Binding
+	var written bool
+	var werr error
+	if err == nil {
+		outcome = "rebound"
+		cur, written, werr = s.store.Swap(ctx, key, b.Upstream, binding)
+	} else {
+		cur, written, werr = s.store.Add(ctx, key, binding)
 	}
+	if werr == nil && !written {
+		if other := usable(pool, cur.Upstream, conn); other != nil {
+			countDecision("hit")
+			return other
+		}
+	}
+	countDecision(outcome)
 	return up
 }
 
@@ -305,15 +308,28 @@ func (s *Sticky) SessionStoreKey(value string) (string, error) {
 }
 
 func (s *Sticky) keyOf(sni, ip string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(s.Namespace + "\x00" + sni + "\x00" + ip))
-	return s.Namespace + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+	var m hash.Hash
+	if s.macs != nil {
+		m = s.macs.Get().(hash.Hash)
+		defer s.macs.Put(m)
+		m.Reset()
+	} else {
+		m = hmac.New(sha256.New, s.secret)
+	}
+	m.Write([]byte(s.Namespace))
+	m.Write([]byte{0})
+	m.Write([]byte(sni))
+	m.Write([]byte{0})
+	m.Write([]byte(ip))
+	var sum [sha256.Size]byte
+	return s.Namespace + ":" + base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:18])
 }
 
-// find is the upstream of pool named id (its dial addresses), or nil.
-func find(pool l4proxy.UpstreamPool, id string) *l4proxy.Upstream {
+// usable is the upstream of pool named id (its dial addresses) if it can
+// take a connection now, else nil.
+func usable(pool l4proxy.UpstreamPool, id string, conn *layer4.Connection) *l4proxy.Upstream {
 	for _, up := range pool {
-		if up.String() == id {
+		if up.String() == id && available(up, conn) {
 			return up
 		}
 	}

@@ -56,10 +56,11 @@ func passStatuses(ctx context.Context) []UpstreamStatus {
 		draining, drainErr := g.store.Draining(ctx)
 		for _, up := range g.upstreams {
 			addr := up.String()
+			ok := l4sticky.Available(up) // caddy-l4 tells health and capacity together
 			st := UpstreamStatus{
 				Address:       addr,
-				Healthy:       l4sticky.Available(up),
-				Available:     l4sticky.Available(up),
+				Healthy:       ok,
+				Available:     ok,
 				Draining:      drainErr == nil && draining[addr],
 				BoundSessions: counts[addr],
 				Store:         storeName(g.store),

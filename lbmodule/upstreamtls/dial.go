@@ -44,7 +44,7 @@ func (r *Reencrypt) dialTLS(ctx context.Context, network, addr string) (net.Conn
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		_ = tlsConn.Close()
 		if r.reportRefusal(ctx, upstream, err) { // counted and logged there
-			return nil, refusalReported{fmt.Errorf("TLS to upstream %s: %s: %w", upstream, refusalMarker, err)}
+			return nil, fmt.Errorf("TLS to upstream %s: %s: %w", upstream, refusalMarker, err)
 		}
 		reason := classifyHandshakeError(err)
 		handshakeFailures.WithLabelValues(upstream, reason).Inc()

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -54,15 +53,10 @@ func certRefusal(err error) bool {
 	return false
 }
 
-// refusalReported wraps a dial error that reportRefusal already counted
-// and logged.
-type refusalReported struct{ error }
-
-// refusalMarker is in the text of a refusalReported error, which finds it
-// even if a wrapper drops the type.
+// refusalMarker is in the text of a dial error that reportRefusal
+// already counted and logged, so that RoundTrip, which sees the error
+// again (wrapped by net/http), does not count it twice.
 const refusalMarker = "it refused this node's client certificate"
-
-func (e refusalReported) Unwrap() error { return e.error }
 
 // refusalLog limits the refusal log to one line per upstream every
 // refusalLogInterval.
@@ -95,7 +89,7 @@ func (r *Reencrypt) reportRefusal(ctx context.Context, upstream string, err erro
 	if r.clientCert == nil || !certRefusal(err) {
 		return false
 	}
-	if errors.As(err, new(refusalReported)) || strings.Contains(err.Error(), refusalMarker) {
+	if strings.Contains(err.Error(), refusalMarker) {
 		return true // the dial reported it already; RoundTrip sees it again
 	}
 	if info, ok := reverseproxy.GetDialInfo(ctx); ok && info.Address != "" {
