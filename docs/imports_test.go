@@ -23,6 +23,7 @@ var allowedImports = map[string][]string{
 	"internal/perconfig":    nil,
 	"internal/promreg":      nil,
 	"internal/quantity":     nil,
+	"internal/rendezvous":   nil,
 }
 
 // TestImportRules checks with `go list -deps` that no package imports

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"hash/fnv"
 	"net/http"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddylb/caddylb/internal/rendezvous"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -395,11 +395,7 @@ func (s *Sticky) pickByHash(pool reverseproxy.UpstreamPool, value string, st *re
 	var best *reverseproxy.Upstream
 	var bestHash uint64
 	for _, up := range s.candidates(pool, st, draining) {
-		h := fnv.New64a()
-		h.Write([]byte(up.Dial))
-		h.Write([]byte{0})
-		h.Write([]byte(value))
-		if sum := h.Sum64(); best == nil || sum > bestHash {
+		if sum := rendezvous.Weight(up.Dial, value); best == nil || sum > bestHash {
 			best, bestHash = up, sum
 		}
 	}

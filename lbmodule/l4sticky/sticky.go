@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"net"
 	"strings"
 	"sync"
@@ -38,6 +37,7 @@ import (
 	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddylb/caddylb/internal/promreg"
 	"github.com/caddylb/caddylb/internal/quantity"
+	"github.com/caddylb/caddylb/internal/rendezvous"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -266,11 +266,7 @@ func pickByHash(pool l4proxy.UpstreamPool, key string, conn *layer4.Connection) 
 		if !available(up, conn) {
 			continue
 		}
-		h := fnv.New64a()
-		h.Write([]byte(key))
-		h.Write([]byte{0})
-		h.Write([]byte(up.String()))
-		if score := h.Sum64(); best == nil || score > bestScore {
+		if score := rendezvous.Weight(up.String(), key); best == nil || score > bestScore {
 			best, bestScore = up, score
 		}
 	}
