@@ -361,34 +361,52 @@ func stickyProxies() []stickyProxy {
 	return out
 }
 
-type storeGroup struct {
+// group is the upstreams of one store, each listed once (first seen
+// first), with the key modes of the policies in front of each address.
+// U is reverse_proxy's or caddy-l4's upstream type.
+type group[U any] struct {
 	store     *sessionstore.Store
-	upstreams []*reverseproxy.Upstream
+	upstreams []U
 	modes     map[string][]string
 }
 
-// groupByStore lists each store's upstreams once.
-func groupByStore(proxies []stickyProxy) []*storeGroup {
-	var groups []*storeGroup
-	byStore := map[*sessionstore.Store]*storeGroup{}
-	for _, p := range proxies {
-		store := p.policy.StoreHandle()
-		g := byStore[store]
-		if g == nil {
-			g = &storeGroup{store: store, modes: map[string][]string{}}
-			byStore[store] = g
-			groups = append(groups, g)
+// grouper builds the groups of several policies, a store at a time.
+type grouper[U any] struct {
+	groups  []*group[U]
+	byStore map[*sessionstore.Store]*group[U]
+}
+
+// add records the upstreams of one policy on store with key mode mode;
+// addr names an upstream. It returns the store's group.
+func (g *grouper[U]) add(store *sessionstore.Store, mode string, ups []U, addr func(U) string) *group[U] {
+	if g.byStore == nil {
+		g.byStore = map[*sessionstore.Store]*group[U]{}
+	}
+	gr := g.byStore[store]
+	if gr == nil {
+		gr = &group[U]{store: store, modes: map[string][]string{}}
+		g.byStore[store] = gr
+		g.groups = append(g.groups, gr)
+	}
+	for _, up := range ups {
+		a := addr(up)
+		if _, seen := gr.modes[a]; !seen {
+			gr.upstreams = append(gr.upstreams, up)
 		}
-		for _, up := range p.handler.Upstreams {
-			if _, seen := g.modes[up.Dial]; !seen {
-				g.upstreams = append(g.upstreams, up)
-			}
-			if !slices.Contains(g.modes[up.Dial], p.policy.KeyMode()) {
-				g.modes[up.Dial] = append(g.modes[up.Dial], p.policy.KeyMode())
-			}
+		if !slices.Contains(gr.modes[a], mode) {
+			gr.modes[a] = append(gr.modes[a], mode)
 		}
 	}
-	return groups
+	return gr
+}
+
+// groupByStore lists each store's upstreams once.
+func groupByStore(proxies []stickyProxy) []*group[*reverseproxy.Upstream] {
+	var g grouper[*reverseproxy.Upstream]
+	for _, p := range proxies {
+		g.add(p.policy.StoreHandle(), p.policy.KeyMode(), p.handler.Upstreams, func(up *reverseproxy.Upstream) string { return up.Dial })
+	}
+	return g.groups
 }
 
 func storeName(s *sessionstore.Store) string {

@@ -3,7 +3,6 @@ package lbadmin
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/mholt/caddy-l4/modules/l4proxy"
@@ -12,39 +11,29 @@ import (
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
-// passGroup is the pass-through (layer4) upstreams of one store.
+// passGroup is the pass-through (layer4) upstreams of one store, with
+// the policies that bind them.
 type passGroup struct {
-	store     *sessionstore.Store
-	upstreams []*l4proxy.Upstream
-	modes     map[string][]string
-	policies  []*l4sticky.Sticky
+	*group[*l4proxy.Upstream]
+	policies []*l4sticky.Sticky
 }
 
 // passGroups lists each store's layer4 sticky upstreams once.
 func passGroups() []*passGroup {
-	var groups []*passGroup
-	byStore := map[*sessionstore.Store]*passGroup{}
+	var g grouper[*l4proxy.Upstream]
+	var out []*passGroup
+	byGroup := map[*group[*l4proxy.Upstream]]*passGroup{}
 	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
-		store := p.Sticky.StoreHandle()
-		g := byStore[store]
-		if g == nil {
-			g = &passGroup{store: store, modes: map[string][]string{}}
-			byStore[store] = g
-			groups = append(groups, g)
+		gr := g.add(p.Sticky.StoreHandle(), "layer4 "+p.Sticky.KeyMode(), p.Proxy.Upstreams, (*l4proxy.Upstream).String)
+		pg := byGroup[gr]
+		if pg == nil {
+			pg = &passGroup{group: gr}
+			byGroup[gr] = pg
+			out = append(out, pg)
 		}
-		g.policies = append(g.policies, p.Sticky)
-		mode := "layer4 " + p.Sticky.KeyMode()
-		for _, up := range p.Proxy.Upstreams {
-			addr := up.String()
-			if _, seen := g.modes[addr]; !seen {
-				g.upstreams = append(g.upstreams, up)
-			}
-			if !slices.Contains(g.modes[addr], mode) {
-				g.modes[addr] = append(g.modes[addr], mode)
-			}
-		}
+		pg.policies = append(pg.policies, p.Sticky)
 	}
-	return groups
+	return out
 }
 
 // passStatuses is GET /lb/upstreams for the pass-through pools. caddy-l4
