@@ -3,6 +3,7 @@ package affinity
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddylb/caddylb/internal/lbstats"
 	"github.com/caddylb/caddylb/internal/promreg"
 )
 
@@ -15,18 +16,32 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Sticky load-balancing decisions by outcome: hit, new, none, rebound, strict_reject, store_error, learned, no_upstream.",
 }, []string{"outcome"})
 
-var decisionCounters = map[string]prometheus.Counter{}
+// outcomeNames lists the outcomes; a policy's lbstats.Outcomes index them.
+var outcomeNames = []string{outcomeHit, outcomeNew, outcomeNone, outcomeRebound, outcomeStrictReject, outcomeStoreError, outcomeLearned, outcomeNoUpstream}
+
+// decisionCounter is one outcome's metric series and its index in a
+// policy's own counts.
+type decisionCounter struct {
+	series prometheus.Counter
+	index  int
+}
+
+var decisionCounters = map[string]decisionCounter{}
 
 func init() {
-	for _, o := range []string{outcomeHit, outcomeNew, outcomeNone, outcomeRebound, outcomeStrictReject, outcomeStoreError, outcomeLearned, outcomeNoUpstream} {
-		decisionCounters[o] = decisions.WithLabelValues(o)
+	for i, o := range outcomeNames {
+		decisionCounters[o] = decisionCounter{decisions.WithLabelValues(o), i}
 	}
 }
 
-func countDecision(outcome string) {
-	decisionCounters[outcome].Inc()
+// countDecision counts outcome in the metrics and in the policy's own
+// counts, which the dashboard reads per policy.
+func (s *Sticky) countDecision(outcome string) {
+	c := decisionCounters[outcome]
+	c.series.Inc()
+	s.outcomes.Add(c.index)
 }
 
 func registerMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, decisions)
+	return promreg.Register(registry, decisions, lbstats.Collector)
 }

@@ -40,6 +40,12 @@ type requestState struct {
 	outcome   string
 	value     string // the session key value the request carried
 	bound     string // the upstream the store had bound it to, if any
+
+	// For the per-upstream counts (see countUpstream): whether the
+	// request's end is tracked, and Caddy's upstream latency placeholder
+	// as it was when the last try began.
+	tracked       bool
+	latencyBefore any
 }
 
 const stateVarKey = "caddylb.sticky"
@@ -432,7 +438,8 @@ func (s *Sticky) record(r *http.Request, st *requestState, up *reverseproxy.Upst
 		st.tried = append(st.tried, dial)
 	}
 	st.policy, st.upstream, st.outcome = s, dial, outcome
-	countDecision(outcome)
+	s.countDecision(outcome)
+	s.countUpstream(r, st, up, outcome)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("sticky_outcome", outcome))
 		extra.Set(zap.String("sticky_upstream", dial))
@@ -508,7 +515,7 @@ func (s *Sticky) learnValue(ctx context.Context, st *requestState, value, upstre
 		s.store.Remember(key, b, true)
 		return
 	}
-	countDecision(outcomeLearned)
+	s.countDecision(outcomeLearned)
 	if st.value != "" && st.value != value && st.bound == upstream {
 		_, _, _ = s.store.Swap(ctx, s.StoreKey(st.value), upstream, sessionstore.Binding{Upstream: upstream, Expires: now.Add(retiredGrace)})
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/caddylb/caddylb/internal/boundedcache"
 	"github.com/caddylb/caddylb/internal/fleetinfo"
+	"github.com/caddylb/caddylb/internal/lbstats"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -123,6 +124,7 @@ type Sticky struct {
 	logger       *zap.Logger
 	warned       *atomic.Bool // missing sticky_learn reported
 	secretDigest string       // fleetinfo.SecretDigest of the signing keys
+	outcomes     *lbstats.Outcomes
 }
 
 // keyMode is what identifies a session.
@@ -213,6 +215,7 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 			zap.String("store", s.Store), zap.String("namespace", s.namespace))
 	}
 	s.publishFleet(ctx)
+	s.outcomes = lbstats.PolicyOutcomes(s.PolicyName(), outcomeNames)
 	if s.mode == keyAppCookie && !learnsAhead(ctx) {
 		return fmt.Errorf("lb_policy sticky: app_cookie %s in %s learns sessions from upstream responses, which needs the sticky_learn handler ahead of this reverse_proxy, in its site: add the line `sticky_learn` to that site block (or, in JSON, a {\"handler\": \"sticky_learn\"} route before reverse_proxy in the same route list or one enclosing it)", s.AppCookie, siteName(ctx))
 	}
@@ -356,6 +359,20 @@ func (s *Sticky) SessionStoreKey(value string) (string, error) {
 	}
 	return s.StoreKey(string(tok.sessionID[:])), nil
 }
+
+// PolicyName names the policy by its store and namespace, which no two
+// policies of one config share (unless warned about): the key of its
+// outcome counts, on the dashboard and across reloads.
+func (s *Sticky) PolicyName() string {
+	store := s.Store
+	if store == "" {
+		store = "(default memory)"
+	}
+	return store + " " + s.namespace
+}
+
+// Outcomes returns the policy's selection counts by outcome.
+func (s *Sticky) Outcomes() map[string]int64 { return s.outcomes.Snapshot() }
 
 // NamespaceName returns the namespace separating this policy's bindings.
 func (s *Sticky) NamespaceName() string { return s.namespace }

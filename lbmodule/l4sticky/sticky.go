@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"hash"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/caddylb/caddylb/internal/lbstats"
 	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddylb/caddylb/internal/promreg"
 	"github.com/caddylb/caddylb/internal/quantity"
@@ -80,6 +82,7 @@ type Sticky struct {
 	store        *sessionstore.Store
 	releaseStore func()
 	logger       *zap.Logger
+	outcomes     *lbstats.Outcomes
 }
 
 const (
@@ -99,7 +102,7 @@ func (Sticky) CaddyModule() caddy.ModuleInfo {
 // Provision applies defaults and finds the store and the fallback.
 func (s *Sticky) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
-	if err := promreg.Register(ctx.GetMetricsRegistry(), decisions); err != nil {
+	if err := promreg.Register(ctx.GetMetricsRegistry(), decisions, lbstats.Collector); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
 	if s.Key == "" {
@@ -111,6 +114,7 @@ func (s *Sticky) Provision(ctx caddy.Context) error {
 	if s.Namespace == "" {
 		s.Namespace = "l4:" + s.Key
 	}
+	s.outcomes = lbstats.PolicyOutcomes(s.PolicyName(), outcomeNames)
 	s.ttl = time.Duration(s.TTL)
 	if s.ttl == 0 {
 		s.ttl = defaultTTL
@@ -196,6 +200,13 @@ func (s *Sticky) Cleanup() error {
 // not removed from the pool; otherwise the fallback's choice among the
 // available upstreams that are not draining, which becomes the binding.
 func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4proxy.Upstream {
+	up, outcome := s.choose(pool, conn)
+	s.count(conn, up, outcome)
+	return up
+}
+
+// choose is Select without the counting.
+func (s *Sticky) choose(pool l4proxy.UpstreamPool, conn *layer4.Connection) (*l4proxy.Upstream, string) {
 	key := s.storeKey(conn)
 	// The store's own per-call timeout and circuit breaker apply.
 	ctx := context.Background()
@@ -206,8 +217,7 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 			if b.Expires.Sub(now) < s.ttl/2 {
 				_, _, _ = s.store.Swap(ctx, key, b.Upstream, sessionstore.Binding{Upstream: b.Upstream, Expires: now.Add(s.ttl)})
 			}
-			countDecision("hit")
-			return up
+			return up, "hit"
 		}
 	}
 	draining, _ := s.store.Draining(ctx)
@@ -225,13 +235,11 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 		if up != nil {
 			s.store.Remember(key, sessionstore.Binding{Upstream: up.String(), Expires: now.Add(s.ttl)}, false)
 		}
-		countDecision("store_error")
-		return up
+		return up, "store_error"
 	}
 	up := s.fallback.Select(candidates, conn)
 	if up == nil {
-		countDecision("no_upstream")
-		return nil
+		return nil, "no_upstream"
 	}
 	// A new client is added; one bound to an upstream that cannot take
 	// it is moved, once. Either way, if another node wrote first, follow.
@@ -248,12 +256,10 @@ func (s *Sticky) Select(pool l4proxy.UpstreamPool, conn *layer4.Connection) *l4p
 	}
 	if werr == nil && !written {
 		if other := usable(pool, cur.Upstream, conn); other != nil {
-			countDecision("hit")
-			return other
+			return other, "hit"
 		}
 	}
-	countDecision(outcome)
-	return up
+	return up, outcome
 }
 
 // pickByHash is rendezvous hashing of key over the available upstreams
@@ -346,7 +352,45 @@ var decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help:      "Upstream choices of the layer4 sticky policy, by outcome: hit, new, rebound, store_error, no_upstream.",
 }, []string{"outcome"})
 
-func countDecision(outcome string) { decisions.WithLabelValues(outcome).Inc() }
+// PolicyName names the policy by its store and namespace, the key of its
+// outcome counts on the dashboard and across reloads.
+func (s *Sticky) PolicyName() string {
+	store := s.Store
+	if store == "" {
+		store = "(default memory)"
+	}
+	return store + " " + s.Namespace
+}
+
+// Outcomes returns the policy's choices by outcome.
+func (s *Sticky) Outcomes() map[string]int64 { return s.outcomes.Snapshot() }
+
+// outcomeNames are the outcomes, in the order of a policy's lbstats.Outcomes.
+var outcomeNames = []string{"hit", "new", "rebound", "store_error", "no_upstream"}
+
+// triedVar is the connection variable holding the upstream the last
+// Select chose: caddy-l4 selects again only after the dial failed.
+const triedVar = "caddylb.l4sticky.tried"
+
+// count keeps the metrics and the dashboard's counts: the outcome, per
+// policy; per upstream, the connection, a session bound, and a failed
+// dial of the upstream chosen before on this connection.
+func (s *Sticky) count(conn *layer4.Connection, up *l4proxy.Upstream, outcome string) {
+	decisions.WithLabelValues(outcome).Inc()
+	s.outcomes.Add(slices.Index(outcomeNames, outcome))
+	if prev, ok := conn.GetVar(triedVar).(*lbstats.Upstream); ok {
+		prev.Errors.Add(1)
+	}
+	if up == nil {
+		return
+	}
+	c := lbstats.UpstreamCounters(up.String())
+	c.Requests.Add(1)
+	if outcome == "new" || outcome == "rebound" {
+		c.Bound.Add(1)
+	}
+	conn.SetVar(triedVar, c)
+}
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens. Syntax:
 //

@@ -1,0 +1,99 @@
+package lbstats
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTrackSettlesOnlyEndedRequests(t *testing.T) {
+	var settled atomic.Int32
+	ended, end := context.WithCancel(context.Background())
+	live, stop := context.WithCancel(context.Background())
+	defer stop()
+	Track(ended, func() { settled.Add(1) })
+	Track(live, func() { settled.Add(100) })
+	Settle()
+	if n := settled.Load(); n != 0 {
+		t.Fatalf("settled %d before any request ended", n)
+	}
+	end()
+	Settle()
+	if n := settled.Load(); n != 1 {
+		t.Fatalf("settled %d, want the ended request alone (1)", n)
+	}
+	Settle()
+	if n := settled.Load(); n != 1 {
+		t.Fatalf("settled %d after a second pass, want 1: each request once", n)
+	}
+	stop()
+	// The background sweep settles it without a Settle call.
+	deadline := time.Now().Add(5 * time.Second)
+	for settled.Load() != 101 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sweep did not settle the second request: %d", settled.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestTrackPastTheBoundSettlesAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tracker.mu.Lock()
+	saved := tracker.pending
+	tracker.pending = make([]tracked, maxTracked)
+	for i := range tracker.pending {
+		tracker.pending[i] = tracked{ctx, func() {}}
+	}
+	tracker.mu.Unlock()
+	defer func() {
+		tracker.mu.Lock()
+		tracker.pending = saved
+		tracker.mu.Unlock()
+	}()
+	done := false
+	Track(ctx, func() { done = true })
+	if !done {
+		t.Fatal("a request past the bound was not settled at once")
+	}
+}
+
+func TestUpstreamTableIsBounded(t *testing.T) {
+	first := UpstreamCounters("10.0.0.1:80")
+	if UpstreamCounters("10.0.0.1:80") != first {
+		t.Fatal("one address got two counters")
+	}
+	for i := 0; i < maxKeys+10; i++ {
+		UpstreamCounters(fmt.Sprintf("10.1.%d.%d:80", i/256, i%256))
+	}
+	over := UpstreamCounters("10.255.255.255:80")
+	if over != UpstreamCounters(Overflow) {
+		t.Fatal("an address past the bound did not share the overflow entry")
+	}
+	n := 0
+	EachUpstream(func(string, *Upstream) { n++ })
+	if n > maxKeys+1 {
+		t.Fatalf("%d entries, want at most %d", n, maxKeys+1)
+	}
+}
+
+func TestPolicyOutcomesOutliveReload(t *testing.T) {
+	names := []string{"hit", "new"}
+	o := PolicyOutcomes("mem cookie:x", names)
+	o.Add(1)
+	o.Add(1)
+	again := PolicyOutcomes("mem cookie:x", names) // the same policy after a reload
+	again.Add(0)
+	got := again.Snapshot()
+	if got["new"] != 2 || got["hit"] != 1 {
+		t.Fatalf("outcomes %v, want hit 1 new 2", got)
+	}
+	var nilOutcomes *Outcomes
+	nilOutcomes.Add(0) // an unprovisioned policy counts nothing, without a panic
+	if nilOutcomes.Snapshot() != nil {
+		t.Fatal("nil outcomes have a snapshot")
+	}
+}

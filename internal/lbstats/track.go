@@ -1,0 +1,92 @@
+package lbstats
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// sweepInterval is how often ended requests are looked at. Their counts
+// are therefore at most this late.
+const sweepInterval = 250 * time.Millisecond
+
+// maxTracked bounds the requests waiting to be looked at. Past it (more
+// than this many requests in flight at once), a new request is settled at
+// once as ended and successful: its count is kept, its outcome is not.
+const maxTracked = 1 << 16
+
+// tracked is one request whose outcome is read once its context ends.
+type tracked struct {
+	ctx    context.Context
+	settle func()
+}
+
+var tracker struct {
+	mu      sync.Mutex
+	pending []tracked
+	running bool
+}
+
+// Track calls settle once ctx is done, from a background sweep. An HTTP
+// server cancels a request's context when its handler returns, so settle
+// sees everything the handler chain recorded for the request (Caddy's
+// placeholders). One goroutine sweeps while anything is pending; the hot
+// path only appends to a slice.
+func Track(ctx context.Context, settle func()) {
+	tracker.mu.Lock()
+	if len(tracker.pending) >= maxTracked {
+		tracker.mu.Unlock()
+		settle()
+		return
+	}
+	tracker.pending = append(tracker.pending, tracked{ctx, settle})
+	start := !tracker.running
+	tracker.running = true
+	tracker.mu.Unlock()
+	if start {
+		go sweep()
+	}
+}
+
+// sweep settles ended requests until none is pending.
+func sweep() {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for range t.C {
+		if !settleEnded(true) {
+			return
+		}
+	}
+}
+
+// settleEnded settles the requests that ended and reports whether any is
+// left. With stop, the sweeper is marked stopped when none is, under the
+// lock that Track starts a new one under.
+func settleEnded(stop bool) bool {
+	tracker.mu.Lock()
+	batch := tracker.pending
+	tracker.pending = nil
+	tracker.mu.Unlock()
+
+	live := batch[:0]
+	for _, p := range batch {
+		if p.ctx.Err() != nil {
+			p.settle()
+		} else {
+			live = append(live, p)
+		}
+	}
+	clear(batch[len(live):])
+
+	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
+	tracker.pending = append(live, tracker.pending...)
+	if len(tracker.pending) == 0 && stop {
+		tracker.running = false
+	}
+	return len(tracker.pending) > 0
+}
+
+// Settle settles every request whose context is done now, for readers
+// that want exact counts without waiting for the sweep.
+func Settle() { settleEnded(false) }
