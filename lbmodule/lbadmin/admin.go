@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/caddylb/caddylb/lbmodule/affinity"
@@ -84,6 +83,11 @@ type UpstreamStatus struct {
 	// last heartbeat), and how many nodes that is.
 	FleetActiveRequests *int `json:"fleet_active_requests,omitempty"`
 	FleetNodes          *int `json:"fleet_nodes,omitempty"`
+	// The health checks watching it: "active", "passive", both ("active,
+	// passive") or none (""); and, when it is not healthy, which one took
+	// it out ("active", "passive", or "circuit_breaker").
+	HealthChecks string `json:"health_checks,omitempty"`
+	DownBy       string `json:"down_by,omitempty"`
 	// A pass-through (layer4) upstream: the TLS stream is not decrypted,
 	// and caddy-l4 does not export its connection and failure counts.
 	Passthrough bool `json:"passthrough,omitempty"`
@@ -100,8 +104,16 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 	if fleet != "" && !withFleet && fleet != "0" && fleet != "false" {
 		return apiError(http.StatusBadRequest, fmt.Errorf("fleet=%q: want 1 or 0", fleet))
 	}
+	return writeJSON(w, http.StatusOK, Upstreams(ctx, withFleet))
+}
+
+// Upstreams is GET /lb/upstreams: the upstreams of every sticky policy of
+// the running config, HTTP and pass-through, a row per store and address;
+// withFleet adds the requests in flight over the fleet.
+func Upstreams(ctx context.Context, withFleet bool) []UpstreamStatus {
 	out := []UpstreamStatus{}
-	for _, group := range groupByStore(stickyProxies()) {
+	proxies := stickyProxies()
+	for _, group := range groupByStore(proxies) {
 		counts, countErr := group.store.Counts(ctx)
 		draining, drainErr := group.store.Draining(ctx)
 		var fleetLoad map[string]int
@@ -121,6 +133,7 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 				Store:          storeName(group.store),
 				KeyModes:       group.modes[up.Dial],
 			}
+			st.HealthChecks, st.DownBy = healthOf(up, proxies)
 			if countErr != nil {
 				st.BoundSessions = -1
 			}
@@ -134,8 +147,7 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 			out = append(out, st)
 		}
 	}
-	out = append(out, passStatuses(ctx)...)
-	return writeJSON(w, http.StatusOK, out)
+	return append(out, passStatuses(ctx)...)
 }
 
 // fleetLoadOf sums the requests in flight per upstream of store over the
@@ -198,6 +210,22 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 	if req.Address == "" {
 		return apiError(http.StatusBadRequest, fmt.Errorf(`missing "address" (want {"address": "host:port"})`))
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	names, err := SetDraining(ctx, req.Address, draining)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"address": req.Address, "draining": draining, "stores": names})
+}
+
+// SetDraining marks (or, with draining false, unmarks) the upstream at
+// address as draining in every store whose sticky policies, HTTP or
+// pass-through, proxy to it, and returns the stores' names. Every node
+// sharing a store honours the mark. Undraining an address no policy has
+// (any more) clears it in every store, so that a mark left behind can
+// go. Errors are caddy.APIError with the status to answer.
+func SetDraining(ctx context.Context, address string, draining bool) ([]string, error) {
 	var stores []*sessionstore.Store
 	var known []string
 	groups := groupByStore(stickyProxies())
@@ -206,7 +234,7 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 		all = append(all, group.store)
 		for _, up := range group.upstreams {
 			known = append(known, up.Dial)
-			if up.Dial == req.Address {
+			if up.Dial == address {
 				stores = append(stores, group.store)
 			}
 		}
@@ -215,14 +243,12 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 		all = append(all, group.store)
 		for _, up := range group.upstreams {
 			known = append(known, up.String())
-			if up.String() == req.Address && !slices.Contains(stores, group.store) {
+			if up.String() == address && !slices.Contains(stores, group.store) {
 				stores = append(stores, group.store)
 			}
 		}
 	}
 	if len(stores) == 0 && !draining {
-		// Undrain is allowed for any address, so that a flag left on an
-		// upstream since removed from the config can still be cleared.
 		for _, s := range all {
 			if !slices.Contains(stores, s) {
 				stores = append(stores, s)
@@ -231,18 +257,16 @@ func handleDrain(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(stores) == 0 {
 		sort.Strings(known)
-		return apiError(http.StatusNotFound, fmt.Errorf("no upstream of a sticky policy has address %q (known: %v)", req.Address, known))
+		return nil, apiError(http.StatusNotFound, fmt.Errorf("no upstream of a sticky policy has address %q (known: %v)", address, known))
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
-	defer cancel()
 	names := []string{}
 	for _, s := range stores {
-		if err := s.SetDraining(ctx, req.Address, draining); err != nil {
-			return apiError(http.StatusBadGateway, fmt.Errorf("setting drain of %s: %v", req.Address, err))
+		if err := s.SetDraining(ctx, address, draining); err != nil {
+			return nil, apiError(http.StatusBadGateway, fmt.Errorf("setting drain of %s: %v", address, err))
 		}
 		names = append(names, storeName(s))
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"address": req.Address, "draining": draining, "stores": names})
+	return names, nil
 }
 
 // SessionBinding is one binding in GET /lb/sessions.
@@ -269,6 +293,19 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
+	del := r.Method == http.MethodDelete
+	found, err := Sessions(ctx, value, del)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"deleted": del, "bindings": found})
+}
+
+// Sessions looks value (an LB cookie value, application session id,
+// header value, client IP, or "<sni> <ip>") up in every sticky policy of
+// the running config, deleting the bindings it finds when del. No binding
+// is a 404 caddy.APIError, a store failure a 502.
+func Sessions(ctx context.Context, value string, del bool) ([]SessionBinding, error) {
 	found := []SessionBinding{}
 	seen := map[string]bool{}
 	for _, p := range stickyProxies() {
@@ -287,11 +324,11 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		if err != nil {
-			return apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
+			return nil, apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
 		}
-		if r.Method == http.MethodDelete {
+		if del {
 			if err := policy.StoreHandle().Delete(ctx, key); err != nil {
-				return apiError(http.StatusBadGateway, fmt.Errorf("deleting session: %v", err))
+				return nil, apiError(http.StatusBadGateway, fmt.Errorf("deleting session: %v", err))
 			}
 		}
 		found = append(found, SessionBinding{
@@ -299,15 +336,15 @@ func handleSessions(w http.ResponseWriter, r *http.Request) error {
 			KeyMode: policy.KeyMode(), Upstream: b.Upstream, Expires: b.Expires.UTC(),
 		})
 	}
-	passed, err := passBindings(ctx, value, r.Method == http.MethodDelete)
+	passed, err := passBindings(ctx, value, del)
 	if err != nil {
-		return apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
+		return nil, apiError(http.StatusBadGateway, fmt.Errorf("looking up session: %v", err))
 	}
 	found = append(found, passed...)
 	if len(found) == 0 {
-		return apiError(http.StatusNotFound, fmt.Errorf("no binding for that key"))
+		return nil, apiError(http.StatusNotFound, fmt.Errorf("no binding for that key"))
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"deleted": r.Method == http.MethodDelete, "bindings": found})
+	return found, nil
 }
 
 // stickyProxy is a reverse_proxy handler of the running config that uses
@@ -317,45 +354,13 @@ type stickyProxy struct {
 	policy  *affinity.Sticky
 }
 
-// stickyProxies walks the running http app's routes, subroutes included.
+// stickyProxies are the running config's reverse_proxy handlers with
+// lb_policy sticky.
 func stickyProxies() []stickyProxy {
-	appVal, err := caddy.ActiveContext().AppIfConfigured("http")
-	if err != nil {
-		return nil
-	}
 	var out []stickyProxy
-	var walk func(caddyhttp.RouteList)
-	walk = func(routes caddyhttp.RouteList) {
-		for _, route := range routes {
-			for _, h := range route.Handlers {
-				switch h := h.(type) {
-				case *reverseproxy.Handler:
-					if h.LoadBalancing == nil {
-						continue
-					}
-					if p, ok := h.LoadBalancing.SelectionPolicy.(*affinity.Sticky); ok {
-						out = append(out, stickyProxy{handler: h, policy: p})
-					}
-				case *caddyhttp.Subroute:
-					walk(h.Routes)
-				}
-			}
-		}
-	}
-	app := appVal.(*caddyhttp.App)
-	names := make([]string, 0, len(app.Servers))
-	for name := range app.Servers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		srv := app.Servers[name]
-		walk(srv.Routes)
-		if srv.Errors != nil {
-			walk(srv.Errors.Routes)
-		}
-		for _, route := range srv.NamedRoutes {
-			walk(caddyhttp.RouteList{*route})
+	for _, h := range proxies() {
+		if p, ok := stickyPolicy(h); ok {
+			out = append(out, stickyProxy{handler: h, policy: p})
 		}
 	}
 	return out
