@@ -44,3 +44,23 @@ func countUpload(outcome string) { uploads.WithLabelValues(outcome).Inc() }
 func registerOffloadMetrics(registry prometheus.Registerer) error {
 	return promreg.Register(registry, uploads, uploadedBytes, cleanedUp)
 }
+
+// UploadStats are this process's asset_offload totals as its metrics count
+// them: requests by outcome and the bytes stored.
+type UploadStats struct {
+	Outcomes    map[string]int64 `json:"outcomes"`
+	StoredBytes int64            `json:"stored_bytes"`
+	CleanedUp   int64            `json:"cleaned_up"`
+}
+
+// Uploads reads the asset_offload metrics.
+func Uploads() UploadStats {
+	st := UploadStats{Outcomes: map[string]int64{}}
+	for _, s := range promreg.Read(uploads) {
+		st.Outcomes[s.Labels["outcome"]] = int64(s.Value)
+	}
+	b, _ := promreg.Total(promreg.Read(uploadedBytes), nil)
+	c, _ := promreg.Total(promreg.Read(cleanedUp), nil)
+	st.StoredBytes, st.CleanedUp = int64(b), int64(c)
+	return st
+}

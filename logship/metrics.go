@@ -1,6 +1,9 @@
 package logship
 
 import (
+	"sort"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddylb/caddylb/internal/promreg"
@@ -34,6 +37,10 @@ var (
 		Namespace: "caddylb", Subsystem: "logship", Name: "spool_bytes",
 		Help: "Bytes in the spool directory: pending files and the file being written.",
 	}, []string{"spool"})
+	lastUpload = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "last_upload_timestamp_seconds",
+		Help: "Unix time of the last spool file the object store acknowledged (absent before the first).",
+	}, []string{"spool"})
 	storeReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "store_ready",
 		Help: "1 while the writer has the asset store of the running config to ship to; 0 while it waits for one (an alarm is logged after 5s).",
@@ -45,6 +52,7 @@ type spoolMetrics struct {
 	shippedBytes, shippedFiles, failures prometheus.Counter
 	droppedOldest, refused, writeErrors  prometheus.Counter
 	pendingFiles, spoolBytes, storeReady prometheus.Gauge
+	lastUpload                           func() prometheus.Gauge // created on first upload
 }
 
 func (m spoolMetrics) setStoreReady(ready bool) {
@@ -66,9 +74,68 @@ func metricsFor(dir string) spoolMetrics {
 		pendingFiles:  pendingFiles.WithLabelValues(dir),
 		spoolBytes:    spoolBytes.WithLabelValues(dir),
 		storeReady:    storeReady.WithLabelValues(dir),
+		lastUpload:    func() prometheus.Gauge { return lastUpload.WithLabelValues(dir) },
 	}
 }
 
 func registerMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady)
+	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady, lastUpload)
+}
+
+// SpoolStats is one spool's state as its metrics tell it.
+type SpoolStats struct {
+	Spool        string    `json:"spool"`
+	PendingFiles int64     `json:"pending_files"`
+	SpoolBytes   int64     `json:"spool_bytes"`
+	ShippedFiles int64     `json:"shipped_files"`
+	ShippedBytes int64     `json:"shipped_bytes"`
+	Failures     int64     `json:"upload_failures"`
+	DroppedBytes int64     `json:"dropped_bytes"`
+	StoreReady   bool      `json:"store_ready"`
+	LastUpload   time.Time `json:"last_upload,omitzero"`
+}
+
+// Spools returns the state of every spool this process has written, by
+// spool directory.
+func Spools() []SpoolStats {
+	byDir := map[string]*SpoolStats{}
+	get := func(s promreg.Sample) *SpoolStats {
+		dir := s.Labels["spool"]
+		st := byDir[dir]
+		if st == nil {
+			st = &SpoolStats{Spool: dir}
+			byDir[dir] = st
+		}
+		return st
+	}
+	for _, s := range promreg.Read(pendingFiles) {
+		get(s).PendingFiles = int64(s.Value)
+	}
+	for _, s := range promreg.Read(spoolBytes) {
+		get(s).SpoolBytes = int64(s.Value)
+	}
+	for _, s := range promreg.Read(shippedFiles) {
+		get(s).ShippedFiles = int64(s.Value)
+	}
+	for _, s := range promreg.Read(shippedBytes) {
+		get(s).ShippedBytes = int64(s.Value)
+	}
+	for _, s := range promreg.Read(uploadFailures) {
+		get(s).Failures = int64(s.Value)
+	}
+	for _, s := range promreg.Read(droppedBytes) {
+		get(s).DroppedBytes += int64(s.Value)
+	}
+	for _, s := range promreg.Read(storeReady) {
+		get(s).StoreReady = s.Value == 1
+	}
+	for _, s := range promreg.Read(lastUpload) {
+		get(s).LastUpload = time.Unix(0, int64(s.Value*1e9)).UTC()
+	}
+	out := make([]SpoolStats, 0, len(byDir))
+	for _, st := range byDir {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Spool < out[j].Spool })
+	return out
 }

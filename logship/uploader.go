@@ -301,6 +301,7 @@ func (sh *shipper) ship(f *spoolFile) (string, error) {
 	}
 	sp.metrics.shippedBytes.Add(float64(f.size))
 	sp.metrics.shippedFiles.Inc()
+	sp.metrics.lastUpload().SetToCurrentTime()
 	if err := sp.done(f); err != nil {
 		logger().Error("deleting an uploaded spool file", zap.String("key", key), zap.Error(err))
 	}

@@ -75,7 +75,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 func (a *App) Start() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, name := range a.names() {
+	for _, name := range a.Names() {
 		store := a.stores[name]
 		fb, ok := store.Backend().(FleetBackend)
 		if !ok || fb.FleetHeartbeat() <= 0 {
@@ -122,12 +122,13 @@ func (a *App) members() []*fleetMember {
 func (a *App) Store(name string) (*Store, error) {
 	s, ok := a.stores[name]
 	if !ok {
-		return nil, fmt.Errorf("session store %q is not declared (declared: %v); add `session_store %s <memory|redis|memcached>` to the global options", name, a.names(), name)
+		return nil, fmt.Errorf("session store %q is not declared (declared: %v); add `session_store %s <memory|redis|memcached>` to the global options", name, a.Names(), name)
 	}
 	return s, nil
 }
 
-func (a *App) names() []string {
+// Names lists the declared stores, sorted.
+func (a *App) Names() []string {
 	names := make([]string, 0, len(a.stores))
 	for n := range a.stores {
 		names = append(names, n)

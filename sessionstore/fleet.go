@@ -325,6 +325,9 @@ func listenAddresses(ctx caddy.Context) []string {
 
 // version is caddy-lb's build (module version or VCS revision) and
 // Caddy's, read once: it does not change while the process runs.
+// Version is this build's version, as the fleet records show it.
+func Version() string { return version() }
+
 var version = sync.OnceValue(func() string {
 	v := "devel"
 	if info, ok := debug.ReadBuildInfo(); ok {

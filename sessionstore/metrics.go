@@ -53,3 +53,34 @@ func RegisterMetrics(registry prometheus.Registerer) error {
 	return promreg.Register(registry, storeMetrics.latency, storeMetrics.errors, storeMetrics.evictions,
 		storeMetrics.stale, storeMetrics.rewritten)
 }
+
+// CallStats are the totals of one store's calls since the process began,
+// as its metrics count them: the dashboard turns them into rates.
+type CallStats struct {
+	Calls      int64   // calls that returned (request_duration_seconds count)
+	Errors     int64   // failed or refused calls (errors_total)
+	LatencySum float64 // seconds spent in the calls that returned
+	Stale      int64   // bindings served from this node's copy (stale_served_total)
+}
+
+// AllCallStats reads the metrics of every store called so far, by name.
+func AllCallStats() map[string]CallStats {
+	out := map[string]CallStats{}
+	for _, s := range promreg.Read(storeMetrics.latency) {
+		st := out[s.Labels["store"]]
+		st.Calls += int64(s.Value)
+		st.LatencySum += s.Sum
+		out[s.Labels["store"]] = st
+	}
+	for _, s := range promreg.Read(storeMetrics.errors) {
+		st := out[s.Labels["store"]]
+		st.Errors += int64(s.Value)
+		out[s.Labels["store"]] = st
+	}
+	for _, s := range promreg.Read(storeMetrics.stale) {
+		st := out[s.Labels["store"]]
+		st.Stale += int64(s.Value)
+		out[s.Labels["store"]] = st
+	}
+	return out
+}

@@ -131,6 +131,10 @@ func (s *Store) Name() string { return s.name }
 // Backend returns the wrapped backend.
 func (s *Store) Backend() Backend { return s.backend }
 
+// BreakerOpen reports whether the store's circuit breaker is open: calls
+// failed lately and are refused until the back-off ends.
+func (s *Store) BreakerOpen() bool { return s.breaker.open.Load() }
+
 // Shared reports whether the store is a network store that other LB nodes
 // may share (redis, memcached), as opposed to this process's memory.
 func (s *Store) Shared() bool { return s.timeout != 0 }

@@ -127,16 +127,17 @@ func (a *App) Store(name string) (Store, error) {
 				return s, nil
 			}
 		}
-		return nil, fmt.Errorf("no asset store named and %d declared (%v): name one with `store <name>`", len(a.stores), a.names())
+		return nil, fmt.Errorf("no asset store named and %d declared (%v): name one with `store <name>`", len(a.stores), a.Names())
 	}
 	s, ok := a.stores[name]
 	if !ok {
-		return nil, fmt.Errorf("asset store %q is not declared (declared: %v); add `asset_store %s <s3|file> ...` to the global options", name, a.names(), name)
+		return nil, fmt.Errorf("asset store %q is not declared (declared: %v); add `asset_store %s <s3|file> ...` to the global options", name, a.Names(), name)
 	}
 	return s, nil
 }
 
-func (a *App) names() []string {
+// Names lists the declared stores, sorted.
+func (a *App) Names() []string {
 	names := make([]string, 0, len(a.stores))
 	for n := range a.stores {
 		names = append(names, n)
