@@ -11,6 +11,7 @@ import (
 	_ "github.com/caddylb/caddylb/assetcdn/objectstore"
 	_ "github.com/caddylb/caddylb/caddyfile"
 	_ "github.com/caddylb/caddylb/lbmodule/affinity"
+	_ "github.com/caddylb/caddylb/lbmodule/dashboard"
 	_ "github.com/caddylb/caddylb/lbmodule/forwarded"
 	_ "github.com/caddylb/caddylb/lbmodule/l4sticky"
 	_ "github.com/caddylb/caddylb/lbmodule/lbadmin"

@@ -1,6 +1,7 @@
 // Package caddyfile registers caddy-lb's Caddyfile surface in one place:
 // global options (session_store, asset_store), handler directives (forwarded,
-// asset_urls, asset_offload, sticky_learn, asset_presign, asset_serve) and
+// asset_urls, asset_offload, sticky_learn, asset_presign, asset_serve,
+// lb_dashboard) and
 // where they sit in Caddy's directive order. The modules themselves parse
 // their own blocks (UnmarshalCaddyfile beside each module).
 //
@@ -19,6 +20,7 @@ import (
 
 	"github.com/caddylb/caddylb/assetcdn"
 	"github.com/caddylb/caddylb/lbmodule/affinity"
+	"github.com/caddylb/caddylb/lbmodule/dashboard"
 	"github.com/caddylb/caddylb/lbmodule/forwarded"
 )
 
@@ -59,6 +61,13 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("asset_presign", httpcaddyfile.Before, "reverse_proxy")
 	httpcaddyfile.RegisterHandlerDirective("asset_serve", parseAssetServe)
 	httpcaddyfile.RegisterDirectiveOrder("asset_serve", httpcaddyfile.Before, "reverse_proxy")
+
+	// The status page answers on its own too. After the authentication
+	// directives (basic_auth, forward_auth) like every content handler,
+	// and before reverse_proxy, so that a matcher on the page's path in a
+	// proxied site is enough.
+	httpcaddyfile.RegisterHandlerDirective("lb_dashboard", parseDashboard)
+	httpcaddyfile.RegisterDirectiveOrder("lb_dashboard", httpcaddyfile.Before, "reverse_proxy")
 }
 
 // parseSessionStore parses one store declaration; repeats add stores:
@@ -160,6 +169,14 @@ func parseAssetPresign(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 		return nil, err
 	}
 	return p, nil
+}
+
+func parseDashboard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := new(dashboard.Dashboard)
+	if err := d.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 func parseAssetServe(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

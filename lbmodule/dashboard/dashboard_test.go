@@ -1,0 +1,351 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/caddylb/caddylb/internal/testproc"
+	_ "github.com/caddylb/caddylb/lbmodule/affinity"
+	_ "github.com/caddylb/caddylb/sessionstore"
+)
+
+// site is a running config: a sticky reverse_proxy on a memory store in
+// front of a live backend and an address nothing listens on, and the
+// dashboard under /lb-status/.
+type site struct {
+	base   string // http://host:port
+	live   string // the live backend's address
+	dead   string
+	client *http.Client
+}
+
+func runSite(t *testing.T, actions bool) *site {
+	t.Helper()
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(backend.Close)
+	s := &site{live: strings.TrimPrefix(backend.URL, "http://"), dead: testproc.FreeAddr(t)}
+	listen := testproc.FreeAddr(t)
+	s.base = "http://" + listen
+	cfg := fmt.Sprintf(`{
+		"admin": {"disabled": true, "config": {"persist": false}},
+		"apps": {
+			"session_store": {"stores": {"mem": {"backend": "memory"}}},
+			"http": {"servers": {"srv": {
+				"listen": [%q],
+				"automatic_https": {"disable": true},
+				"routes": [
+					{"match": [{"path": ["/lb-status/*"]}], "handle": [{"handler": "lb_dashboard", "actions": %v}], "terminal": true},
+					{"handle": [{
+						"handler": "reverse_proxy",
+						"upstreams": [{"dial": %q}, {"dial": %q}],
+						"load_balancing": {"retries": 1, "selection_policy": {"policy": "sticky", "secrets": ["0123456789abcdef0123456789abcdef"], "store": "mem"}}
+					}]}
+				]
+			}}}
+		}
+	}`, listen, actions, s.live, s.dead)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	jar, _ := cookiejar.New(nil)
+	s.client = &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	return s
+}
+
+func (s *site) data(t *testing.T) View {
+	t.Helper()
+	res, err := s.client.Get(s.base + "/lb-status/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("data: %s, Content-Type %q", res.Status, res.Header.Get("Content-Type"))
+	}
+	var v View
+	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (s *site) row(t *testing.T, v View, addr string) UpstreamRow {
+	t.Helper()
+	for _, u := range v.Upstreams {
+		if u.Address == addr {
+			return u
+		}
+	}
+	t.Fatalf("no row for %s in %+v", addr, v.Upstreams)
+	return UpstreamRow{}
+}
+
+// post sends an action the way a browser page would, with hdr's changes:
+// an empty value removes the header.
+func (s *site) post(t *testing.T, body string, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/lb-status/action", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", s.base)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set(tokenHeader, newToken(time.Now()))
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	res, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var e struct{ Error string }
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return res.StatusCode, e.Error
+	}
+	return res.StatusCode, string(b)
+}
+
+func TestDataCountsRequestsAndErrors(t *testing.T) {
+	s := runSite(t, false)
+	// A browser with its cookie jar: one session, bound to the live
+	// backend after the dead one fails once (if it was picked first).
+	for i := 0; i < 20; i++ {
+		res, err := s.client.Get(s.base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	for i := 0; i < 5; i++ {
+		res, err := s.client.Get(s.base + "/fail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	var v View
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v = s.data(t)
+		live := s.row(t, v, s.live)
+		if live.RequestsPerSec != nil && *live.RequestsPerSec > 0 && live.ErrorRate != nil && *live.ErrorRate > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live upstream's requests and errors were not counted: %+v", live)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	live := s.row(t, v, s.live)
+	// 25 requests reached it, 5 answered 500: a fifth, give or take the
+	// first request's try of the dead upstream.
+	if r := *live.ErrorRate; r < 0.15 || r > 0.25 {
+		t.Errorf("live upstream's error rate %.3f, want about 5/25", r)
+	}
+	if len(live.RequestSeries) != historyLen-1 {
+		t.Errorf("series of %d points, want %d", len(live.RequestSeries), historyLen-1)
+	}
+	if live.Kind != "http" || live.Store != "mem" || !live.Healthy {
+		t.Errorf("live row %+v", live)
+	}
+	if v.Actions || v.Token != "" {
+		t.Errorf("read-only dashboard answered actions=%v token=%q", v.Actions, v.Token)
+	}
+	if len(v.Policies) != 1 || v.Policies[0].Outcomes["new"] < 1 || v.Policies[0].Outcomes["hit"] < 1 {
+		t.Errorf("policies %+v: want one with new and hit counted", v.Policies)
+	}
+	if len(v.Stores) != 1 || v.Stores[0].Name != "mem" || !v.Stores[0].Reachable || v.Stores[0].Backend != "memory" {
+		t.Errorf("stores %+v", v.Stores)
+	}
+	if len(v.Fleet.Nodes) != 1 || v.Node.ID == "" || v.Fleet.Nodes[0].ID != v.Node.ID {
+		t.Errorf("fleet %+v, node %+v: want this node alone", v.Fleet, v.Node)
+	}
+}
+
+func TestReadOnlyRefusesActions(t *testing.T) {
+	s := runSite(t, false)
+	status, body := s.post(t, fmt.Sprintf(`{"action":"drain","address":%q}`, s.live), nil)
+	if status != http.StatusForbidden || !strings.Contains(body, "read-only") {
+		t.Fatalf("drain on a read-only dashboard: %d %s", status, body)
+	}
+	if s.row(t, s.data(t), s.live).Draining {
+		t.Fatal("the refused drain was applied")
+	}
+	res, err := s.client.Get(s.base + "/lb-status/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("page: %s", res.Status)
+	}
+}
+
+func TestActionGuards(t *testing.T) {
+	s := runSite(t, true)
+	drain := fmt.Sprintf(`{"action":"drain","address":%q}`, s.live)
+	for _, tc := range []struct {
+		name   string
+		body   string
+		hdr    map[string]string
+		status int
+		want   string
+	}{
+		{"cross-origin", drain, map[string]string{"Origin": "https://evil.example"}, 403, "not this site"},
+		{"origin of another port", drain, map[string]string{"Origin": "http://127.0.0.1:1"}, 403, "not this site"},
+		{"origin with other scheme", drain, map[string]string{"Origin": strings.Replace(s.base, "http:", "https:", 1)}, 403, "not this site"},
+		{"no origin", drain, map[string]string{"Origin": ""}, 403, "Origin header is missing"},
+		{"null origin", drain, map[string]string{"Origin": "null"}, 403, "Origin header is missing"},
+		{"origin with a path", drain, map[string]string{"Origin": s.base + "/x"}, 403, "not a web origin"},
+		{"cross-site fetch", drain, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "Sec-Fetch-Site"},
+		{"same-site fetch", drain, map[string]string{"Sec-Fetch-Site": "same-site"}, 403, "Sec-Fetch-Site"},
+		{"no token", drain, map[string]string{tokenHeader: ""}, 403, "missing X-LB-Dashboard-Token"},
+		{"forged token", drain, map[string]string{tokenHeader: "9999999999.AAAA"}, 403, "not a token of this node"},
+		{"expired token", drain, map[string]string{tokenHeader: newToken(time.Now().Add(-13 * time.Hour))}, 403, "expired"},
+		{"form body", "address=x", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"},
+		{"text body", drain, map[string]string{"Content-Type": "text/plain"}, 415, "application/json"},
+		{"bad json", `{"action":`, nil, 400, "decoding the action"},
+		{"two values", drain + drain, nil, 400, "more than one"},
+		{"unknown field", `{"action":"drain","address":"x","upstream":"y"}`, nil, 400, "unknown field"},
+		{"unknown action", `{"action":"reboot"}`, nil, 400, "unknown action"},
+		{"no action", `{}`, nil, 400, "missing \"action\""},
+		{"drain without address", `{"action":"drain"}`, nil, 400, "missing \"address\""},
+		{"drain with key", fmt.Sprintf(`{"action":"drain","address":%q,"key":"k"}`, s.live), nil, 400, "does not go with"},
+		{"unknown upstream", `{"action":"drain","address":"10.9.9.9:80"}`, nil, 404, "no upstream of a sticky policy"},
+		{"unknown session", `{"action":"forget_session","key":"nobody"}`, nil, 404, "no binding"},
+		{"huge body", `{"action":"drain","address":"` + strings.Repeat("a", maxActionBody) + `"}`, nil, 413, "over"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := s.post(t, tc.body, tc.hdr)
+			if status != tc.status || !strings.Contains(body, tc.want) {
+				t.Errorf("%d %s, want %d with %q", status, body, tc.status, tc.want)
+			}
+		})
+	}
+	if s.row(t, s.data(t), s.live).Draining {
+		t.Fatal("a refused request drained the upstream")
+	}
+
+	// What the page does: it reads the token from the data.
+	v := s.data(t)
+	if !v.Actions || v.Token == "" {
+		t.Fatalf("actions=%v token=%q", v.Actions, v.Token)
+	}
+	status, body := s.post(t, drain, map[string]string{tokenHeader: v.Token})
+	if status != http.StatusOK || !strings.Contains(body, `"draining":true`) {
+		t.Fatalf("drain: %d %s", status, body)
+	}
+	if !s.row(t, s.data(t), s.live).Draining {
+		t.Fatal("the drain is not shown at once")
+	}
+	status, body = s.post(t, fmt.Sprintf(`{"action":"undrain","address":%q}`, s.live), map[string]string{tokenHeader: v.Token})
+	if status != http.StatusOK || s.row(t, s.data(t), s.live).Draining {
+		t.Fatalf("undrain: %d %s", status, body)
+	}
+}
+
+func TestForgetSession(t *testing.T) {
+	s := runSite(t, true)
+	res, err := s.client.Get(s.base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	u, _ := res.Request.URL.Parse(s.base)
+	var cookie string
+	for _, c := range s.client.Jar.Cookies(u) {
+		if c.Name == "lb_affinity" {
+			cookie = c.Value
+		}
+	}
+	if cookie == "" {
+		t.Fatal("no LB cookie")
+	}
+	// An LB cookie session lives in its signed cookie until it is bound
+	// in the store: forgetting it says so.
+	status, body := s.post(t, fmt.Sprintf(`{"action":"forget_session","key":%q}`, cookie), nil)
+	if status != http.StatusNotFound && status != http.StatusOK {
+		t.Fatalf("forget: %d %s", status, body)
+	}
+}
+
+func TestMethodsAndPage(t *testing.T) {
+	s := runSite(t, true)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{http.MethodPut, "/lb-status/data", 405, "GET, HEAD"},
+		{http.MethodPost, "/lb-status/data", 405, "GET, HEAD"},
+		{http.MethodGet, "/lb-status/action", 405, "POST"},
+		{http.MethodDelete, "/lb-status/", 405, "GET, HEAD"},
+		{"PATCH", "/lb-status/anything", 405, "GET, HEAD"},
+		{http.MethodHead, "/lb-status/data", 200, ""},
+		{http.MethodHead, "/lb-status/", 200, ""},
+	} {
+		req, _ := http.NewRequest(tc.method, s.base+tc.path, nil)
+		res, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.status || res.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d Allow %q, want %d Allow %q", tc.method, tc.path, res.StatusCode, res.Header.Get("Allow"), tc.status, tc.allow)
+		}
+	}
+
+	res, err := s.client.Get(s.base + "/lb-status/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	csp := res.Header.Get("Content-Security-Policy")
+	m := regexp.MustCompile(`script-src 'nonce-([A-Za-z0-9+/]+)'`).FindStringSubmatch(csp)
+	if m == nil || !strings.Contains(string(b), `<script nonce="`+m[1]+`">`) {
+		t.Fatalf("CSP %q does not allow the page's own script", csp)
+	}
+	if strings.Contains(string(b), "{{NONCE}}") || !strings.Contains(csp, "connect-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("CSP %q or page not filled in", csp)
+	}
+	// Self-contained: nothing loaded from elsewhere (the one URL is the
+	// SVG namespace, which is a name, not a fetch).
+	for _, u := range regexp.MustCompile(`https?://[^"' )]+`).FindAllString(string(b), -1) {
+		if u != "http://www.w3.org/2000/svg" {
+			t.Errorf("the page refers to %s", u)
+		}
+	}
+	if len(b) > 32<<10 {
+		t.Errorf("the page is %d bytes; keep it small", len(b))
+	}
+	res2, err := s.client.Get(s.base + "/lb-status/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res2.Body.Close()
+	if res2.Header.Get("Content-Security-Policy") == csp {
+		t.Error("two page loads got one nonce")
+	}
+}

@@ -1,0 +1,112 @@
+package dashboard
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+func TestSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		host    string
+		tls     bool
+		origin  []string
+		fetch   string
+		wantErr string
+	}{
+		{"same", "lb.example:8443", true, []string{"https://lb.example:8443"}, "same-origin", ""},
+		{"same, no fetch metadata", "lb.example", false, []string{"http://lb.example"}, "", ""},
+		{"host case", "LB.example", false, []string{"http://lb.EXAMPLE"}, "", ""},
+		{"other host", "lb.example", false, []string{"http://evil.example"}, "", "not this site"},
+		{"suffix host", "lb.example", false, []string{"http://lb.example.evil"}, "", "not this site"},
+		{"port dropped", "lb.example:8080", false, []string{"http://lb.example"}, "", "not this site"},
+		{"scheme downgrade", "lb.example", true, []string{"http://lb.example"}, "", "not this site"},
+		{"two origins", "lb.example", false, []string{"http://lb.example", "http://lb.example"}, "", "missing"},
+		{"empty", "lb.example", false, []string{""}, "", "missing"},
+		{"null", "lb.example", false, []string{"null"}, "", "missing"},
+		{"userinfo", "lb.example", false, []string{"http://u@lb.example"}, "", "not a web origin"},
+		{"path", "lb.example", false, []string{"http://lb.example/"}, "", "not a web origin"},
+		{"other scheme", "lb.example", false, []string{"ftp://lb.example"}, "", "not a web origin"},
+		{"garbage", "lb.example", false, []string{"%zz"}, "", "not a web origin"},
+		{"cross-site fetch", "lb.example", false, []string{"http://lb.example"}, "cross-site", "Sec-Fetch-Site"},
+		{"none fetch", "lb.example", false, []string{"http://lb.example"}, "none", "Sec-Fetch-Site"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/action", nil)
+			r.Host = tc.host
+			if tc.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			for _, o := range tc.origin {
+				r.Header.Add("Origin", o)
+			}
+			if tc.fetch != "" {
+				r.Header.Set("Sec-Fetch-Site", tc.fetch)
+			}
+			err := sameOrigin(r)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("sameOrigin: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestCheckToken(t *testing.T) {
+	now := time.Now()
+	good := newToken(now)
+	exp, mac, _ := strings.Cut(good, ".")
+	for _, tc := range []struct {
+		tok, wantErr string
+	}{
+		{good, ""},
+		{"", "missing"},
+		{"nodot", "not a token"},
+		{exp + "." + mac[:len(mac)-1], "not a token"},
+		{exp + "1." + mac, "not a token"}, // expiry moved: the MAC no longer fits
+		{newToken(now.Add(-tokenLifetime - time.Minute)), "expired"},
+		{"x." + tokenMAC("x"), "expired"}, // signed, but not a time
+		{good + ".", "not a token"},
+	} {
+		err := checkToken(tc.tok, now)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("checkToken(%q): %v, want %q", tc.tok, err, tc.wantErr)
+		}
+	}
+}
+
+// FuzzAction throws arbitrary action requests at the handler: it answers
+// every one with an error status and a message (no config runs, so no
+// action can succeed), and never panics.
+func FuzzAction(f *testing.F) {
+	f.Add("http://example.com", "", "application/json", `{"action":"drain","address":"a:1"}`)
+	f.Add("http://example.com", "1.x", "application/json; charset=utf-8", `{"action":"forget_session","key":"k"}`)
+	f.Add("null", "", "text/plain", `{`)
+	f.Add("http://example.com", "VALID", "application/json", `{"action":"undrain","address":""}`)
+	f.Add("http://example.com", "VALID", "application/json", `{"action":"drain","address":"a:1"}{}`)
+	d := &Dashboard{Actions: true, logger: zap.NewNop(), cache: new(viewCache)}
+	f.Fuzz(func(t *testing.T, origin, token, ctype, body string) {
+		if token == "VALID" {
+			token = newToken(time.Now())
+		}
+		r := httptest.NewRequest(http.MethodPost, "http://example.com/lb-status/action", strings.NewReader(body))
+		r.Header["Origin"] = []string{origin}
+		r.Header["Content-Type"] = []string{ctype}
+		r.Header[tokenHeader] = []string{token}
+		w := httptest.NewRecorder()
+		if err := d.ServeHTTP(w, r, nil); err != nil {
+			t.Fatalf("error escaped the handler: %v", err)
+		}
+		if w.Code < 400 || w.Code > 599 {
+			t.Fatalf("status %d for %q %q %q %q", w.Code, origin, token, ctype, body)
+		}
+		if !strings.Contains(w.Body.String(), `"error"`) {
+			t.Fatalf("no error message: %s", w.Body.String())
+		}
+	})
+}

@@ -1,0 +1,260 @@
+package dashboard
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddylb/caddylb/assetcdn"
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
+	"github.com/caddylb/caddylb/internal/fleetinfo"
+	"github.com/caddylb/caddylb/lbmodule/lbadmin"
+	"github.com/caddylb/caddylb/logship"
+	"github.com/caddylb/caddylb/sessionstore"
+)
+
+// View is what the page's JSON endpoint answers: the node's state now,
+// with rates over the last minute and the series of the last 15.
+type View struct {
+	Node        NodeInfo  `json:"node"`
+	GeneratedAt time.Time `json:"generated_at"`
+	// How often the page polls, in milliseconds.
+	RefreshMS int64 `json:"refresh_ms"`
+	// Whether this handler takes actions; the page shows buttons then.
+	Actions bool `json:"actions"`
+	// The token an action must carry (empty without actions).
+	Token string `json:"token,omitempty"`
+	// Seconds each point of a series covers.
+	SeriesStep float64              `json:"series_step_s"`
+	Upstreams  []UpstreamRow        `json:"upstreams"`
+	Policies   []PolicyRow          `json:"policies"`
+	Stores     []StoreRow           `json:"session_stores"`
+	Assets     AssetsView           `json:"assets"`
+	Logs       []logship.SpoolStats `json:"log_shipping"`
+	Fleet      sessionstore.Fleet   `json:"fleet"`
+	// Parts that could not be read, each naming what failed.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// NodeInfo is the node serving the page.
+type NodeInfo struct {
+	ID       string    `json:"id"`
+	Hostname string    `json:"hostname"`
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started"`
+}
+
+// UpstreamRow is one row of the upstreams table.
+type UpstreamRow struct {
+	lbadmin.UpstreamStatus
+	// The pool kind: "http" (reverse_proxy with lb_policy sticky),
+	// "passthrough" (layer4 sticky) or "http (not sticky)".
+	Kind string `json:"kind"`
+	// Whether the store is shared by the fleet (bound_sessions then counts
+	// every node's sessions).
+	SharedStore bool `json:"shared_store"`
+	// This node's rates over the last minute: requests (connections for
+	// pass-through) per second, the fraction that failed, and sessions
+	// it bound per minute. Nil where the pool does not count them.
+	RequestsPerSec *float64 `json:"requests_per_s"`
+	ErrorRate      *float64 `json:"error_rate"`
+	BoundPerMin    *float64 `json:"bound_per_min"`
+	// Requests and errors per second over the last 15 minutes, oldest
+	// first, one point per series_step_s; nil where no sample was taken.
+	RequestSeries []*float64 `json:"requests_series,omitempty"`
+	ErrorSeries   []*float64 `json:"errors_series,omitempty"`
+}
+
+// PolicyRow is one sticky policy's outcomes per second over the last minute.
+type PolicyRow struct {
+	lbadmin.PolicyStatus
+	Rates map[string]float64 `json:"rates"`
+}
+
+// StoreRow is one session store.
+type StoreRow struct {
+	Name    string `json:"name"`
+	Backend string `json:"backend"`
+	Shared  bool   `json:"shared"`
+	// Whether the probe (a count of its bindings) answered, and how long
+	// it took.
+	Reachable   bool    `json:"reachable"`
+	ProbeMS     float64 `json:"probe_ms"`
+	ProbeError  string  `json:"probe_error,omitempty"`
+	BreakerOpen bool    `json:"breaker_open"`
+	// Over the last minute: calls per second, their mean latency, errors
+	// per second and bindings served from this node's copy per second.
+	CallsPerSec  float64 `json:"calls_per_s"`
+	MeanCallMS   float64 `json:"mean_call_ms"`
+	ErrorsPerSec float64 `json:"errors_per_s"`
+	StalePerSec  float64 `json:"stale_per_s"`
+}
+
+// AssetsView is the asset stores and this node's uploads.
+type AssetsView struct {
+	Stores  []string             `json:"stores"`
+	Uploads assetcdn.UploadStats `json:"uploads"`
+	// Uploads stored and refused (too large, type refused, bad request,
+	// unauthorized, too slow) per minute, over the last minute.
+	StoredPerMin  float64 `json:"stored_per_min"`
+	RefusedPerMin float64 `json:"refused_per_min"`
+}
+
+// refusedOutcomes are the asset_offload outcomes that refuse an upload.
+var refusedOutcomes = []string{"too_large", "type_refused", "bad_request", "unauthorized", "too_slow"}
+
+// buildView reads everything now. A part that cannot be read is named in
+// Errors; the rest is still answered.
+func buildView(ctx context.Context, hist *history, now time.Time) View {
+	self := fleetinfo.Self()
+	v := View{
+		Node:        NodeInfo{ID: self.ID, Hostname: self.Hostname, Version: sessionstore.Version(), Started: self.Started},
+		GeneratedAt: now.UTC(),
+		SeriesStep:  sampleInterval.Seconds(),
+		Upstreams:   []UpstreamRow{},
+		Policies:    []PolicyRow{},
+		Stores:      []StoreRow{},
+		Logs:        logship.Spools(),
+	}
+	cur := takeSample(now)
+	samples := hist.list()
+	base, haveBase := baseline(samples, now, rateWindow)
+	if !haveBase {
+		base = cur
+	}
+	dt := now.Sub(base.at)
+
+	app := sessionStoreApp()
+	v.Upstreams = upstreamRows(ctx, app, cur, base, dt, samples)
+	for _, p := range lbadmin.Policies() {
+		row := PolicyRow{PolicyStatus: p, Rates: map[string]float64{}}
+		for outcome, n := range p.Outcomes {
+			row.Rates[outcome] = perSecond(base.policies[p.Name][outcome], n, dt)
+		}
+		v.Policies = append(v.Policies, row)
+	}
+	if app != nil {
+		v.Stores = storeRows(ctx, app, cur, base, dt)
+		v.Fleet = app.Fleet(ctx)
+	} else {
+		v.Fleet = new(sessionstore.App).Fleet(ctx)
+	}
+	v.Errors = append(v.Errors, v.Fleet.Errors...)
+	v.Assets = assetsView(cur, base, dt)
+	return v
+}
+
+func sessionStoreApp() *sessionstore.App {
+	appVal, err := caddy.ActiveContext().AppIfConfigured("session_store")
+	if err != nil {
+		return nil
+	}
+	return appVal.(*sessionstore.App)
+}
+
+func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration, samples []sample) []UpstreamRow {
+	var rows []UpstreamRow
+	shared := func(name string) bool {
+		if app == nil {
+			return false
+		}
+		s, err := app.Store(name)
+		return err == nil && s.Shared()
+	}
+	for _, st := range lbadmin.Upstreams(ctx, true) {
+		row := UpstreamRow{UpstreamStatus: st, Kind: "http", SharedStore: shared(st.Store)}
+		if st.Passthrough {
+			row.Kind = "passthrough"
+		}
+		withRates(&row, cur, base, dt, samples)
+		rows = append(rows, row)
+	}
+	for _, st := range lbadmin.OtherUpstreams() {
+		rows = append(rows, UpstreamRow{UpstreamStatus: st, Kind: "http (not sticky)"})
+	}
+	return rows
+}
+
+// withRates fills a row's rates and series from the samples. Pass-through
+// pools count connections and failed dials; an HTTP pool's errors also
+// count 5xx answers.
+func withRates(row *UpstreamRow, cur, base sample, dt time.Duration, samples []sample) {
+	now, before := cur.upstreams[row.Address], base.upstreams[row.Address]
+	rps := perSecond(before.requests, now.requests, dt)
+	errRate := 0.0
+	if n := now.requests - before.requests; n > 0 {
+		errRate = float64(now.errors-before.errors) / float64(n)
+	}
+	bound := perSecond(before.bound, now.bound, dt) * 60
+	row.RequestsPerSec, row.ErrorRate, row.BoundPerMin = &rps, &errRate, &bound
+
+	// One point per sample interval, aligned to the newest sample.
+	row.RequestSeries = make([]*float64, historyLen-1)
+	row.ErrorSeries = make([]*float64, historyLen-1)
+	offset := len(row.RequestSeries) - (len(samples) - 1)
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		at, bt := a.upstreams[row.Address], b.upstreams[row.Address]
+		d := b.at.Sub(a.at)
+		r, e := perSecond(at.requests, bt.requests, d), perSecond(at.errors, bt.errors, d)
+		row.RequestSeries[offset+i-1], row.ErrorSeries[offset+i-1] = &r, &e
+	}
+}
+
+func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration) []StoreRow {
+	var rows []StoreRow
+	for _, name := range app.Names() {
+		s, err := app.Store(name)
+		if err != nil {
+			continue
+		}
+		row := StoreRow{Name: name, Backend: backendName(s.Backend()), Shared: s.Shared(), BreakerOpen: s.BreakerOpen()}
+		start := time.Now()
+		_, err = s.Counts(ctx)
+		row.ProbeMS = float64(time.Since(start).Microseconds()) / 1000
+		row.Reachable = err == nil
+		if err != nil {
+			row.ProbeError = err.Error()
+		}
+		c, b := cur.stores[name], base.stores[name]
+		row.CallsPerSec = perSecond(b.Calls, c.Calls, dt)
+		if n := c.Calls - b.Calls; n > 0 {
+			row.MeanCallMS = (c.LatencySum - b.LatencySum) / float64(n) * 1000
+		}
+		row.ErrorsPerSec = perSecond(b.Errors, c.Errors, dt)
+		row.StalePerSec = perSecond(b.Stale, c.Stale, dt)
+		rows = append(rows, row)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	return rows
+}
+
+func backendName(b sessionstore.Backend) string {
+	switch b.(type) {
+	case *sessionstore.RedisBackend:
+		return "redis"
+	case *sessionstore.MemcachedBackend:
+		return "memcached"
+	case *sessionstore.MemoryBackend:
+		return "memory"
+	}
+	return fmt.Sprintf("%T", b)
+}
+
+func assetsView(cur, base sample, dt time.Duration) AssetsView {
+	v := AssetsView{Stores: []string{}, Uploads: cur.uploads}
+	if appVal, err := caddy.ActiveContext().AppIfConfigured("asset_store"); err == nil {
+		v.Stores = appVal.(*objectstore.App).Names()
+	}
+	v.StoredPerMin = perSecond(base.uploads.Outcomes["stored"], cur.uploads.Outcomes["stored"], dt) * 60
+	var refusedNow, refusedBefore int64
+	for _, o := range refusedOutcomes {
+		refusedNow += cur.uploads.Outcomes[o]
+		refusedBefore += base.uploads.Outcomes[o]
+	}
+	v.RefusedPerMin = perSecond(refusedBefore, refusedNow, dt) * 60
+	return v
+}
