@@ -24,17 +24,18 @@ run: build
 # Servers the tests start for real. Debian's redis-server package may also
 # start a system redis on 6379; the tests never use it (they start their own
 # on free ports). php-cli's built-in server is the PHP application that
-# asset_offload's bypass tests upload to.
+# asset_offload's bypass tests upload to. chromium runs the dashboard page in
+# the browser tests.
 deps:
 	@missing=""; \
-	for cmd in redis-server redis-sentinel memcached wrk php nginx haproxy; do \
+	for cmd in redis-server redis-sentinel memcached wrk php nginx haproxy chromium; do \
 		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli nginx haproxy; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli nginx haproxy chromium; \
 	fi
 	@# Node.js runs a real Express app in the forwarded-header tests.
 	@if ! command -v npm >/dev/null 2>&1; then \
@@ -52,9 +53,13 @@ deps:
 		{ echo "installing versitygw v1.8.0 into $$gobin (about 2 minutes)"; \
 		  $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0; }
 
+# Files tests leave for a person to look at (the dashboard's screenshots)
+# go to $(TEST_OUTPUT)/_artifacts/.
+TEST_OUTPUT ?= $(CURDIR)/var/test-output
 test: deps build
+	mkdir -p $(TEST_OUTPUT)
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
-		$(GO) test -count=1 -timeout 30m ./...
+		$(GO) test -count=1 -timeout 30m -artifacts -outputdir $(TEST_OUTPUT) ./...
 
 vet:
 	@unformatted="$$(gofmt -l .)"; \
@@ -100,6 +105,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEscapeLineSeparators$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./internal/quantity/
+	$(GO) test -run '^$$' -fuzz '^FuzzAction$$' -fuzztime $(FUZZTIME) ./lbmodule/dashboard/
 
 clean:
 	rm -rf $(BIN) var integration/demo/var

@@ -144,6 +144,7 @@ func TestDemoRun(t *testing.T) {
 		{"asset_url", 1, d.assetURL},
 		{"presign", 1, d.presign},
 		{"logs", 1, d.logs},
+		{"dashboard", 1, d.dashboard},
 		{"admin", 1, d.admin},
 	}
 	known := map[string]bool{}
@@ -587,6 +588,30 @@ func demoLogsHold(files []string, s string) bool {
 }
 
 // admin: the admin API lists all six upstreams, healthy.
+// dashboard: the page, and its data with the actions on and a row for
+// each of the demo's six upstreams (three over HTTP, three over HTTPS).
+func (d *demoChecks) dashboard(t *testing.T, urls []string) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: d.transport}
+	resp, body := harness.Get(t, c, urls[0])
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<title>caddy-lb status</title>") {
+		t.Fatalf("GET %s: %s\n%.300s", urls[0], resp.Status, body)
+	}
+	resp, body = harness.Get(t, c, urls[0]+"data")
+	var v struct {
+		Actions   bool `json:"actions"`
+		Upstreams []struct {
+			Address string `json:"address"`
+			Healthy bool   `json:"healthy"`
+		} `json:"upstreams"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &v) != nil {
+		t.Fatalf("GET %sdata: %s\n%.300s", urls[0], resp.Status, body)
+	}
+	if !v.Actions || len(v.Upstreams) != 6 {
+		t.Fatalf("the demo's dashboard: actions=%v, %d upstreams, want actions and 6", v.Actions, len(v.Upstreams))
+	}
+}
+
 func (d *demoChecks) admin(t *testing.T, urls []string) {
 	if !strings.HasSuffix(urls[0], "/lb/upstreams") {
 		t.Fatalf("the admin URL is %s, want .../lb/upstreams", urls[0])
