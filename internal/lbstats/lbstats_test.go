@@ -13,8 +13,8 @@ func TestTrackSettlesOnlyEndedRequests(t *testing.T) {
 	ended, end := context.WithCancel(context.Background())
 	live, stop := context.WithCancel(context.Background())
 	defer stop()
-	Track(ended, func() { settled.Add(1) })
-	Track(live, func() { settled.Add(100) })
+	Track(ended, SettlerFunc(func() { settled.Add(1) }))
+	Track(live, SettlerFunc(func() { settled.Add(100) }))
 	Settle()
 	if n := settled.Load(); n != 0 {
 		t.Fatalf("settled %d before any request ended", n)
@@ -46,7 +46,7 @@ func TestTrackPastTheBoundSettlesAtOnce(t *testing.T) {
 	saved := tracker.pending
 	tracker.pending = make([]tracked, maxTracked)
 	for i := range tracker.pending {
-		tracker.pending[i] = tracked{ctx, func() {}}
+		tracker.pending[i] = tracked{ctx, SettlerFunc(func() {})}
 	}
 	tracker.mu.Unlock()
 	defer func() {
@@ -55,7 +55,7 @@ func TestTrackPastTheBoundSettlesAtOnce(t *testing.T) {
 		tracker.mu.Unlock()
 	}()
 	done := false
-	Track(ctx, func() { done = true })
+	Track(ctx, SettlerFunc(func() { done = true }))
 	if !done {
 		t.Fatal("a request past the bound was not settled at once")
 	}

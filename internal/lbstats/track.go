@@ -15,10 +15,19 @@ const sweepInterval = 250 * time.Millisecond
 // once as ended and successful: its count is kept, its outcome is not.
 const maxTracked = 1 << 16
 
+// Settler counts a request once it has ended.
+type Settler interface{ Settle() }
+
+// SettlerFunc is a function as a Settler.
+type SettlerFunc func()
+
+// Settle calls f.
+func (f SettlerFunc) Settle() { f() }
+
 // tracked is one request whose outcome is read once its context ends.
 type tracked struct {
-	ctx    context.Context
-	settle func()
+	ctx     context.Context
+	settler Settler
 }
 
 var tracker struct {
@@ -27,19 +36,19 @@ var tracker struct {
 	running bool
 }
 
-// Track calls settle once ctx is done, from a background sweep. An HTTP
+// Track calls s.Settle once ctx is done, from a background sweep. An HTTP
 // server cancels a request's context when its handler returns, so settle
 // sees everything the handler chain recorded for the request (Caddy's
 // placeholders). One goroutine sweeps while anything is pending; the hot
-// path only appends to a slice.
-func Track(ctx context.Context, settle func()) {
+// path only appends to a slice (a pointer as s allocates nothing).
+func Track(ctx context.Context, s Settler) {
 	tracker.mu.Lock()
 	if len(tracker.pending) >= maxTracked {
 		tracker.mu.Unlock()
-		settle()
+		s.Settle()
 		return
 	}
-	tracker.pending = append(tracker.pending, tracked{ctx, settle})
+	tracker.pending = append(tracker.pending, tracked{ctx, s})
 	start := !tracker.running
 	tracker.running = true
 	tracker.mu.Unlock()
@@ -71,7 +80,7 @@ func settleEnded(stop bool) bool {
 	live := batch[:0]
 	for _, p := range batch {
 		if p.ctx.Err() != nil {
-			p.settle()
+			p.settler.Settle()
 		} else {
 			live = append(live, p)
 		}

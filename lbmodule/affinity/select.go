@@ -41,10 +41,10 @@ type requestState struct {
 	value     string // the session key value the request carried
 	bound     string // the upstream the store had bound it to, if any
 
-	// For the per-upstream counts (see countUpstream): whether the
-	// request's end is tracked, and Caddy's upstream latency placeholder
-	// as it was when the last try began.
-	tracked       bool
+	// For the per-upstream counts (see countUpstream): the request's
+	// replacer, set once its end is tracked, and Caddy's upstream latency
+	// placeholder as it was when the last try began.
+	repl          *caddy.Replacer
 	latencyBefore any
 }
 

@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddylb/caddylb/internal/lbstats"
 	"github.com/caddylb/caddylb/internal/testproc"
 	"github.com/caddylb/caddylb/sessionstore"
 )
@@ -126,4 +128,54 @@ func BenchmarkSelectNewSession(b *testing.B) {
 	pool := testPool("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
 	s := provision(b, testContext(b), Sticky{Secrets: []string{testSecret}})
 	benchHit(b, s, pool, func(*http.Request) {})
+}
+
+// BenchmarkCountUpstream is what the per-upstream counts cost a request on
+// the hit path, all of it: at Select, reading Caddy's latency placeholder
+// from a real request's replacer and tracking the request; after it ends,
+// the sweep's settling (counter look-up, two atomic adds, two placeholder
+// reads). Each iteration is one request whose context ends.
+func BenchmarkCountUpstream(b *testing.B) {
+	s := &Sticky{}
+	up := testPool("127.0.0.1:9001")[0]
+	base := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+	repl := caddyhttp.NewTestReplacer(base)
+	repl.Set(statusPlaceholder, 200)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl))
+		r := base.WithContext(ctx)
+		st := &requestState{tried: []string{up.Dial}}
+		s.countUpstream(r, st, up, outcomeHit)
+		repl.Set(latencyPlaceholder, time.Duration(i)) // the round trip answered
+		cancel()
+		if i++; i%64 == 0 {
+			lbstats.Settle()
+		}
+	}
+	lbstats.Settle()
+}
+
+// stateSink keeps the baseline's request state on the heap, as stateOf's
+// is in a real request.
+var stateSink *requestState
+
+// BenchmarkRequestBaseline is BenchmarkCountUpstream's harness alone
+// (context, request copy, state), to subtract.
+func BenchmarkRequestBaseline(b *testing.B) {
+	up := testPool("127.0.0.1:9001")[0]
+	base := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+	repl := caddyhttp.NewTestReplacer(base)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl))
+		r := base.WithContext(ctx)
+		st := &requestState{tried: []string{up.Dial}}
+		stateSink, _ = st, r
+		repl.Set(latencyPlaceholder, time.Duration(i))
+		cancel()
+		i++
+	}
 }

@@ -32,21 +32,21 @@ func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reversepro
 		return
 	}
 	st.latencyBefore, _ = repl.Get(latencyPlaceholder)
-	if st.tracked {
-		return
+	if st.repl != nil {
+		return // tracked since its first try
 	}
-	st.tracked = true
-	lbstats.Track(r.Context(), func() { settleRequest(st, repl) })
+	st.repl = repl
+	lbstats.Track(r.Context(), st)
 }
 
-// settleRequest counts an ended request's tries: every try but the last
-// failed (Caddy tries again only after a failure); the last failed when
-// no upstream answered it or the answer was a 5xx.
-func settleRequest(st *requestState, repl *caddy.Replacer) {
+// Settle counts an ended request's tries: every try but the last failed
+// (Caddy tries again only after a failure); the last failed when no
+// upstream answered it or the answer was a 5xx.
+func (st *requestState) Settle() {
 	for i, dial := range st.tried {
 		c := lbstats.UpstreamCounters(dial)
 		c.Requests.Add(1)
-		if i < len(st.tried)-1 || !answeredWell(repl, st.latencyBefore) {
+		if i < len(st.tried)-1 || !answeredWell(st.repl, st.latencyBefore) {
 			c.Errors.Add(1)
 		}
 	}

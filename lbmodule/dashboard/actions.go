@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,14 +104,43 @@ func sameOrigin(r *http.Request) error {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.User != nil {
 		return fmt.Errorf("cross-site request refused: Origin %q is not a web origin", origin[0])
 	}
+	sites := siteOrigins(r)
+	for _, site := range sites {
+		if strings.EqualFold(u.Scheme+"://"+u.Host, site) {
+			return nil
+		}
+	}
+	return fmt.Errorf("cross-site request refused: Origin %q is not this site (%s)", origin[0], strings.Join(sites, " or "))
+}
+
+// siteOrigins are the origins the page may have been loaded from: the
+// scheme and Host of the request as this server received it and, behind
+// a proxy the `forwarded` handler trusts (a CDN terminating TLS), the
+// scheme, host and port the client used, which that handler established.
+func siteOrigins(r *http.Request) []string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if u.Scheme != scheme || !strings.EqualFold(u.Host, r.Host) {
-		return fmt.Errorf("cross-site request refused: Origin %q is not this site (%s://%s)", origin[0], scheme, r.Host)
+	out := []string{scheme + "://" + r.Host}
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return out
 	}
-	return nil
+	proto, _ := repl.GetString("http.forwarded.proto")
+	host, _ := repl.GetString("http.forwarded.host")
+	if proto == "" || host == "" {
+		return out
+	}
+	if port, _ := repl.GetString("http.forwarded.port"); port != "" && !(proto == "https" && port == "443") && !(proto == "http" && port == "80") {
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			host = net.JoinHostPort(strings.Trim(host, "[]"), port)
+		}
+	}
+	if o := proto + "://" + host; !slices.Contains(out, o) {
+		out = append(out, o)
+	}
+	return out
 }
 
 // serveAction checks and takes one action, and logs who took it.

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
@@ -36,6 +38,12 @@ func TestSameOrigin(t *testing.T) {
 		{"garbage", "lb.example", false, []string{"%zz"}, "", "not a web origin"},
 		{"cross-site fetch", "lb.example", false, []string{"http://lb.example"}, "cross-site", "Sec-Fetch-Site"},
 		{"none fetch", "lb.example", false, []string{"http://lb.example"}, "none", "Sec-Fetch-Site"},
+		// Behind a CDN that terminates TLS, trusted by `forwarded`: the
+		// page was loaded from the client-facing origin.
+		{"forwarded https origin", "10.0.0.5:8900", false, []string{"https://status.example"}, "same-origin", ""},
+		{"forwarded, direct origin too", "10.0.0.5:8900", false, []string{"http://10.0.0.5:8900"}, "", ""},
+		{"forwarded, other host", "10.0.0.5:8900", false, []string{"https://evil.example"}, "", "not this site"},
+		{"forwarded, wrong scheme", "10.0.0.5:8900", false, []string{"http://status.example"}, "", "not this site"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/action", nil)
@@ -48,6 +56,13 @@ func TestSameOrigin(t *testing.T) {
 			}
 			if tc.fetch != "" {
 				r.Header.Set("Sec-Fetch-Site", tc.fetch)
+			}
+			if strings.HasPrefix(tc.name, "forwarded") {
+				repl := caddy.NewReplacer()
+				repl.Set("http.forwarded.proto", "https")
+				repl.Set("http.forwarded.host", "status.example")
+				repl.Set("http.forwarded.port", "443")
+				r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
 			}
 			err := sameOrigin(r)
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {

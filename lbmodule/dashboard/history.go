@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -71,11 +72,12 @@ func (h *history) add(s sample) {
 	h.samples = append(h.samples, s)
 }
 
-// list returns the samples, oldest first; the caller must not modify them.
+// list returns a copy of the samples, oldest first (add shifts them in
+// place); the maps inside are never written after a sample is taken.
 func (h *history) list() []sample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.samples[:len(h.samples):len(h.samples)]
+	return slices.Clone(h.samples)
 }
 
 // sampler is the one history of this process. It runs while at least one
