@@ -11,7 +11,9 @@
 package lbstats
 
 import (
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -45,7 +47,7 @@ type Outcomes struct {
 // Add counts one selection with outcome index i; a nil Outcomes (a
 // policy never provisioned, in tests) counts nothing.
 func (o *Outcomes) Add(i int) {
-	if o != nil {
+	if o != nil && i >= 0 && i < len(o.counts) {
 		o.counts[i].Add(1)
 	}
 }
@@ -70,7 +72,10 @@ type table[V any] struct {
 	make func() *V
 }
 
-func (t *table[V]) get(name string) *V {
+func (t *table[V]) get(name string) *V { return t.getWith(name, t.make) }
+
+// getWith is get with the entry made, complete, by mk when it is new.
+func (t *table[V]) getWith(name string, mk func() *V) *V {
 	if v, ok := t.m.Load(name); ok {
 		return v.(*V)
 	}
@@ -81,11 +86,11 @@ func (t *table[V]) get(name string) *V {
 	}
 	if t.n >= maxKeys && name != Overflow {
 		t.mu.Unlock()
-		v := t.get(Overflow)
+		v := t.getWith(Overflow, mk)
 		t.mu.Lock()
 		return v
 	}
-	v := t.make()
+	v := mk()
 	t.m.Store(name, v)
 	t.n++
 	return v
@@ -116,19 +121,31 @@ func EachUpstream(fn func(addr string, c *Upstream)) { upstreams.each(fn) }
 
 var (
 	outcomesMu sync.Mutex
-	outcomes   = table[Outcomes]{make: func() *Outcomes { return new(Outcomes) }}
+	outcomes   table[Outcomes] // entries made by outcomesFor, with their names
 )
 
 // PolicyOutcomes returns the outcome counters of the policy named name
-// (its store and namespace), for outcomes names. A policy reloaded with
-// the same name keeps its counts.
+// (its kind, store and namespace), for outcomes names. A policy reloaded
+// with the same name keeps its counts. Two kinds of policy that would
+// share a name (and not their outcomes) get an entry each.
 func PolicyOutcomes(name string, names []string) *Outcomes {
 	outcomesMu.Lock()
 	defer outcomesMu.Unlock()
-	o := outcomes.get(name)
-	if o.names == nil {
-		o.names = names
-		o.counts = make([]atomic.Int64, len(names))
+	if o := outcomesFor(name, names); o != nil {
+		return o
+	}
+	return outcomesFor(name+" ("+strings.Join(names, ",")+")", names)
+}
+
+// outcomesFor is the entry of name if it counts outcomes names (or is
+// new), else nil (another kind took the name, or the bound was hit by
+// another kind: nothing is counted then). outcomesMu is held.
+func outcomesFor(name string, names []string) *Outcomes {
+	o := outcomes.getWith(name, func() *Outcomes {
+		return &Outcomes{names: names, counts: make([]atomic.Int64, len(names))}
+	})
+	if !slices.Equal(o.names, names) {
+		return nil
 	}
 	return o
 }

@@ -39,7 +39,7 @@ func TestTrackSettlesOnlyEndedRequests(t *testing.T) {
 	}
 }
 
-func TestTrackPastTheBoundSettlesAtOnce(t *testing.T) {
+func TestTrackPastTheBoundRefuses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tracker.mu.Lock()
@@ -55,9 +55,11 @@ func TestTrackPastTheBoundSettlesAtOnce(t *testing.T) {
 		tracker.mu.Unlock()
 	}()
 	done := false
-	Track(ctx, SettlerFunc(func() { done = true }))
-	if !done {
-		t.Fatal("a request past the bound was not settled at once")
+	if Track(ctx, SettlerFunc(func() { done = true })) {
+		t.Fatal("a request past the bound was tracked")
+	}
+	if done {
+		t.Fatal("a request past the bound was settled before it ended")
 	}
 }
 
@@ -82,18 +84,59 @@ func TestUpstreamTableIsBounded(t *testing.T) {
 
 func TestPolicyOutcomesOutliveReload(t *testing.T) {
 	names := []string{"hit", "new"}
-	o := PolicyOutcomes("mem cookie:x", names)
+	name := fmt.Sprintf("mem cookie:x %d", time.Now().UnixNano()) // the table outlives -count runs
+	o := PolicyOutcomes(name, names)
 	o.Add(1)
 	o.Add(1)
-	again := PolicyOutcomes("mem cookie:x", names) // the same policy after a reload
+	again := PolicyOutcomes(name, names) // the same policy after a reload
 	again.Add(0)
 	got := again.Snapshot()
 	if got["new"] != 2 || got["hit"] != 1 {
 		t.Fatalf("outcomes %v, want hit 1 new 2", got)
 	}
+	// Another kind of policy with the same name and other outcomes gets
+	// an entry of its own; no index of one reaches the other's counts.
+	other := PolicyOutcomes(name, []string{"a", "b", "c", "d", "e", "f", "g", "h"})
+	other.Add(7)
+	other.Add(99)
+	other.Add(-1)
+	if got := other.Snapshot(); got["h"] != 1 || len(got) != 8 {
+		t.Fatalf("the other kind's outcomes %v", got)
+	}
+	if got := again.Snapshot(); got["new"] != 2 || got["hit"] != 1 {
+		t.Fatalf("the first kind's outcomes changed: %v", got)
+	}
 	var nilOutcomes *Outcomes
 	nilOutcomes.Add(0) // an unprovisioned policy counts nothing, without a panic
 	if nilOutcomes.Snapshot() != nil {
 		t.Fatal("nil outcomes have a snapshot")
+	}
+}
+
+// A Settle from another reader that overlaps a sweep must not leave
+// requests pending with no sweeper: the sweep may find nothing and stop
+// while Settle holds the batch.
+func TestSettleDuringSweepKeepsSweeping(t *testing.T) {
+	live, stop := context.WithCancel(context.Background())
+	var settled atomic.Int32
+	Track(live, SettlerFunc(func() { settled.Add(1) }))
+	// What a concurrent sweep does while Settle holds the batch: it
+	// finds nothing and stops.
+	tracker.mu.Lock()
+	batch := tracker.pending
+	tracker.pending = nil
+	tracker.running = false
+	tracker.mu.Unlock()
+	tracker.mu.Lock()
+	tracker.pending = append(batch, tracker.pending...)
+	tracker.mu.Unlock()
+	Settle() // puts back the live request: a sweeper must run for it
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for settled.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no sweeper settled the request after Settle put it back")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

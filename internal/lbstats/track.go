@@ -11,8 +11,9 @@ import (
 const sweepInterval = 250 * time.Millisecond
 
 // maxTracked bounds the requests waiting to be looked at. Past it (more
-// than this many requests in flight at once), a new request is settled at
-// once as ended and successful: its count is kept, its outcome is not.
+// than this many requests in flight at once, long-lived websockets or
+// event streams, say), Track refuses a new request: its caller counts it
+// without an outcome.
 const maxTracked = 1 << 16
 
 // Settler counts a request once it has ended.
@@ -36,23 +37,30 @@ var tracker struct {
 	running bool
 }
 
-// Track calls s.Settle once ctx is done, from a background sweep. An HTTP
-// server cancels a request's context when its handler returns, so settle
-// sees everything the handler chain recorded for the request (Caddy's
-// placeholders). One goroutine sweeps while anything is pending; the hot
-// path only appends to a slice (a pointer as s allocates nothing).
-func Track(ctx context.Context, s Settler) {
+// Track calls s.Settle once ctx is done, from a background sweep, and
+// reports whether it will (false: too many requests are in flight). An
+// HTTP server cancels a request's context when its handler returns, so
+// Settle normally sees everything the handler chain recorded for the
+// request (Caddy's placeholders); it also cancels it when the client goes
+// away, while the handler may still run: Settle and whatever the request
+// still records must then synchronize. One goroutine sweeps while
+// anything is pending; the hot path only appends to a slice (a pointer as
+// s allocates nothing).
+func Track(ctx context.Context, s Settler) bool {
 	tracker.mu.Lock()
+	defer tracker.mu.Unlock()
 	if len(tracker.pending) >= maxTracked {
-		tracker.mu.Unlock()
-		s.Settle()
-		return
+		return false
 	}
 	tracker.pending = append(tracker.pending, tracked{ctx, s})
-	start := !tracker.running
-	tracker.running = true
-	tracker.mu.Unlock()
-	if start {
+	startSweeper()
+	return true
+}
+
+// startSweeper starts the sweep unless it runs; tracker.mu is held.
+func startSweeper() {
+	if !tracker.running && len(tracker.pending) > 0 {
+		tracker.running = true
 		go sweep()
 	}
 }
@@ -90,8 +98,14 @@ func settleEnded(stop bool) bool {
 	tracker.mu.Lock()
 	defer tracker.mu.Unlock()
 	tracker.pending = append(live, tracker.pending...)
-	if len(tracker.pending) == 0 && stop {
-		tracker.running = false
+	if stop {
+		if len(tracker.pending) == 0 {
+			tracker.running = false
+		}
+	} else {
+		// A sweep that ran while this batch was out may have found
+		// nothing and stopped: start one for what is left.
+		startSweeper()
 	}
 	return len(tracker.pending) > 0
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -41,11 +42,16 @@ type requestState struct {
 	value     string // the session key value the request carried
 	bound     string // the upstream the store had bound it to, if any
 
-	// For the per-upstream counts (see countUpstream): the request's
-	// replacer, set once its end is tracked, and Caddy's upstream latency
-	// placeholder as it was when the last try began.
+	// For the per-upstream counts (see countUpstream), under countMu with
+	// tried: the request's replacer, set once its end is tracked; Caddy's
+	// upstream placeholders as they were when the last try began; whether
+	// the request was settled (its client left while it still ran) or
+	// could not be tracked (too many in flight).
+	countMu       sync.Mutex
 	repl          *caddy.Replacer
 	latencyBefore any
+	settled       bool
+	untracked     bool
 }
 
 const stateVarKey = "caddylb.sticky"
@@ -435,7 +441,9 @@ func (s *Sticky) record(r *http.Request, st *requestState, up *reverseproxy.Upst
 	dial := ""
 	if up != nil {
 		dial = up.Dial
+		st.countMu.Lock() // Settle may read it (see countUpstream)
 		st.tried = append(st.tried, dial)
+		st.countMu.Unlock()
 	}
 	st.policy, st.upstream, st.outcome = s, dial, outcome
 	s.countDecision(outcome)

@@ -141,6 +141,7 @@ func BenchmarkCountUpstream(b *testing.B) {
 	base := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
 	repl := caddyhttp.NewTestReplacer(base)
 	repl.Set(statusPlaceholder, 200)
+	repl.Set(hostportPlaceholder, up.Dial)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

@@ -359,7 +359,7 @@ func (s *Sticky) PolicyName() string {
 	if store == "" {
 		store = "(default memory)"
 	}
-	return store + " " + s.Namespace
+	return "layer4 " + store + " " + s.Namespace
 }
 
 // Outcomes returns the policy's choices by outcome.
@@ -373,15 +373,18 @@ var outcomeNames = []string{"hit", "new", "rebound", "store_error", "no_upstream
 const triedVar = "caddylb.l4sticky.tried"
 
 // count keeps the metrics and the dashboard's counts: the outcome, per
-// policy; per upstream, the connection, a session bound, and a failed
-// dial of the upstream chosen before on this connection.
+// policy; per upstream, the connection (when it is chosen), a session
+// bound, and a failed dial of the upstream chosen before on this
+// connection, which caddy-l4 tells only by selecting again (so the last
+// failed dial, when it gives up, is not counted: it exports no outcome).
 func (s *Sticky) count(conn *layer4.Connection, up *l4proxy.Upstream, outcome string) {
 	decisions.WithLabelValues(outcome).Inc()
 	s.outcomes.Add(slices.Index(outcomeNames, outcome))
-	if prev, ok := conn.GetVar(triedVar).(*lbstats.Upstream); ok {
-		prev.Errors.Add(1)
+	if prev, ok := conn.GetVar(triedVar).(*lbstats.Upstream); ok && prev != nil {
+		prev.Errors.Add(1) // once: the variable is cleared or replaced below
 	}
 	if up == nil {
+		conn.SetVar(triedVar, (*lbstats.Upstream)(nil))
 		return
 	}
 	c := lbstats.UpstreamCounters(up.String())
