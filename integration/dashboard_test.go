@@ -147,6 +147,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Drain the first backend from the page, on node A.
 	drained := backends[0]
 	row := fmt.Sprintf(`#upstreams tr[data-address=%q]`, drained.Addr)
+	// Drain acts on every node sharing the store: the button asks for a
+	// second click.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button.drain"))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the button asks to confirm", fmt.Sprintf(`document.querySelector(%q).textContent === "Confirm drain?"`, row+" button.drain"), 5*time.Second)
+	if evalJS[bool](t, ctx, fmt.Sprintf(`document.querySelector(%q).classList.contains("draining")`, row)) {
+		t.Fatal("one click drained the upstream")
+	}
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button.drain"))); err != nil {
 		t.Fatal(err)
 	}

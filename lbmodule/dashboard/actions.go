@@ -232,6 +232,8 @@ func (d *Dashboard) audit(r *http.Request, req actionRequest, result string, err
 		zap.String("result", result),
 		zap.String("remote_ip", remoteIP(r)),
 		zap.String("user_agent", r.UserAgent()),
+		zap.String("host", r.Host),
+		zap.String("origin", r.Header.Get("Origin")),
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		if user, _ := repl.GetString("http.auth.user.id"); user != "" {

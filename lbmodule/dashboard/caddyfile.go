@@ -14,6 +14,7 @@ import (
 //	lb_dashboard {
 //		actions
 //		refresh <duration>
+//		hosts <name>...
 //	}
 func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 	disp.Next() // the directive name
@@ -39,8 +40,14 @@ func (d *Dashboard) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 				return disp.ArgErr()
 			}
 			d.Refresh = caddy.Duration(dur)
+		case "hosts":
+			args := disp.RemainingArgs()
+			if len(args) == 0 {
+				return disp.ArgErr()
+			}
+			d.Hosts = append(d.Hosts, args...)
 		default:
-			return disp.Errf("unrecognized lb_dashboard option %s (known: actions, refresh)", strconv.Quote(opt))
+			return disp.Errf("unrecognized lb_dashboard option %s (known: actions, refresh, hosts)", strconv.Quote(opt))
 		}
 	}
 	return nil

@@ -44,7 +44,15 @@ type Dashboard struct {
 	// and 1m.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
+	// Host names the page may be opened by when its site answers any
+	// host name (":8080"): without them, only an IP address or localhost
+	// (a guard against DNS rebinding; see docs/dashboard.md). A site
+	// with host names of its own needs none.
+	Hosts []string `json:"hosts,omitempty"`
+
 	refresh time.Duration
+	hosts   []string
+	guard   *hostGuard
 	hist    *history
 	release func()
 	logger  *zap.Logger
@@ -84,7 +92,11 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	if d.refresh == 0 {
 		d.refresh = defaultRefresh
 	}
+	for _, h := range d.Hosts {
+		d.hosts = append(d.hosts, strings.TrimSuffix(strings.ToLower(h), "."))
+	}
 	d.cache = new(viewCache)
+	d.guard = new(hostGuard)
 	d.hist, d.release = useHistory()
 	return nil
 }
@@ -101,6 +113,9 @@ func (d *Dashboard) Validate() error {
 // it never calls next.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	setSecurityHeaders(w.Header())
+	if err := d.hostAllowed(r); err != nil {
+		return writeError(w, http.StatusForbidden, err.Error())
+	}
 	switch lastSegment(r.URL.Path) {
 	case "data":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -146,7 +161,9 @@ func (d *Dashboard) view(ctx context.Context) ([]byte, error) {
 	if c.body != nil && now.Sub(c.at) < viewCacheFor {
 		return c.body, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, viewTimeout)
+	// Not the viewer's own context: the view is shared, and one who
+	// leaves must not leave an error view to the others.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), viewTimeout)
 	defer cancel()
 	v := buildView(ctx, d.hist, now)
 	v.RefreshMS = d.refresh.Milliseconds()

@@ -51,6 +51,8 @@ func runSite(t *testing.T, actions bool) *site {
 				"automatic_https": {"disable": true},
 				"routes": [
 					{"match": [{"path": ["/lb-status/*"]}], "handle": [{"handler": "lb_dashboard", "actions": %v}], "terminal": true},
+					{"match": [{"host": ["status.example"], "path": ["/named/*"]}], "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "lb_dashboard"}]}]}], "terminal": true},
+					{"match": [{"path": ["/listed/*"]}], "handle": [{"handler": "lb_dashboard", "hosts": ["Listed.Example"]}], "terminal": true},
 					{"handle": [{
 						"handler": "reverse_proxy",
 						"upstreams": [{"dial": %q}, {"dial": %q}],
@@ -347,5 +349,64 @@ func TestMethodsAndPage(t *testing.T) {
 	defer res2.Body.Close()
 	if res2.Header.Get("Content-Security-Policy") == csp {
 		t.Error("two page loads got one nonce")
+	}
+}
+
+// getHost fetches path from the site with the given Host header.
+func (s *site) getHost(t *testing.T, host, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.base+path, nil)
+	req.Host = host
+	res, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// TestHostGuardAgainstRebinding: a dashboard in a site that answers any
+// host name refuses a Host that names a domain (a rebound attacker's),
+// unless a host matcher or `hosts` vouches for it.
+func TestHostGuardAgainstRebinding(t *testing.T) {
+	s := runSite(t, true)
+	port := strings.TrimPrefix(s.base, "http://127.0.0.1:")
+	for _, tc := range []struct {
+		host, path string
+		status     int
+	}{
+		{"evil.example:" + port, "/lb-status/data", 403},
+		{"evil.example:" + port, "/lb-status/", 403},
+		{"EVIL.example.:" + port, "/lb-status/data", 403},
+		{"127.0.0.1:" + port, "/lb-status/data", 200},
+		{"[::1]:" + port, "/lb-status/data", 200},
+		{"localhost:" + port, "/lb-status/data", 200},
+		{"app.localhost:" + port, "/lb-status/data", 200},
+		{"status.example:" + port, "/named/data", 200}, // a host matcher guards it
+		{"listed.example:" + port, "/listed/data", 200}, // listed in hosts
+		{"evil.example:" + port, "/listed/data", 403},
+	} {
+		status, body := s.getHost(t, tc.host, tc.path)
+		if status != tc.status || (status == 403 && !strings.Contains(body, "DNS rebinding")) {
+			t.Errorf("Host %s %s: %d %.120s, want %d", tc.host, tc.path, status, body, tc.status)
+		}
+	}
+	// The attack itself: the rebound page is same-origin to the browser,
+	// so its Origin matches its Host, and it holds a token.
+	evil := "evil.example:" + port
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/lb-status/action", strings.NewReader(fmt.Sprintf(`{"action":"drain","address":%q}`, s.live)))
+	req.Host = evil
+	req.Header.Set("Origin", "http://"+evil)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(tokenHeader, newToken(time.Now()))
+	res, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || s.row(t, s.data(t), s.live).Draining {
+		t.Fatalf("a rebound drain: %s, draining %v", res.Status, s.row(t, s.data(t), s.live).Draining)
 	}
 }

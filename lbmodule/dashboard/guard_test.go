@@ -104,7 +104,7 @@ func FuzzAction(f *testing.F) {
 	f.Add("null", "", "text/plain", `{`)
 	f.Add("http://example.com", "VALID", "application/json", `{"action":"undrain","address":""}`)
 	f.Add("http://example.com", "VALID", "application/json", `{"action":"drain","address":"a:1"}{}`)
-	d := &Dashboard{Actions: true, logger: zap.NewNop(), cache: new(viewCache)}
+	d := &Dashboard{Actions: true, logger: zap.NewNop(), cache: new(viewCache), guard: new(hostGuard), hosts: []string{"example.com"}}
 	f.Fuzz(func(t *testing.T, origin, token, ctype, body string) {
 		if token == "VALID" {
 			token = newToken(time.Now())

@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddylb/caddylb/assetcdn"
 	"github.com/caddylb/caddylb/internal/lbstats"
+	"github.com/caddylb/caddylb/lbmodule/lbadmin"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -35,7 +36,8 @@ type sample struct {
 }
 
 // takeSample reads every counter now. They are package-level and outlive
-// config reloads, so no config is needed.
+// config reloads; of the upstreams, those of the running config come
+// first, then any other counted, up to maxSeriesUpstreams.
 func takeSample(now time.Time) sample {
 	s := sample{
 		at:        now,
@@ -45,8 +47,14 @@ func takeSample(now time.Time) sample {
 		uploads:   assetcdn.Uploads(),
 	}
 	lbstats.Settle()
-	lbstats.EachUpstream(func(addr string, c *lbstats.Upstream) {
+	for _, addr := range lbadmin.Addresses() {
 		if len(s.upstreams) < maxSeriesUpstreams {
+			c := lbstats.UpstreamCounters(addr)
+			s.upstreams[addr] = upstreamTotals{c.Requests.Load(), c.Errors.Load(), c.Bound.Load()}
+		}
+	}
+	lbstats.EachUpstream(func(addr string, c *lbstats.Upstream) {
+		if _, ok := s.upstreams[addr]; !ok && len(s.upstreams) < maxSeriesUpstreams {
 			s.upstreams[addr] = upstreamTotals{c.Requests.Load(), c.Errors.Load(), c.Bound.Load()}
 		}
 	})
@@ -95,10 +103,10 @@ var sampler struct {
 func useHistory() (*history, func()) {
 	sampler.mu.Lock()
 	defer sampler.mu.Unlock()
-	if sampler.hist == nil {
-		sampler.hist = new(history)
-	}
 	if sampler.refs == 0 {
+		// A new start (no dashboard was left): its series begin anew,
+		// rather than spanning the time nobody sampled.
+		sampler.hist = new(history)
 		sampler.stop = make(chan struct{})
 		go runSampler(sampler.hist, sampler.stop)
 	}

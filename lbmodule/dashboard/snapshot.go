@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -128,7 +129,11 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 	dt := now.Sub(base.at)
 
 	app := sessionStoreApp()
-	v.Upstreams = upstreamRows(ctx, app, cur, base, dt, samples)
+	var upErrs []error
+	v.Upstreams, upErrs = upstreamRows(ctx, app, cur, base, dt, samples)
+	for _, err := range upErrs {
+		v.Errors = append(v.Errors, err.Error())
+	}
 	for _, p := range lbadmin.Policies() {
 		row := PolicyRow{PolicyStatus: p, Rates: map[string]float64{}}
 		for outcome, n := range p.Outcomes {
@@ -155,7 +160,7 @@ func sessionStoreApp() *sessionstore.App {
 	return appVal.(*sessionstore.App)
 }
 
-func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration, samples []sample) []UpstreamRow {
+func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration, samples []sample) ([]UpstreamRow, []error) {
 	var rows []UpstreamRow
 	shared := func(name string) bool {
 		if app == nil {
@@ -164,7 +169,8 @@ func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, 
 		s, err := app.Store(name)
 		return err == nil && s.Shared()
 	}
-	for _, st := range lbadmin.Upstreams(ctx, true) {
+	ups, errs := lbadmin.Upstreams(ctx, true)
+	for _, st := range ups {
 		row := UpstreamRow{UpstreamStatus: st, Kind: "http", SharedStore: shared(st.Store)}
 		if st.Passthrough {
 			row.Kind = "passthrough"
@@ -175,20 +181,25 @@ func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, 
 	for _, st := range lbadmin.OtherUpstreams() {
 		rows = append(rows, UpstreamRow{UpstreamStatus: st, Kind: "http (not sticky)"})
 	}
-	return rows
+	return rows, errs
 }
 
 // withRates fills a row's rates and series from the samples. Pass-through
 // pools count connections and failed dials; an HTTP pool's errors also
 // count 5xx answers.
 func withRates(row *UpstreamRow, cur, base sample, dt time.Duration, samples []sample) {
-	now, before := cur.upstreams[row.Address], base.upstreams[row.Address]
+	now, sampled := cur.upstreams[row.Address]
+	if !sampled {
+		return // past maxSeriesUpstreams: no rates rather than wrong ones
+	}
+	before := base.upstreams[row.Address]
 	rps := perSecond(before.requests, now.requests, dt)
 	errRate := 0.0
 	if n := now.requests - before.requests; n > 0 {
 		errRate = float64(now.errors-before.errors) / float64(n)
 	}
 	bound := perSecond(before.bound, now.bound, dt) * 60
+	rps, errRate, bound = round(rps), round(errRate), round(bound)
 	row.RequestsPerSec, row.ErrorRate, row.BoundPerMin = &rps, &errRate, &bound
 
 	// One point per sample interval, aligned to the newest sample.
@@ -199,9 +210,19 @@ func withRates(row *UpstreamRow, cur, base sample, dt time.Duration, samples []s
 		a, b := samples[i-1], samples[i]
 		at, bt := a.upstreams[row.Address], b.upstreams[row.Address]
 		d := b.at.Sub(a.at)
-		r, e := perSecond(at.requests, bt.requests, d), perSecond(at.errors, bt.errors, d)
+		r, e := round(perSecond(at.requests, bt.requests, d)), round(perSecond(at.errors, bt.errors, d))
 		row.RequestSeries[offset+i-1], row.ErrorSeries[offset+i-1] = &r, &e
 	}
+}
+
+// round keeps 3 significant digits (at least 0.001): the page shows no
+// more, and 180 points per series per upstream add up in the JSON.
+func round(v float64) float64 {
+	if v == 0 {
+		return 0
+	}
+	scale := math.Pow(10, math.Max(-3, math.Floor(math.Log10(math.Abs(v)))-2))
+	return math.Round(v/scale) * scale
 }
 
 func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration) []StoreRow {

@@ -65,6 +65,9 @@ type UpstreamStatus struct {
 	// Whether the store marks it draining: it keeps its sessions and gets
 	// no new ones, on every node sharing the store.
 	Draining bool `json:"draining"`
+	// The store could not be asked whether it drains: draining is false
+	// for want of knowing.
+	DrainingUnknown bool `json:"draining_unknown,omitempty"`
 	// Requests this node has in flight to it.
 	ActiveRequests int `json:"active_requests"`
 	// Failures counted by passive health checks within fail_duration.
@@ -104,18 +107,22 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 	if fleet != "" && !withFleet && fleet != "0" && fleet != "false" {
 		return apiError(http.StatusBadRequest, fmt.Errorf("fleet=%q: want 1 or 0", fleet))
 	}
-	return writeJSON(w, http.StatusOK, Upstreams(ctx, withFleet))
+	ups, _ := Upstreams(ctx, withFleet) // failures show in the rows
+	return writeJSON(w, http.StatusOK, ups)
 }
 
 // Upstreams is GET /lb/upstreams: the upstreams of every sticky policy of
 // the running config, HTTP and pass-through, a row per store and address;
-// withFleet adds the requests in flight over the fleet.
-func Upstreams(ctx context.Context, withFleet bool) []UpstreamStatus {
+// withFleet adds the requests in flight over the fleet. The errors are
+// those of the stores that could not be asked (their rows say so too).
+func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) {
 	out := []UpstreamStatus{}
+	var errs []error
 	proxies := stickyProxies()
 	for _, group := range groupByStore(proxies) {
 		counts, countErr := group.store.Counts(ctx)
 		draining, drainErr := group.store.Draining(ctx)
+		errs = appendStoreErrors(errs, group.store, countErr, drainErr)
 		var fleetLoad map[string]int
 		fleetNodes := 1
 		if withFleet {
@@ -126,8 +133,9 @@ func Upstreams(ctx context.Context, withFleet bool) []UpstreamStatus {
 				Address:        up.Dial,
 				Healthy:        up.Healthy(),
 				Available:      up.Available(),
-				Draining:       drainErr == nil && draining[up.Dial],
-				ActiveRequests: up.Host.NumRequests(),
+				Draining:        drainErr == nil && draining[up.Dial],
+				DrainingUnknown: drainErr != nil,
+				ActiveRequests:  up.Host.NumRequests(),
 				Fails:          up.Host.Fails(),
 				BoundSessions:  counts[up.Dial],
 				Store:          storeName(group.store),
@@ -147,7 +155,20 @@ func Upstreams(ctx context.Context, withFleet bool) []UpstreamStatus {
 			out = append(out, st)
 		}
 	}
-	return append(out, passStatuses(ctx)...)
+	pass, passErrs := passStatuses(ctx)
+	return append(out, pass...), append(errs, passErrs...)
+}
+
+// appendStoreErrors adds what failed when asking store for its counts
+// and drain flags.
+func appendStoreErrors(errs []error, store *sessionstore.Store, countErr, drainErr error) []error {
+	if countErr != nil {
+		errs = append(errs, fmt.Errorf("session store %s: counting bindings: %v", storeName(store), countErr))
+	}
+	if drainErr != nil {
+		errs = append(errs, fmt.Errorf("session store %s: reading drain flags: %v", storeName(store), drainErr))
+	}
+	return errs
 }
 
 // fleetLoadOf sums the requests in flight per upstream of store over the

@@ -23,7 +23,11 @@ func passGroups() []*passGroup {
 	var g grouper[*l4proxy.Upstream]
 	var out []*passGroup
 	byGroup := map[*group[*l4proxy.Upstream]]*passGroup{}
-	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
+	ctx := caddy.ActiveContext()
+	if ctx.Context == nil {
+		return nil // no config runs yet (the first one is being provisioned)
+	}
+	for _, p := range l4sticky.Policies(ctx) {
 		gr := g.add(p.Sticky.StoreHandle(), "layer4 "+p.Sticky.KeyMode(), p.Proxy.Upstreams, (*l4proxy.Upstream).String)
 		pg := byGroup[gr]
 		if pg == nil {
@@ -38,11 +42,13 @@ func passGroups() []*passGroup {
 
 // passStatuses is GET /lb/upstreams for the pass-through pools. caddy-l4
 // keeps its connection and failure counts to itself: they read 0.
-func passStatuses(ctx context.Context) []UpstreamStatus {
+func passStatuses(ctx context.Context) ([]UpstreamStatus, []error) {
 	var out []UpstreamStatus
+	var errs []error
 	for _, g := range passGroups() {
 		counts, countErr := g.store.Counts(ctx)
 		draining, drainErr := g.store.Draining(ctx)
+		errs = appendStoreErrors(errs, g.store, countErr, drainErr)
 		for _, up := range g.upstreams {
 			addr := up.String()
 			ok := l4sticky.Available(up) // caddy-l4 tells health and capacity together
@@ -50,7 +56,8 @@ func passStatuses(ctx context.Context) []UpstreamStatus {
 				Address:       addr,
 				Healthy:       ok,
 				Available:     ok,
-				Draining:      drainErr == nil && draining[addr],
+				Draining:        drainErr == nil && draining[addr],
+				DrainingUnknown: drainErr != nil,
 				BoundSessions: counts[addr],
 				Store:         storeName(g.store),
 				KeyModes:      g.modes[addr],
@@ -62,7 +69,7 @@ func passStatuses(ctx context.Context) []UpstreamStatus {
 			out = append(out, st)
 		}
 	}
-	return out
+	return out, errs
 }
 
 // passBindings looks value (a client IP, or "<sni> <ip>") up in every

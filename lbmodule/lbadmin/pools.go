@@ -41,7 +41,11 @@ func Policies() []PolicyStatus {
 		add(PolicyStatus{Name: p.policy.PolicyName(), Kind: "http", Store: storeName(p.policy.StoreHandle()),
 			KeyMode: p.policy.KeyMode(), Outcomes: p.policy.Outcomes()})
 	}
-	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
+	ctx := caddy.ActiveContext()
+	if ctx.Context == nil {
+		return out // no config runs yet
+	}
+	for _, p := range l4sticky.Policies(ctx) {
 		add(PolicyStatus{Name: p.Sticky.PolicyName(), Kind: "passthrough", Store: storeName(p.Sticky.StoreHandle()),
 			KeyMode: p.Sticky.KeyMode(), Outcomes: p.Sticky.Outcomes()})
 	}
@@ -161,6 +165,28 @@ func proxies() []*reverseproxy.Handler {
 		}
 		for _, route := range srv.NamedRoutes {
 			walk(caddyhttp.RouteList{*route})
+		}
+	}
+	return out
+}
+
+// Addresses lists the upstream addresses of every sticky policy of the
+// running config, HTTP and pass-through, each once: what the dashboard
+// keeps a history of first.
+func Addresses() []string {
+	var out []string
+	for _, p := range stickyProxies() {
+		for _, up := range p.handler.Upstreams {
+			if !slices.Contains(out, up.Dial) {
+				out = append(out, up.Dial)
+			}
+		}
+	}
+	for _, g := range passGroups() {
+		for _, up := range g.upstreams {
+			if a := up.String(); !slices.Contains(out, a) {
+				out = append(out, a)
+			}
 		}
 	}
 	return out
