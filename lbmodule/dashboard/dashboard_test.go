@@ -383,7 +383,7 @@ func TestHostGuardAgainstRebinding(t *testing.T) {
 		{"[::1]:" + port, "/lb-status/data", 200},
 		{"localhost:" + port, "/lb-status/data", 200},
 		{"app.localhost:" + port, "/lb-status/data", 200},
-		{"status.example:" + port, "/named/data", 200}, // a host matcher guards it
+		{"status.example:" + port, "/named/data", 200},  // a host matcher guards it
 		{"listed.example:" + port, "/listed/data", 200}, // listed in hosts
 		{"evil.example:" + port, "/listed/data", 403},
 	} {

@@ -130,16 +130,16 @@ func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) 
 		}
 		for _, up := range group.upstreams {
 			st := UpstreamStatus{
-				Address:        up.Dial,
-				Healthy:        up.Healthy(),
-				Available:      up.Available(),
+				Address:         up.Dial,
+				Healthy:         up.Healthy(),
+				Available:       up.Available(),
 				Draining:        drainErr == nil && draining[up.Dial],
 				DrainingUnknown: drainErr != nil,
 				ActiveRequests:  up.Host.NumRequests(),
-				Fails:          up.Host.Fails(),
-				BoundSessions:  counts[up.Dial],
-				Store:          storeName(group.store),
-				KeyModes:       group.modes[up.Dial],
+				Fails:           up.Host.Fails(),
+				BoundSessions:   counts[up.Dial],
+				Store:           storeName(group.store),
+				KeyModes:        group.modes[up.Dial],
 			}
 			st.HealthChecks, st.DownBy = healthOf(up, proxies)
 			if countErr != nil {

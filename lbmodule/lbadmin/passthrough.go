@@ -53,15 +53,15 @@ func passStatuses(ctx context.Context) ([]UpstreamStatus, []error) {
 			addr := up.String()
 			ok := l4sticky.Available(up) // caddy-l4 tells health and capacity together
 			st := UpstreamStatus{
-				Address:       addr,
-				Healthy:       ok,
-				Available:     ok,
+				Address:         addr,
+				Healthy:         ok,
+				Available:       ok,
 				Draining:        drainErr == nil && draining[addr],
 				DrainingUnknown: drainErr != nil,
-				BoundSessions: counts[addr],
-				Store:         storeName(g.store),
-				KeyModes:      g.modes[addr],
-				Passthrough:   true,
+				BoundSessions:   counts[addr],
+				Store:           storeName(g.store),
+				KeyModes:        g.modes[addr],
+				Passthrough:     true,
 			}
 			if countErr != nil {
 				st.BoundSessions = -1
