@@ -496,6 +496,15 @@ func (d *drainSet) sameMembers(members []rueidis.RedisMessage) bool {
 	return true
 }
 
+// LocalCounts returns the live bindings of this store this node
+// remembers (known_bindings), per upstream; nil with known_bindings off.
+func (r *RedisBackend) LocalCounts() map[string]int64 {
+	if r.client == nil || r.client.known == nil {
+		return nil
+	}
+	return r.client.known.counts(r.KeyPrefix, time.Now())
+}
+
 // Counts implements Backend. It is exact: expired sessions are removed from
 // each upstream's sorted set before it is counted, atomically. On a
 // cluster each of the 64 groups is counted by its own script, all in one

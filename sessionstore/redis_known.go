@@ -488,3 +488,20 @@ func replayExec(l keyLayout, e knownBinding, put bool, offset int64, now time.Ti
 	exec.Args = append(exec.Args, strconv.FormatInt(e.seen+offset, 10), mode)
 	return exec
 }
+
+// counts returns the live bindings this node remembers under prefix, per
+// upstream: the sessions it read or wrote lately.
+func (k *knownBindings) counts(prefix string, now time.Time) map[string]int64 {
+	if k.off {
+		return nil // known_bindings off: nothing is remembered
+	}
+	out := map[string]int64{}
+	ms := now.UnixMilli()
+	k.entries.Range(now, func(_ string, e knownBinding) bool {
+		if e.prefix == prefix && e.b.Expires.UnixMilli() > ms {
+			out[e.b.Upstream]++
+		}
+		return true
+	})
+	return out
+}

@@ -426,3 +426,33 @@ func TestCallerDeadlineReplacesTheTimeout(t *testing.T) {
 		t.Fatalf("request-path Get after an admin call gave up: %v (the breaker opened)", err)
 	}
 }
+
+// LocalCounts counts what this node remembers (its known bindings) of
+// its own store, and nothing with known_bindings off.
+func TestRedisLocalCounts(t *testing.T) {
+	srv := testproc.StartRedis(t)
+	ctx := context.Background()
+	be := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "lc:" })
+	other := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "lc2:" })
+	exp := time.Now().Add(time.Hour)
+	for i, up := range []string{"a:1", "a:1", "b:1"} {
+		if err := be.Put(ctx, fmt.Sprintf("s%d", i), Binding{Upstream: up, Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.Put(ctx, "s9", Binding{Upstream: "a:1", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if got := be.LocalCounts(); got["a:1"] != 2 || got["b:1"] != 1 || len(got) != 2 {
+		t.Fatalf("local counts %v, want a:1 2 and b:1 1 (not the other prefix's)", got)
+	}
+	store := NewStore("lc", be, nil)
+	if got, ok := store.LocalCounts(ctx); !ok || got["a:1"] != 2 {
+		t.Fatalf("Store.LocalCounts %v %v", got, ok)
+	}
+	off := newTestRedis(t, srv.Addr, func(r *RedisBackend) { r.KeyPrefix = "lc3:"; r.KnownBindings = -1 })
+	_ = off.Put(ctx, "s1", Binding{Upstream: "a:1", Expires: exp})
+	if got, ok := NewStore("off", off, nil).LocalCounts(ctx); ok || got != nil {
+		t.Fatalf("known_bindings off: %v %v, want none", got, ok)
+	}
+}

@@ -48,6 +48,11 @@ type Store struct {
 	timeout time.Duration // zero: local backend, called directly
 	logger  *zap.Logger
 	breaker breaker
+	local   struct { // LocalCounts, recounted at most every localCountsEvery
+		mu     sync.Mutex
+		counts map[string]int64
+		at     time.Time
+	}
 	latency [opCount]prometheus.Observer
 	errors  [opCount]prometheus.Counter
 	callCtx atomic.Pointer[sharedDeadline]
@@ -355,4 +360,36 @@ func (b *breaker) shouldLog(now time.Time) (int64, bool) {
 	n := b.suppressed
 	b.lastLog, b.suppressed = now, 0
 	return n, true
+}
+
+// LocalCounter is implemented by shared backends that remember on each
+// node the bindings it read or wrote (Redis, with known_bindings).
+type LocalCounter interface {
+	// LocalCounts returns this node's remembered live bindings per
+	// upstream, or nil when it remembers none by configuration.
+	LocalCounts() map[string]int64
+}
+
+// localCountsEvery bounds how often a store walks its remembered
+// bindings (up to known_bindings of them) for LocalCounts.
+const localCountsEvery = 5 * time.Second
+
+// LocalCounts returns the sessions bound to each upstream that this node
+// knows of: for a memory store, all of them; for a Redis store, those it
+// read or wrote lately (its known_bindings), recounted at most every 5 s;
+// ok is false for a store that keeps no such copy (memcached).
+func (s *Store) LocalCounts(ctx context.Context) (counts map[string]int64, ok bool) {
+	switch b := s.backend.(type) {
+	case *MemoryBackend:
+		c, err := b.Counts(ctx)
+		return c, err == nil
+	case LocalCounter:
+		s.local.mu.Lock()
+		defer s.local.mu.Unlock()
+		if now := time.Now(); s.local.counts == nil || now.Sub(s.local.at) >= localCountsEvery {
+			s.local.counts, s.local.at = b.LocalCounts(), now
+		}
+		return s.local.counts, s.local.counts != nil
+	}
+	return nil, false
 }

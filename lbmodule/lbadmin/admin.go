@@ -75,6 +75,10 @@ type UpstreamStatus struct {
 	// Bound sessions counted by the store: exact for memory and redis,
 	// approximate for memcached. -1 when the store could not be asked.
 	BoundSessions int64 `json:"bound_sessions"`
+	// Of those, the sessions this node knows of: all of them for a memory
+	// store; for Redis, those this node read or wrote lately (its
+	// known_bindings, recounted every 5 s). Absent for memcached.
+	LocalSessions *int64 `json:"local_sessions,omitempty"`
 	// The session store of the sticky policies in front of it; "(default
 	// memory)" for policies that name none.
 	Store string `json:"store"`
@@ -123,6 +127,7 @@ func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) 
 		counts, countErr := group.store.Counts(ctx)
 		draining, drainErr := group.store.Draining(ctx)
 		errs = appendStoreErrors(errs, group.store, countErr, drainErr)
+		local, haveLocal := group.store.LocalCounts(ctx)
 		var fleetLoad map[string]int
 		fleetNodes := 1
 		if withFleet {
@@ -142,6 +147,10 @@ func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) 
 				KeyModes:        group.modes[up.Dial],
 			}
 			st.HealthChecks, st.DownBy = healthOf(up, proxies)
+			if haveLocal {
+				n := local[up.Dial]
+				st.LocalSessions = &n
+			}
 			if countErr != nil {
 				st.BoundSessions = -1
 			}

@@ -49,6 +49,7 @@ func passStatuses(ctx context.Context) ([]UpstreamStatus, []error) {
 		counts, countErr := g.store.Counts(ctx)
 		draining, drainErr := g.store.Draining(ctx)
 		errs = appendStoreErrors(errs, g.store, countErr, drainErr)
+		local, haveLocal := g.store.LocalCounts(ctx)
 		for _, up := range g.upstreams {
 			addr := up.String()
 			ok := l4sticky.Available(up) // caddy-l4 tells health and capacity together
@@ -65,6 +66,10 @@ func passStatuses(ctx context.Context) ([]UpstreamStatus, []error) {
 			}
 			if countErr != nil {
 				st.BoundSessions = -1
+			}
+			if haveLocal {
+				n := local[addr]
+				st.LocalSessions = &n
 			}
 			out = append(out, st)
 		}
