@@ -499,10 +499,11 @@ func (d *drainSet) sameMembers(members []rueidis.RedisMessage) bool {
 // LocalCounts returns the live bindings of this store this node
 // remembers (known_bindings), per upstream; nil with known_bindings off.
 func (r *RedisBackend) LocalCounts() map[string]int64 {
-	if r.client == nil || r.client.known == nil {
+	c := r.client // read once: Cleanup clears it
+	if c == nil || c.known == nil {
 		return nil
 	}
-	return r.client.known.counts(r.KeyPrefix, time.Now())
+	return c.known.counts(r.KeyPrefix, time.Now())
 }
 
 // Counts implements Backend. It is exact: expired sessions are removed from

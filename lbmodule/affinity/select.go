@@ -441,13 +441,10 @@ func (s *Sticky) record(r *http.Request, st *requestState, up *reverseproxy.Upst
 	dial := ""
 	if up != nil {
 		dial = up.Dial
-		st.countMu.Lock() // Settle may read it (see countUpstream)
-		st.tried = append(st.tried, dial)
-		st.countMu.Unlock()
 	}
+	s.countUpstream(r, st, up, outcome) // appends the try to st.tried
 	st.policy, st.upstream, st.outcome = s, dial, outcome
 	s.countDecision(outcome)
-	s.countUpstream(r, st, up, outcome)
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("sticky_outcome", outcome))
 		extra.Set(zap.String("sticky_upstream", dial))

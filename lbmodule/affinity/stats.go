@@ -22,10 +22,12 @@ const (
 	hostportPlaceholder = "http.reverse_proxy.upstream.hostport"
 )
 
-// countUpstream keeps the per-upstream counts the dashboard and metrics
-// read: a session bound now counts at once; requests and errors count
-// when the request has ended (lbstats.Track), from what Caddy recorded.
-// record has appended this try to st.tried.
+// countUpstream appends the try to st.tried and keeps the per-upstream
+// counts the dashboard and metrics read: a session bound now counts at
+// once; requests and errors count when the request has ended
+// (lbstats.Track), from what Caddy recorded. The append and the counting
+// share one critical section with Settle, so that a try is counted once
+// whether it began before or after the settling.
 func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reverseproxy.Upstream, outcome string) {
 	if up == nil {
 		return
@@ -34,12 +36,16 @@ func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reversepro
 		lbstats.UpstreamCounters(up.Dial).Bound.Add(1)
 	}
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if !ok {
-		return
+	var before any
+	if ok {
+		before, _ = repl.Get(latencyPlaceholder)
 	}
-	before, _ := repl.Get(latencyPlaceholder)
 	st.countMu.Lock()
 	defer st.countMu.Unlock()
+	st.tried = append(st.tried, up.Dial)
+	if !ok {
+		return // not a request Caddy serves (tests): nothing to read back
+	}
 	switch {
 	case st.settled:
 		// The client left and the request was counted; Caddy still

@@ -41,7 +41,10 @@ func TestCountUpstreamOutcomes(t *testing.T) {
 		{name: "client gone, Caddy tries again", tries: []try{{up: "a"}}, clientGo: true, extraTry: true, wantReqs: []int64{1}, wantErrs: []int64{1}, wantExtra: [2]int64{1, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := func(name string) string { return fmt.Sprintf("127.3.%d.%d:80", i, name[0]) }
+			// The counters are process-wide: addresses of their own for
+			// each run (go test -count) and case.
+			run := time.Now().UnixNano()
+			addr := func(name string) string { return fmt.Sprintf("127.3.%d.%d:%d", i, name[0], run%60000+1) }
 			s := &Sticky{}
 			base := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
 			repl := caddyhttp.NewTestReplacer(base)
@@ -51,7 +54,6 @@ func TestCountUpstreamOutcomes(t *testing.T) {
 			st := new(requestState)
 			for n, tr := range tc.tries {
 				up := testPool(addr(tr.up))[0]
-				st.tried = append(st.tried, up.Dial)
 				s.countUpstream(r, st, up, outcomeHit)
 				repl.Set(hostportPlaceholder, up.Dial)
 				if tr.answered != 0 {
@@ -66,9 +68,6 @@ func TestCountUpstreamOutcomes(t *testing.T) {
 			lbstats.Settle()
 			if tc.extraTry {
 				up := testPool(addr("z"))[0]
-				st.countMu.Lock()
-				st.tried = append(st.tried, up.Dial)
-				st.countMu.Unlock()
 				s.countUpstream(r, st, up, outcomeRebound)
 				c := lbstats.UpstreamCounters(up.Dial)
 				if got := [2]int64{c.Requests.Load(), c.Errors.Load()}; got != tc.wantExtra {

@@ -93,7 +93,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 		d.refresh = defaultRefresh
 	}
 	for _, h := range d.Hosts {
-		d.hosts = append(d.hosts, strings.TrimSuffix(strings.ToLower(h), "."))
+		d.hosts = append(d.hosts, normalizeHost(h))
 	}
 	d.cache = new(viewCache)
 	d.guard = new(hostGuard)

@@ -49,7 +49,11 @@ func runSite(t *testing.T, actions bool) *site {
 			"http": {"servers": {"srv": {
 				"listen": [%q],
 				"automatic_https": {"disable": true},
+				"named_routes": {"dash": {"handle": [{"handler": "lb_dashboard"}]}},
+				"errors": {"routes": [{"match": [{"host": ["status.example"]}], "handle": [{"handler": "lb_dashboard"}]}]},
 				"routes": [
+					{"match": [{"host": ["status.example"], "path": ["/inv/*"]}], "handle": [{"handler": "invoke", "name": "dash"}], "terminal": true},
+					{"match": [{"host": ["status.example"], "path": ["/boom/*"]}], "handle": [{"handler": "error", "status_code": 500}], "terminal": true},
 					{"match": [{"path": ["/lb-status/*"]}], "handle": [{"handler": "lb_dashboard", "actions": %v}], "terminal": true},
 					{"match": [{"host": ["status.example"], "path": ["/named/*"]}], "handle": [{"handler": "subroute", "routes": [{"handle": [{"handler": "lb_dashboard"}]}]}], "terminal": true},
 					{"match": [{"path": ["/listed/*"]}], "handle": [{"handler": "lb_dashboard", "hosts": ["Listed.Example"]}], "terminal": true},

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"crypto/tls"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -124,4 +125,20 @@ func FuzzAction(f *testing.F) {
 			t.Fatalf("no error message: %s", w.Body.String())
 		}
 	})
+}
+
+func TestRateJSON(t *testing.T) {
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{
+		{0, "0"}, {0.34400000000000003, "0.344"}, {88.10000000000001, "88.1"}, {4.405235927918867, "4.41"},
+		{11561.7, "11562"}, {0.0004, "0"}, {0.0016, "0.002"}, {1, "1"}, {-2.5, "-2.5"}, {100, "100"},
+		{math.NaN(), "0"}, {math.Inf(1), "0"}, {-0.0001, "0"},
+	} {
+		got, err := Rate(tc.v).MarshalJSON()
+		if err != nil || string(got) != tc.want {
+			t.Errorf("Rate(%v) = %s (%v), want %s", tc.v, got, err, tc.want)
+		}
+	}
 }

@@ -28,16 +28,21 @@ type hostGuard struct {
 	guarded bool
 }
 
+// normalizeHost is a Host header's name: lower case, without port,
+// brackets or a final dot.
+func normalizeHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+}
+
 // hostAllowed reports why r's Host may not reach the dashboard, or nil.
 func (d *Dashboard) hostAllowed(r *http.Request) error {
 	if d.hostMatched(r) {
 		return nil
 	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	host := normalizeHost(r.Host)
 	if _, err := netip.ParseAddr(host); err == nil {
 		return nil
 	}
@@ -53,47 +58,55 @@ func (d *Dashboard) hostAllowed(r *http.Request) error {
 func (d *Dashboard) hostMatched(r *http.Request) bool {
 	d.guard.once.Do(func() {
 		srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-		if ok {
-			d.guard.guarded = guardedIn(srv.Routes, d, false)
+		if !ok {
+			return
 		}
+		w := guardWalk{srv: srv, target: d, all: true}
+		w.routes(srv.Routes, false, 0)
+		if srv.Errors != nil {
+			w.routes(srv.Errors.Routes, false, 0)
+		}
+		d.guard.guarded = w.found && w.all
 	})
 	return d.guard.guarded
 }
 
-// guardedIn reports whether target, found in routes, is reached only
-// through routes with a host matcher; false when it is not found.
-func guardedIn(routes caddyhttp.RouteList, target caddyhttp.MiddlewareHandler, guarded bool) bool {
-	found, all := false, true
+// guardWalk finds every way to target through a server's routes (its
+// subroutes, its error routes, the named routes invoke calls) and
+// whether each passes a route with a host matcher. Named routes are
+// followed a few calls deep only: deeper (or unknown) ways count as
+// unguarded, which refuses names rather than allowing them.
+type guardWalk struct {
+	srv    *caddyhttp.Server
+	target *Dashboard
+	found  bool
+	all    bool
+}
+
+const maxInvokeDepth = 4
+
+func (w *guardWalk) routes(routes caddyhttp.RouteList, guarded bool, depth int) {
 	for _, route := range routes {
 		g := guarded || hostMatcherOn(route)
 		for _, h := range route.Handlers {
 			switch h := h.(type) {
 			case *Dashboard:
-				if h == target {
-					found, all = true, all && g
+				if h == w.target {
+					w.found, w.all = true, w.all && g
 				}
 			case *caddyhttp.Subroute:
-				if contains(h.Routes, target) {
-					found, all = true, all && guardedIn(h.Routes, target, g)
+				w.routes(h.Routes, g, depth)
+			case *caddyhttp.Invoke:
+				if named := w.srv.NamedRoutes[h.Name]; named != nil {
+					if depth >= maxInvokeDepth {
+						w.all = false
+						continue
+					}
+					w.routes(caddyhttp.RouteList{*named}, g, depth+1)
 				}
 			}
 		}
 	}
-	return found && all
-}
-
-func contains(routes caddyhttp.RouteList, target caddyhttp.MiddlewareHandler) bool {
-	for _, route := range routes {
-		for _, h := range route.Handlers {
-			if h == target {
-				return true
-			}
-			if sub, ok := h.(*caddyhttp.Subroute); ok && contains(sub.Routes, target) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // hostMatcherOn reports whether every matcher set of route matches on

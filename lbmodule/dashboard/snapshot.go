@@ -1,10 +1,12 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -60,19 +62,19 @@ type UpstreamRow struct {
 	// This node's rates over the last minute: requests (connections for
 	// pass-through) per second, the fraction that failed, and sessions
 	// it bound per minute. Nil where the pool does not count them.
-	RequestsPerSec *float64 `json:"requests_per_s"`
-	ErrorRate      *float64 `json:"error_rate"`
-	BoundPerMin    *float64 `json:"bound_per_min"`
+	RequestsPerSec *Rate `json:"requests_per_s"`
+	ErrorRate      *Rate `json:"error_rate"`
+	BoundPerMin    *Rate `json:"bound_per_min"`
 	// Requests and errors per second over the last 15 minutes, oldest
 	// first, one point per series_step_s; nil where no sample was taken.
-	RequestSeries []*float64 `json:"requests_series,omitempty"`
-	ErrorSeries   []*float64 `json:"errors_series,omitempty"`
+	RequestSeries []*Rate `json:"requests_series,omitempty"`
+	ErrorSeries   []*Rate `json:"errors_series,omitempty"`
 }
 
 // PolicyRow is one sticky policy's outcomes per second over the last minute.
 type PolicyRow struct {
 	lbadmin.PolicyStatus
-	Rates map[string]float64 `json:"rates"`
+	Rates map[string]Rate `json:"rates"`
 }
 
 // StoreRow is one session store.
@@ -82,16 +84,16 @@ type StoreRow struct {
 	Shared  bool   `json:"shared"`
 	// Whether the probe (a count of its bindings) answered, and how long
 	// it took.
-	Reachable   bool    `json:"reachable"`
-	ProbeMS     float64 `json:"probe_ms"`
-	ProbeError  string  `json:"probe_error,omitempty"`
-	BreakerOpen bool    `json:"breaker_open"`
+	Reachable   bool   `json:"reachable"`
+	ProbeMS     Rate   `json:"probe_ms"`
+	ProbeError  string `json:"probe_error,omitempty"`
+	BreakerOpen bool   `json:"breaker_open"`
 	// Over the last minute: calls per second, their mean latency, errors
 	// per second and bindings served from this node's copy per second.
-	CallsPerSec  float64 `json:"calls_per_s"`
-	MeanCallMS   float64 `json:"mean_call_ms"`
-	ErrorsPerSec float64 `json:"errors_per_s"`
-	StalePerSec  float64 `json:"stale_per_s"`
+	CallsPerSec  Rate `json:"calls_per_s"`
+	MeanCallMS   Rate `json:"mean_call_ms"`
+	ErrorsPerSec Rate `json:"errors_per_s"`
+	StalePerSec  Rate `json:"stale_per_s"`
 }
 
 // AssetsView is the asset stores and this node's uploads.
@@ -100,8 +102,8 @@ type AssetsView struct {
 	Uploads assetcdn.UploadStats `json:"uploads"`
 	// Uploads stored and refused (too large, type refused, bad request,
 	// unauthorized, too slow) per minute, over the last minute.
-	StoredPerMin  float64 `json:"stored_per_min"`
-	RefusedPerMin float64 `json:"refused_per_min"`
+	StoredPerMin  Rate `json:"stored_per_min"`
+	RefusedPerMin Rate `json:"refused_per_min"`
 }
 
 // refusedOutcomes are the asset_offload outcomes that refuse an upload.
@@ -135,9 +137,9 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 		v.Errors = append(v.Errors, err.Error())
 	}
 	for _, p := range lbadmin.Policies() {
-		row := PolicyRow{PolicyStatus: p, Rates: map[string]float64{}}
+		row := PolicyRow{PolicyStatus: p, Rates: map[string]Rate{}}
 		for outcome, n := range p.Outcomes {
-			row.Rates[outcome] = perSecond(base.policies[p.Name][outcome], n, dt)
+			row.Rates[outcome] = Rate(perSecond(base.policies[p.Name][outcome], n, dt))
 		}
 		v.Policies = append(v.Policies, row)
 	}
@@ -199,30 +201,43 @@ func withRates(row *UpstreamRow, cur, base sample, dt time.Duration, samples []s
 		errRate = float64(now.errors-before.errors) / float64(n)
 	}
 	bound := perSecond(before.bound, now.bound, dt) * 60
-	rps, errRate, bound = round(rps), round(errRate), round(bound)
-	row.RequestsPerSec, row.ErrorRate, row.BoundPerMin = &rps, &errRate, &bound
+	r, e, b := Rate(rps), Rate(errRate), Rate(bound)
+	row.RequestsPerSec, row.ErrorRate, row.BoundPerMin = &r, &e, &b
 
 	// One point per sample interval, aligned to the newest sample.
-	row.RequestSeries = make([]*float64, historyLen-1)
-	row.ErrorSeries = make([]*float64, historyLen-1)
+	row.RequestSeries = make([]*Rate, historyLen-1)
+	row.ErrorSeries = make([]*Rate, historyLen-1)
 	offset := len(row.RequestSeries) - (len(samples) - 1)
 	for i := 1; i < len(samples); i++ {
 		a, b := samples[i-1], samples[i]
 		at, bt := a.upstreams[row.Address], b.upstreams[row.Address]
 		d := b.at.Sub(a.at)
-		r, e := round(perSecond(at.requests, bt.requests, d)), round(perSecond(at.errors, bt.errors, d))
+		r, e := Rate(perSecond(at.requests, bt.requests, d)), Rate(perSecond(at.errors, bt.errors, d))
 		row.RequestSeries[offset+i-1], row.ErrorSeries[offset+i-1] = &r, &e
 	}
 }
 
-// round keeps 3 significant digits (at least 0.001): the page shows no
-// more, and 180 points per series per upstream add up in the JSON.
-func round(v float64) float64 {
-	if v == 0 {
-		return 0
+// Rate is a figure of the view, written with 3 significant digits (and
+// at most 3 decimals): the page shows no more, and the 180 points per
+// series per upstream add up in the JSON.
+type Rate float64
+
+// MarshalJSON writes r rounded.
+func (r Rate) MarshalJSON() ([]byte, error) {
+	v := float64(r)
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("0"), nil
 	}
-	scale := math.Pow(10, math.Max(-3, math.Floor(math.Log10(math.Abs(v)))-2))
-	return math.Round(v/scale) * scale
+	decimals := min(max(2-int(math.Floor(math.Log10(math.Abs(v)))), 0), 3)
+	out := strconv.AppendFloat(nil, v, 'f', decimals, 64)
+	if decimals > 0 {
+		out = bytes.TrimRight(out, "0")
+		out = bytes.TrimSuffix(out, []byte("."))
+	}
+	if string(out) == "-0" || len(out) == 0 {
+		return []byte("0"), nil
+	}
+	return out, nil
 }
 
 func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration) []StoreRow {
@@ -235,18 +250,18 @@ func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt 
 		row := StoreRow{Name: name, Backend: backendName(s.Backend()), Shared: s.Shared(), BreakerOpen: s.BreakerOpen()}
 		start := time.Now()
 		_, err = s.Counts(ctx)
-		row.ProbeMS = float64(time.Since(start).Microseconds()) / 1000
+		row.ProbeMS = Rate(float64(time.Since(start).Microseconds()) / 1000)
 		row.Reachable = err == nil
 		if err != nil {
 			row.ProbeError = err.Error()
 		}
 		c, b := cur.stores[name], base.stores[name]
-		row.CallsPerSec = perSecond(b.Calls, c.Calls, dt)
+		row.CallsPerSec = Rate(perSecond(b.Calls, c.Calls, dt))
 		if n := c.Calls - b.Calls; n > 0 {
-			row.MeanCallMS = (c.LatencySum - b.LatencySum) / float64(n) * 1000
+			row.MeanCallMS = Rate((c.LatencySum - b.LatencySum) / float64(n) * 1000)
 		}
-		row.ErrorsPerSec = perSecond(b.Errors, c.Errors, dt)
-		row.StalePerSec = perSecond(b.Stale, c.Stale, dt)
+		row.ErrorsPerSec = Rate(perSecond(b.Errors, c.Errors, dt))
+		row.StalePerSec = Rate(perSecond(b.Stale, c.Stale, dt))
 		rows = append(rows, row)
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
@@ -270,12 +285,12 @@ func assetsView(cur, base sample, dt time.Duration) AssetsView {
 	if appVal, err := caddy.ActiveContext().AppIfConfigured("asset_store"); err == nil {
 		v.Stores = appVal.(*objectstore.App).Names()
 	}
-	v.StoredPerMin = perSecond(base.uploads.Outcomes["stored"], cur.uploads.Outcomes["stored"], dt) * 60
+	v.StoredPerMin = Rate(perSecond(base.uploads.Outcomes["stored"], cur.uploads.Outcomes["stored"], dt) * 60)
 	var refusedNow, refusedBefore int64
 	for _, o := range refusedOutcomes {
 		refusedNow += cur.uploads.Outcomes[o]
 		refusedBefore += base.uploads.Outcomes[o]
 	}
-	v.RefusedPerMin = perSecond(refusedBefore, refusedNow, dt) * 60
+	v.RefusedPerMin = Rate(perSecond(refusedBefore, refusedNow, dt) * 60)
 	return v
 }
