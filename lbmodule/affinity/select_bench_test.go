@@ -148,7 +148,7 @@ func BenchmarkCountUpstream(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddy.ReplacerCtxKey, repl))
 		r := base.WithContext(ctx)
 		st := new(requestState)
-		s.countUpstream(r, st, up, outcomeHit) // appends the try, as record does
+		s.countUpstream(r, st, up, outcomeHit)         // appends the try, as record does
 		repl.Set(latencyPlaceholder, time.Duration(i)) // the round trip answered
 		cancel()
 		if i++; i%64 == 0 {
