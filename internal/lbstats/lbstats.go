@@ -119,18 +119,14 @@ func UpstreamCounters(addr string) *Upstream { return upstreams.get(addr) }
 // EachUpstream calls fn for every upstream counted so far, by address.
 func EachUpstream(fn func(addr string, c *Upstream)) { upstreams.each(fn) }
 
-var (
-	outcomesMu sync.Mutex
-	outcomes   table[Outcomes] // entries made by outcomesFor, with their names
-)
+// outcomes are made by outcomesFor, complete with their names.
+var outcomes table[Outcomes]
 
 // PolicyOutcomes returns the outcome counters of the policy named name
 // (its kind, store and namespace), for outcomes names. A policy reloaded
 // with the same name keeps its counts. Two kinds of policy that would
 // share a name (and not their outcomes) get an entry each.
 func PolicyOutcomes(name string, names []string) *Outcomes {
-	outcomesMu.Lock()
-	defer outcomesMu.Unlock()
 	if o := outcomesFor(name, names); o != nil {
 		return o
 	}
@@ -139,7 +135,7 @@ func PolicyOutcomes(name string, names []string) *Outcomes {
 
 // outcomesFor is the entry of name if it counts outcomes names (or is
 // new), else nil (another kind took the name, or the bound was hit by
-// another kind: nothing is counted then). outcomesMu is held.
+// another kind: nothing is counted then).
 func outcomesFor(name string, names []string) *Outcomes {
 	o := outcomes.getWith(name, func() *Outcomes {
 		return &Outcomes{names: names, counts: make([]atomic.Int64, len(names))}

@@ -130,7 +130,7 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 	}
 	dt := now.Sub(base.at)
 
-	app := sessionStoreApp()
+	app := lbadmin.SessionStoreApp()
 	var upErrs []error
 	v.Upstreams, upErrs = upstreamRows(ctx, app, cur, base, dt, samples)
 	for _, err := range upErrs {
@@ -152,14 +152,6 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 	v.Errors = append(v.Errors, v.Fleet.Errors...)
 	v.Assets = assetsView(cur, base, dt)
 	return v
-}
-
-func sessionStoreApp() *sessionstore.App {
-	appVal, err := caddy.ActiveContext().AppIfConfigured("session_store")
-	if err != nil {
-		return nil
-	}
-	return appVal.(*sessionstore.App)
 }
 
 func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration, samples []sample) ([]UpstreamRow, []error) {
@@ -268,14 +260,10 @@ func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt 
 	return rows
 }
 
+// backendName is the backend's module name: memory, redis, memcached.
 func backendName(b sessionstore.Backend) string {
-	switch b.(type) {
-	case *sessionstore.RedisBackend:
-		return "redis"
-	case *sessionstore.MemcachedBackend:
-		return "memcached"
-	case *sessionstore.MemoryBackend:
-		return "memory"
+	if m, ok := b.(caddy.Module); ok {
+		return m.CaddyModule().ID.Name()
 	}
 	return fmt.Sprintf("%T", b)
 }

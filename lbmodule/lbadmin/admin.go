@@ -184,7 +184,7 @@ func appendStoreErrors(errs []error, store *sessionstore.Store, countErr, drainE
 // fleet registered in it; nil (this node's own counts apply) for a store
 // that keeps no registry.
 func fleetLoadOf(ctx context.Context, store *sessionstore.Store) (map[string]int, int) {
-	app := sessionStoreApp()
+	app := SessionStoreApp()
 	if app == nil || store.Name() == "" {
 		return nil, 1
 	}
@@ -195,8 +195,8 @@ func fleetLoadOf(ctx context.Context, store *sessionstore.Store) (map[string]int
 	return load, nodes
 }
 
-// sessionStoreApp is the running config's session_store app, if any.
-func sessionStoreApp() *sessionstore.App {
+// SessionStoreApp is the running config's session_store app, if any.
+func SessionStoreApp() *sessionstore.App {
 	appVal, err := caddy.ActiveContext().AppIfConfigured("session_store")
 	if err != nil {
 		return nil
@@ -212,7 +212,7 @@ func handleFleet(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
-	app := sessionStoreApp()
+	app := SessionStoreApp()
 	if app == nil {
 		app = new(sessionstore.App) // no store declared: this node alone
 	}
