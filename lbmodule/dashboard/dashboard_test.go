@@ -32,6 +32,12 @@ type site struct {
 
 func runSite(t *testing.T, actions bool) *site {
 	t.Helper()
+	return runSiteWith(t, actions, `{"policy": "sticky", "secrets": ["0123456789abcdef0123456789abcdef"], "store": "mem"}`)
+}
+
+// runSiteWith is runSite with the given selection policy JSON.
+func runSiteWith(t *testing.T, actions bool, policy string) *site {
+	t.Helper()
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -60,12 +66,12 @@ func runSite(t *testing.T, actions bool) *site {
 					{"handle": [{
 						"handler": "reverse_proxy",
 						"upstreams": [{"dial": %q}, {"dial": %q}],
-						"load_balancing": {"retries": 1, "selection_policy": {"policy": "sticky", "secrets": ["0123456789abcdef0123456789abcdef"], "store": "mem"}}
+						"load_balancing": {"retries": 1, "selection_policy": %s}
 					}]}
 				]
 			}}}
 		}
-	}`, listen, actions, s.live, s.dead)
+	}`, listen, actions, s.live, s.dead, policy)
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		t.Fatal(err)
 	}
@@ -272,27 +278,30 @@ func TestActionGuards(t *testing.T) {
 }
 
 func TestForgetSession(t *testing.T) {
-	s := runSite(t, true)
-	res, err := s.client.Get(s.base + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	u, _ := res.Request.URL.Parse(s.base)
-	var cookie string
-	for _, c := range s.client.Jar.Cookies(u) {
-		if c.Name == "lb_affinity" {
-			cookie = c.Value
+	s := runSiteWith(t, true, `{"policy": "sticky", "header": "X-Session", "store": "mem"}`)
+	get := func() {
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/", nil)
+		req.Header.Set("X-Session", "user-42")
+		res, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
+		res.Body.Close()
 	}
-	if cookie == "" {
-		t.Fatal("no LB cookie")
+	get()
+	if n := s.row(t, s.data(t), s.live).BoundSessions + s.row(t, s.data(t), s.dead).BoundSessions; n != 1 {
+		t.Fatalf("%d bound sessions after one, want 1", n)
 	}
-	// An LB cookie session lives in its signed cookie until it is bound
-	// in the store: forgetting it says so.
-	status, body := s.post(t, fmt.Sprintf(`{"action":"forget_session","key":%q}`, cookie), nil)
-	if status != http.StatusNotFound && status != http.StatusOK {
+	status, body := s.post(t, `{"action":"forget_session","key":"user-42"}`, nil)
+	if status != http.StatusOK || !strings.Contains(body, `"deleted"`) || !strings.Contains(body, s.live) {
 		t.Fatalf("forget: %d %s", status, body)
+	}
+	if n := s.row(t, s.data(t), s.live).BoundSessions; n != 0 {
+		t.Fatalf("%d bound sessions after forgetting the only one", n)
+	}
+	status, body = s.post(t, `{"action":"forget_session","key":"user-42"}`, nil)
+	if status != http.StatusNotFound || !strings.Contains(body, "no binding") {
+		t.Fatalf("forgetting it again: %d %s, want 404", status, body)
 	}
 }
 
