@@ -52,6 +52,9 @@ https://term.test:{{.HTTPSPort}} {
 	forwarded
 	reverse_proxy {{.X.backend}}
 }
+http://127.0.0.1:{{.HTTPPort}} {
+	lb_dashboard
+}
 `
 
 // passthroughShortCaddyfile is passthroughCaddyfile in the short form,
@@ -79,6 +82,9 @@ https://term.test:{{.HTTPSPort}} {
 	tls internal
 	forwarded
 	reverse_proxy {{.X.backend}}
+}
+http://127.0.0.1:{{.HTTPPort}} {
+	lb_dashboard
 }
 `
 
@@ -189,6 +195,7 @@ func testPassthrough(t *testing.T, passthroughCaddyfile string) {
 	if !strings.Contains(ups, `"address":"`+nginx[0].Addr+`"`) || !strings.Contains(ups, `"passthrough":true`) {
 		t.Fatalf("/lb/upstreams lacks the pass-through pool: %s", ups)
 	}
+	checkPassthroughDashboard(t, nodes[0], nginx[0].Addr, nginx[1].Addr)
 
 	// A third backend joins: no known client moves.
 	data["pool"] = []string{nginx[0].Addr, nginx[1].Addr, nginx[2].Addr}
@@ -343,4 +350,53 @@ http://app.test:{{.HTTPPort}} {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "client=127.0.0.2:") {
 		t.Fatalf("reencrypt with PROXY v2: %d %q, want nginx to see client 127.0.0.2", resp.StatusCode, body)
 	}
+}
+
+// checkPassthroughDashboard reads node's lb_dashboard data: a
+// pass-through row per backend, each with the connections this node
+// sent it, and the layer4 policy's outcomes.
+func checkPassthroughDashboard(t *testing.T, node *harness.Caddy, addrs ...string) {
+	t.Helper()
+	resp, body := harness.Get(t, http.DefaultClient, node.URL("/data"))
+	var v struct {
+		Upstreams []struct {
+			Address        string   `json:"address"`
+			Kind           string   `json:"kind"`
+			RequestsPerSec *float64 `json:"requests_per_s"`
+			BoundSessions  int64    `json:"bound_sessions"`
+		} `json:"upstreams"`
+		Policies []struct {
+			Name     string           `json:"name"`
+			Kind     string           `json:"kind"`
+			Outcomes map[string]int64 `json:"outcomes"`
+		} `json:"policies"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &v) != nil {
+		t.Fatalf("dashboard data: %s %.300s", resp.Status, body)
+	}
+	var bound int64
+	for _, addr := range addrs {
+		found := false
+		for _, u := range v.Upstreams {
+			if u.Address == addr && u.Kind == "passthrough" {
+				found = true
+				bound += u.BoundSessions
+				if u.RequestsPerSec == nil || *u.RequestsPerSec <= 0 {
+					t.Errorf("dashboard row of %s: no connections counted", addr)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the dashboard has no pass-through row for %s: %.400s", addr, body)
+		}
+	}
+	if bound != 40 {
+		t.Errorf("the dashboard counts %d bound pass-through clients, want the 40", bound)
+	}
+	for _, p := range v.Policies {
+		if p.Kind == "passthrough" && p.Outcomes["hit"] > 0 && p.Outcomes["new"] > 0 && strings.HasPrefix(p.Name, "layer4 shared ") {
+			return
+		}
+	}
+	t.Errorf("the dashboard lacks the layer4 policy's outcomes: %+v", v.Policies)
 }
