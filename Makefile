@@ -70,7 +70,8 @@ vet:
 # lb_policy cookie, forwarded against none, reencrypt against transport
 # http with TLS, output s3 against output file, each in one run; then
 # uploads through asset_offload against direct PutObject, and their peak
-# RSS. Figures go in BENCHMARKS.md.
+# RSS; the sticky hit path with the dashboard open in Chromium against
+# none. Figures go in BENCHMARKS.md.
 bench: deps build
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench . -benchmem ./sessionstore/ ./lbmodule/... ./assetcdn/
@@ -80,6 +81,7 @@ bench: deps build
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/logship.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/fleet.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/passthrough.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/dashboard.sh
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench 'Offload' -benchtime 1x -timeout 30m ./integration/
 
