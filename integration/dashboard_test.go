@@ -164,6 +164,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if msg := evalJS[string](t, ctx, `document.getElementById("msg").textContent`); !strings.Contains(msg, "drain: done") {
 		t.Errorf("message after Drain: %q", msg)
 	}
+	// The sparklines: once the history holds two samples (5 s apart),
+	// each row draws its requests/s line.
+	waitJS(t, ctx, "a sparkline drawn", `[...document.querySelectorAll("#upstreams svg.spark path.req")].some((p) => (p.getAttribute("d") || "").includes("L"))`, 15*time.Second)
 	screenshot(t, ctx, "dashboard-drained.png")
 
 	// Node B shares the store: its new sessions avoid the drained backend.
