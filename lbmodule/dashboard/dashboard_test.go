@@ -8,6 +8,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,12 @@ func runSite(t *testing.T, actions bool) *site {
 // runSiteWith is runSite with the given selection policy JSON.
 func runSiteWith(t *testing.T, actions bool, policy string) *site {
 	t.Helper()
+	return runSiteOn(t, actions, policy, `{"backend": "memory"}`)
+}
+
+// runSiteOn is runSiteWith with the store "mem" declared as store.
+func runSiteOn(t *testing.T, actions bool, policy, store string) *site {
+	t.Helper()
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/fail" {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -51,7 +58,7 @@ func runSiteWith(t *testing.T, actions bool, policy string) *site {
 	cfg := fmt.Sprintf(`{
 		"admin": {"disabled": true, "config": {"persist": false}},
 		"apps": {
-			"session_store": {"stores": {"mem": {"backend": "memory"}}},
+			"session_store": {"stores": {"mem": %s}},
 			"http": {"servers": {"srv": {
 				"listen": [%q],
 				"automatic_https": {"disable": true},
@@ -71,7 +78,7 @@ func runSiteWith(t *testing.T, actions bool, policy string) *site {
 				]
 			}}}
 		}
-	}`, listen, actions, s.live, s.dead, policy)
+	}`, store, listen, actions, s.live, s.dead, policy)
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		t.Fatal(err)
 	}
@@ -421,5 +428,47 @@ func TestHostGuardAgainstRebinding(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusForbidden || s.row(t, s.data(t), s.live).Draining {
 		t.Fatalf("a rebound drain: %s, draining %v", res.Status, s.row(t, s.data(t), s.live).Draining)
+	}
+}
+
+// TestStoreDownShowsInTheView kills the Redis the sticky policy's store
+// uses: the view still answers, in time, and says what it cannot know.
+func TestStoreDownShowsInTheView(t *testing.T) {
+	redis := testproc.StartRedis(t)
+	s := runSiteOn(t, true, `{"policy": "sticky", "header": "X-Session", "store": "mem"}`,
+		fmt.Sprintf(`{"backend": "redis", "addresses": [%q], "timeout": "300ms"}`, redis.Addr))
+	v := s.data(t)
+	if len(v.Stores) != 1 || !v.Stores[0].Reachable || v.Stores[0].Backend != "redis" || !v.Stores[0].Shared {
+		t.Fatalf("stores with Redis up: %+v", v.Stores)
+	}
+	if row := s.row(t, v, s.live); row.DrainingUnknown || row.BoundSessions < 0 {
+		t.Fatalf("row with Redis up: %+v", row)
+	}
+	redis.Kill()
+	time.Sleep(1100 * time.Millisecond) // past the view's one-second cache
+	start := time.Now()
+	v = s.data(t)
+	took := time.Since(start)
+	if took > 4*time.Second {
+		t.Errorf("the view took %v with the store down", took)
+	}
+	t.Logf("the view with Redis down took %v", took)
+	st := v.Stores[0]
+	if st.Reachable || st.ProbeError == "" {
+		t.Errorf("store with Redis down: %+v", st)
+	}
+	// The count is unknown; the drain flags are the last ones read
+	// (the Redis client's cache answers them), or unknown.
+	row := s.row(t, v, s.live)
+	if row.BoundSessions != -1 || row.Draining {
+		t.Errorf("row with Redis down: bound_sessions %d, draining %v; want -1 and not draining", row.BoundSessions, row.Draining)
+	}
+	if !slices.ContainsFunc(v.Errors, func(e string) bool { return strings.Contains(e, "session store mem") }) {
+		t.Errorf("the view's errors do not name the store: %q", v.Errors)
+	}
+	// A drain cannot be written: the page is told why, with a 502.
+	status, body := s.post(t, fmt.Sprintf(`{"action":"drain","address":%q}`, s.live), nil)
+	if status != http.StatusBadGateway || !strings.Contains(body, "setting drain") {
+		t.Errorf("drain with Redis down: %d %s, want 502", status, body)
 	}
 }
