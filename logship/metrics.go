@@ -108,29 +108,22 @@ func Spools() []SpoolStats {
 		}
 		return st
 	}
-	for _, s := range promreg.Read(pendingFiles) {
-		get(s).PendingFiles = int64(s.Value)
-	}
-	for _, s := range promreg.Read(spoolBytes) {
-		get(s).SpoolBytes = int64(s.Value)
-	}
-	for _, s := range promreg.Read(shippedFiles) {
-		get(s).ShippedFiles = int64(s.Value)
-	}
-	for _, s := range promreg.Read(shippedBytes) {
-		get(s).ShippedBytes = int64(s.Value)
-	}
-	for _, s := range promreg.Read(uploadFailures) {
-		get(s).Failures = int64(s.Value)
-	}
-	for _, s := range promreg.Read(droppedBytes) {
-		get(s).DroppedBytes += int64(s.Value)
-	}
-	for _, s := range promreg.Read(storeReady) {
-		get(s).StoreReady = s.Value == 1
-	}
-	for _, s := range promreg.Read(lastUpload) {
-		get(s).LastUpload = time.Unix(0, int64(s.Value*1e9)).UTC()
+	for _, m := range []struct {
+		series prometheus.Collector
+		set    func(*SpoolStats, float64)
+	}{
+		{pendingFiles, func(st *SpoolStats, v float64) { st.PendingFiles = int64(v) }},
+		{spoolBytes, func(st *SpoolStats, v float64) { st.SpoolBytes = int64(v) }},
+		{shippedFiles, func(st *SpoolStats, v float64) { st.ShippedFiles = int64(v) }},
+		{shippedBytes, func(st *SpoolStats, v float64) { st.ShippedBytes = int64(v) }},
+		{uploadFailures, func(st *SpoolStats, v float64) { st.Failures = int64(v) }},
+		{droppedBytes, func(st *SpoolStats, v float64) { st.DroppedBytes += int64(v) }}, // summed over reasons
+		{storeReady, func(st *SpoolStats, v float64) { st.StoreReady = v == 1 }},
+		{lastUpload, func(st *SpoolStats, v float64) { st.LastUpload = time.Unix(0, int64(v*1e9)).UTC() }},
+	} {
+		for _, s := range promreg.Read(m.series) {
+			m.set(get(s), s.Value)
+		}
 	}
 	out := make([]SpoolStats, 0, len(byDir))
 	for _, st := range byDir {

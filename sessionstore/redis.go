@@ -328,15 +328,6 @@ func (r *RedisBackend) LastDraining() (map[string]bool, bool) {
 	return nil, false
 }
 
-// layout is the key layout of the deployment connected to; the single
-// layout before any connection.
-func (r *RedisBackend) layout() keyLayout {
-	if conn, err := r.client.get(); err == nil {
-		return conn.layout
-	}
-	return singleLayout
-}
-
 // Mode reports the deployment the backend is connected to ("single",
 // "sentinel" or "cluster"), or "" before it connected.
 func (r *RedisBackend) Mode() string {

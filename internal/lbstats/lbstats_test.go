@@ -13,8 +13,8 @@ func TestTrackSettlesOnlyEndedRequests(t *testing.T) {
 	ended, end := context.WithCancel(context.Background())
 	live, stop := context.WithCancel(context.Background())
 	defer stop()
-	Track(ended, SettlerFunc(func() { settled.Add(1) }))
-	Track(live, SettlerFunc(func() { settled.Add(100) }))
+	Track(ended, settlerFunc(func() { settled.Add(1) }))
+	Track(live, settlerFunc(func() { settled.Add(100) }))
 	Settle()
 	if n := settled.Load(); n != 0 {
 		t.Fatalf("settled %d before any request ended", n)
@@ -46,7 +46,7 @@ func TestTrackPastTheBoundRefuses(t *testing.T) {
 	saved := tracker.pending
 	tracker.pending = make([]tracked, maxTracked)
 	for i := range tracker.pending {
-		tracker.pending[i] = tracked{ctx, SettlerFunc(func() {})}
+		tracker.pending[i] = tracked{ctx, settlerFunc(func() {})}
 	}
 	tracker.mu.Unlock()
 	defer func() {
@@ -55,7 +55,7 @@ func TestTrackPastTheBoundRefuses(t *testing.T) {
 		tracker.mu.Unlock()
 	}()
 	done := false
-	if Track(ctx, SettlerFunc(func() { done = true })) {
+	if Track(ctx, settlerFunc(func() { done = true })) {
 		t.Fatal("a request past the bound was tracked")
 	}
 	if done {
@@ -119,7 +119,7 @@ func TestPolicyOutcomesOutliveReload(t *testing.T) {
 func TestSettleDuringSweepKeepsSweeping(t *testing.T) {
 	live, stop := context.WithCancel(context.Background())
 	var settled atomic.Int32
-	Track(live, SettlerFunc(func() { settled.Add(1) }))
+	Track(live, settlerFunc(func() { settled.Add(1) }))
 	// What a concurrent sweep does while Settle holds the batch: it
 	// finds nothing and stops.
 	tracker.mu.Lock()
@@ -140,3 +140,8 @@ func TestSettleDuringSweepKeepsSweeping(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// settlerFunc is a function as a Settler.
+type settlerFunc func()
+
+func (f settlerFunc) Settle() { f() }

@@ -19,12 +19,6 @@ const maxTracked = 1 << 16
 // Settler counts a request once it has ended.
 type Settler interface{ Settle() }
 
-// SettlerFunc is a function as a Settler.
-type SettlerFunc func()
-
-// Settle calls f.
-func (f SettlerFunc) Settle() { f() }
-
 // tracked is one request whose outcome is read once its context ends.
 type tracked struct {
 	ctx     context.Context

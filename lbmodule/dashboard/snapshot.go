@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -130,11 +132,12 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 	}
 	dt := now.Sub(base.at)
 
-	app := lbadmin.SessionStoreApp()
-	var upErrs []error
-	v.Upstreams, upErrs = upstreamRows(ctx, app, cur, base, dt, samples)
-	for _, err := range upErrs {
-		v.Errors = append(v.Errors, err.Error())
+	var reads map[string]lbadmin.StoreRead
+	v.Upstreams, reads = upstreamRows(ctx, cur, base, dt, samples)
+	for _, name := range slices.Sorted(maps.Keys(reads)) {
+		for _, err := range reads[name].Errors() {
+			v.Errors = append(v.Errors, err.Error())
+		}
 	}
 	for _, p := range lbadmin.Policies() {
 		row := PolicyRow{PolicyStatus: p, Rates: map[string]Rate{}}
@@ -143,29 +146,28 @@ func buildView(ctx context.Context, hist *history, now time.Time) View {
 		}
 		v.Policies = append(v.Policies, row)
 	}
-	if app != nil {
-		v.Stores = storeRows(ctx, app, cur, base, dt)
-		v.Fleet = app.Fleet(ctx)
-	} else {
-		v.Fleet = new(sessionstore.App).Fleet(ctx)
+	if app := lbadmin.SessionStoreApp(); app != nil {
+		v.Stores = storeRows(ctx, app, reads, cur, base, dt)
 	}
+	v.Fleet = lbadmin.Fleet(ctx)
 	v.Errors = append(v.Errors, v.Fleet.Errors...)
 	v.Assets = assetsView(cur, base, dt)
 	return v
 }
 
-func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration, samples []sample) ([]UpstreamRow, []error) {
+// upstreamRows are the rows of every pool, and how asking each store
+// went, by name (the first read of a store that two kinds of pool use).
+func upstreamRows(ctx context.Context, cur, base sample, dt time.Duration, samples []sample) ([]UpstreamRow, map[string]lbadmin.StoreRead) {
 	var rows []UpstreamRow
-	shared := func(name string) bool {
-		if app == nil {
-			return false
+	ups, list := lbadmin.Upstreams(ctx, true)
+	reads := map[string]lbadmin.StoreRead{}
+	for _, r := range list {
+		if _, seen := reads[r.Name]; !seen {
+			reads[r.Name] = r
 		}
-		s, err := app.Store(name)
-		return err == nil && s.Shared()
 	}
-	ups, errs := lbadmin.Upstreams(ctx, true)
 	for _, st := range ups {
-		row := UpstreamRow{UpstreamStatus: st, Kind: "http", SharedStore: shared(st.Store)}
+		row := UpstreamRow{UpstreamStatus: st, Kind: "http", SharedStore: reads[st.Store].Shared}
 		if st.Passthrough {
 			row.Kind = "passthrough"
 		}
@@ -175,7 +177,7 @@ func upstreamRows(ctx context.Context, app *sessionstore.App, cur, base sample, 
 	for _, st := range lbadmin.OtherUpstreams() {
 		rows = append(rows, UpstreamRow{UpstreamStatus: st, Kind: "http (not sticky)"})
 	}
-	return rows, errs
+	return rows, reads
 }
 
 // withRates fills a row's rates and series from the samples. Pass-through
@@ -232,7 +234,9 @@ func (r Rate) MarshalJSON() ([]byte, error) {
 	return out, nil
 }
 
-func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt time.Duration) []StoreRow {
+// storeRows describes each declared store. A store that the upstream rows
+// already asked is not asked again: that read is its probe.
+func storeRows(ctx context.Context, app *sessionstore.App, reads map[string]lbadmin.StoreRead, cur, base sample, dt time.Duration) []StoreRow {
 	var rows []StoreRow
 	for _, name := range app.Names() {
 		s, err := app.Store(name)
@@ -240,12 +244,16 @@ func storeRows(ctx context.Context, app *sessionstore.App, cur, base sample, dt 
 			continue
 		}
 		row := StoreRow{Name: name, Backend: backendName(s.Backend()), Shared: s.Shared(), BreakerOpen: s.BreakerOpen()}
-		start := time.Now()
-		_, err = s.Counts(ctx)
-		row.ProbeMS = Rate(float64(time.Since(start).Microseconds()) / 1000)
-		row.Reachable = err == nil
-		if err != nil {
-			row.ProbeError = err.Error()
+		read, ok := reads[name]
+		if !ok { // declared, and no policy uses it
+			start := time.Now()
+			_, read.CountErr = s.Counts(ctx)
+			read.Took = time.Since(start)
+		}
+		row.ProbeMS = Rate(float64(read.Took.Microseconds()) / 1000)
+		row.Reachable = read.CountErr == nil
+		if read.CountErr != nil {
+			row.ProbeError = read.CountErr.Error()
 		}
 		c, b := cur.stores[name], base.stores[name]
 		row.CallsPerSec = Rate(perSecond(b.Calls, c.Calls, dt))

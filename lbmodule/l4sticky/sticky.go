@@ -499,6 +499,9 @@ func register(ctx caddy.Context, s *Sticky) {
 // Policies returns the layer4 sticky policies of the config ctx belongs
 // to (the running one: caddy.ActiveContext()).
 func Policies(ctx context.Context) []Policy {
+	if c, ok := ctx.(caddy.Context); ok && c.Context == nil {
+		return nil // no config runs yet (the first one is being provisioned)
+	}
 	var out []Policy
 	policies.Get(ctx, func(p *[]Policy, ok bool) {
 		if ok {

@@ -117,17 +117,20 @@ func handleUpstreams(w http.ResponseWriter, r *http.Request) error {
 
 // Upstreams is GET /lb/upstreams: the upstreams of every sticky policy of
 // the running config, HTTP and pass-through, a row per store and address;
-// withFleet adds the requests in flight over the fleet. The errors are
-// those of the stores that could not be asked (their rows say so too).
-func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) {
+// withFleet adds the requests in flight over the fleet. It also answers
+// how asking each store went (its rows say so too), so that a caller
+// needs no second round trip to know whether a store answers.
+func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []StoreRead) {
 	out := []UpstreamStatus{}
-	var errs []error
+	var reads []StoreRead
 	proxies := stickyProxies()
+	handlers := make([]*reverseproxy.Handler, len(proxies))
+	for i, p := range proxies {
+		handlers[i] = p.handler
+	}
 	for _, group := range groupByStore(proxies) {
-		counts, countErr := group.store.Counts(ctx)
-		draining, drainErr := group.store.Draining(ctx)
-		errs = appendStoreErrors(errs, group.store, countErr, drainErr)
-		local, haveLocal := group.store.LocalCounts(ctx)
+		state := readStore(ctx, group.store)
+		reads = append(reads, state.read)
 		var fleetLoad map[string]int
 		fleetNodes := 1
 		if withFleet {
@@ -135,25 +138,15 @@ func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) 
 		}
 		for _, up := range group.upstreams {
 			st := UpstreamStatus{
-				Address:         up.Dial,
-				Healthy:         up.Healthy(),
-				Available:       up.Available(),
-				Draining:        drainErr == nil && draining[up.Dial],
-				DrainingUnknown: drainErr != nil,
-				ActiveRequests:  up.Host.NumRequests(),
-				Fails:           up.Host.Fails(),
-				BoundSessions:   counts[up.Dial],
-				Store:           storeName(group.store),
-				KeyModes:        group.modes[up.Dial],
+				Address:        up.Dial,
+				Healthy:        up.Healthy(),
+				Available:      up.Available(),
+				ActiveRequests: up.Host.NumRequests(),
+				Fails:          up.Host.Fails(),
+				KeyModes:       group.modes[up.Dial],
 			}
-			st.HealthChecks, st.DownBy = healthOf(up, proxies)
-			if haveLocal {
-				n := local[up.Dial]
-				st.LocalSessions = &n
-			}
-			if countErr != nil {
-				st.BoundSessions = -1
-			}
+			state.fill(&st, up.Dial)
+			st.HealthChecks, st.DownBy = healthOf(up, handlers)
 			if withFleet {
 				active, nodes := st.ActiveRequests, fleetNodes
 				if fleetLoad != nil {
@@ -164,20 +157,64 @@ func Upstreams(ctx context.Context, withFleet bool) ([]UpstreamStatus, []error) 
 			out = append(out, st)
 		}
 	}
-	pass, passErrs := passStatuses(ctx)
-	return append(out, pass...), append(errs, passErrs...)
+	pass, passReads := passStatuses(ctx)
+	return append(out, pass...), append(reads, passReads...)
 }
 
-// appendStoreErrors adds what failed when asking store for its counts
-// and drain flags.
-func appendStoreErrors(errs []error, store *sessionstore.Store, countErr, drainErr error) []error {
-	if countErr != nil {
-		errs = append(errs, fmt.Errorf("session store %s: counting bindings: %v", storeName(store), countErr))
+// StoreRead is how asking one store for its upstreams' state went.
+type StoreRead struct {
+	Name   string
+	Shared bool
+	// How long counting its bindings took, and what failed.
+	Took               time.Duration
+	CountErr, DrainErr error
+}
+
+// Errors are the read's failures, each naming the store.
+func (r StoreRead) Errors() []error {
+	var errs []error
+	if r.CountErr != nil {
+		errs = append(errs, fmt.Errorf("session store %s: counting bindings: %v", r.Name, r.CountErr))
 	}
-	if drainErr != nil {
-		errs = append(errs, fmt.Errorf("session store %s: reading drain flags: %v", storeName(store), drainErr))
+	if r.DrainErr != nil {
+		errs = append(errs, fmt.Errorf("session store %s: reading drain flags: %v", r.Name, r.DrainErr))
 	}
 	return errs
+}
+
+// storeState is one store's counts, drain flags and this node's counts,
+// read once for all the rows of its upstreams.
+type storeState struct {
+	read      StoreRead
+	counts    map[string]int64
+	draining  map[string]bool
+	local     map[string]int64
+	haveLocal bool
+}
+
+func readStore(ctx context.Context, store *sessionstore.Store) storeState {
+	st := storeState{read: StoreRead{Name: storeName(store), Shared: store.Shared()}}
+	start := time.Now()
+	st.counts, st.read.CountErr = store.Counts(ctx)
+	st.read.Took = time.Since(start)
+	st.draining, st.read.DrainErr = store.Draining(ctx)
+	st.local, st.haveLocal = store.LocalCounts(ctx)
+	return st
+}
+
+// fill sets the store's part of the row of the upstream at addr.
+func (s storeState) fill(st *UpstreamStatus, addr string) {
+	st.Store = s.read.Name
+	st.Draining = s.read.DrainErr == nil && s.draining[addr]
+	st.DrainingUnknown = s.read.DrainErr != nil
+	st.BoundSessions = s.counts[addr]
+	if s.read.CountErr != nil {
+		st.BoundSessions = -1
+	}
+	if s.haveLocal {
+		n := s.local[addr]
+		st.LocalSessions = &n
+	}
 }
 
 // fleetLoadOf sums the requests in flight per upstream of store over the
@@ -212,11 +249,17 @@ func handleFleet(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
+	return writeJSON(w, http.StatusOK, Fleet(ctx))
+}
+
+// Fleet is GET /lb/fleet: the nodes sharing the running config's stores
+// and their drift; this node alone when no store is declared.
+func Fleet(ctx context.Context) sessionstore.Fleet {
 	app := SessionStoreApp()
 	if app == nil {
-		app = new(sessionstore.App) // no store declared: this node alone
+		app = new(sessionstore.App)
 	}
-	return writeJSON(w, http.StatusOK, app.Fleet(ctx))
+	return app.Fleet(ctx)
 }
 
 type drainRequest struct {

@@ -23,11 +23,7 @@ func passGroups() []*passGroup {
 	var g grouper[*l4proxy.Upstream]
 	var out []*passGroup
 	byGroup := map[*group[*l4proxy.Upstream]]*passGroup{}
-	ctx := caddy.ActiveContext()
-	if ctx.Context == nil {
-		return nil // no config runs yet (the first one is being provisioned)
-	}
-	for _, p := range l4sticky.Policies(ctx) {
+	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
 		gr := g.add(p.Sticky.StoreHandle(), "layer4 "+p.Sticky.KeyMode(), p.Proxy.Upstreams, (*l4proxy.Upstream).String)
 		pg := byGroup[gr]
 		if pg == nil {
@@ -42,39 +38,27 @@ func passGroups() []*passGroup {
 
 // passStatuses is GET /lb/upstreams for the pass-through pools. caddy-l4
 // keeps its connection and failure counts to itself: they read 0.
-func passStatuses(ctx context.Context) ([]UpstreamStatus, []error) {
+func passStatuses(ctx context.Context) ([]UpstreamStatus, []StoreRead) {
 	var out []UpstreamStatus
-	var errs []error
+	var reads []StoreRead
 	for _, g := range passGroups() {
-		counts, countErr := g.store.Counts(ctx)
-		draining, drainErr := g.store.Draining(ctx)
-		errs = appendStoreErrors(errs, g.store, countErr, drainErr)
-		local, haveLocal := g.store.LocalCounts(ctx)
+		state := readStore(ctx, g.store)
+		reads = append(reads, state.read)
 		for _, up := range g.upstreams {
 			addr := up.String()
 			ok := l4sticky.Available(up) // caddy-l4 tells health and capacity together
 			st := UpstreamStatus{
-				Address:         addr,
-				Healthy:         ok,
-				Available:       ok,
-				Draining:        drainErr == nil && draining[addr],
-				DrainingUnknown: drainErr != nil,
-				BoundSessions:   counts[addr],
-				Store:           storeName(g.store),
-				KeyModes:        g.modes[addr],
-				Passthrough:     true,
+				Address:     addr,
+				Healthy:     ok,
+				Available:   ok,
+				KeyModes:    g.modes[addr],
+				Passthrough: true,
 			}
-			if countErr != nil {
-				st.BoundSessions = -1
-			}
-			if haveLocal {
-				n := local[addr]
-				st.LocalSessions = &n
-			}
+			state.fill(&st, addr)
 			out = append(out, st)
 		}
 	}
-	return out, errs
+	return out, reads
 }
 
 // passBindings looks value (a client IP, or "<sni> <ip>") up in every

@@ -41,11 +41,7 @@ func Policies() []PolicyStatus {
 		add(PolicyStatus{Name: p.policy.PolicyName(), Kind: "http", Store: storeName(p.policy.StoreHandle()),
 			KeyMode: p.policy.KeyMode(), Outcomes: p.policy.Outcomes()})
 	}
-	ctx := caddy.ActiveContext()
-	if ctx.Context == nil {
-		return out // no config runs yet
-	}
-	for _, p := range l4sticky.Policies(ctx) {
+	for _, p := range l4sticky.Policies(caddy.ActiveContext()) {
 		add(PolicyStatus{Name: p.Sticky.PolicyName(), Kind: "passthrough", Store: storeName(p.Sticky.StoreHandle()),
 			KeyMode: p.Sticky.KeyMode(), Outcomes: p.Sticky.Outcomes()})
 	}
@@ -57,46 +53,46 @@ func Policies() []PolicyStatus {
 // each address once and not already an upstream of a sticky policy:
 // they have health and load but no sessions or drain.
 func OtherUpstreams() []UpstreamStatus {
-	sticky := map[string]bool{}
+	seen := map[string]bool{} // listed, or an upstream of a sticky policy
 	for _, p := range stickyProxies() {
 		for _, up := range p.handler.Upstreams {
-			sticky[up.Dial] = true
+			seen[up.Dial] = true
 		}
 	}
 	out := []UpstreamStatus{}
-	var seen []string
 	for _, h := range proxies() {
 		if _, ok := stickyPolicy(h); ok {
 			continue
 		}
 		for _, up := range h.Upstreams {
-			if sticky[up.Dial] || slices.Contains(seen, up.Dial) {
+			if seen[up.Dial] {
 				continue
 			}
-			seen = append(seen, up.Dial)
-			out = append(out, UpstreamStatus{
+			seen[up.Dial] = true
+			st := UpstreamStatus{
 				Address:        up.Dial,
 				Healthy:        up.Healthy(),
 				Available:      up.Available(),
 				ActiveRequests: up.Host.NumRequests(),
 				Fails:          up.Host.Fails(),
 				BoundSessions:  -1,
-			})
-			out[len(out)-1].HealthChecks, out[len(out)-1].DownBy = healthOf(up, []stickyProxy{{handler: h}})
+			}
+			st.HealthChecks, st.DownBy = healthOf(up, []*reverseproxy.Handler{h})
+			out = append(out, st)
 		}
 	}
 	return out
 }
 
-// healthOf names the health checks of the handlers among proxies that
-// have up, and which of them holds it down. Caddy shares one Host per
-// address, so the first handler naming the address decides.
-func healthOf(up *reverseproxy.Upstream, proxies []stickyProxy) (checks, downBy string) {
-	for _, p := range proxies {
-		if !slices.ContainsFunc(p.handler.Upstreams, func(u *reverseproxy.Upstream) bool { return u.Dial == up.Dial }) {
+// healthOf names the health checks of the first of handlers that has
+// up's address, and which of them holds it down. Caddy shares one Host
+// per address, so the first handler naming the address decides.
+func healthOf(up *reverseproxy.Upstream, handlers []*reverseproxy.Handler) (checks, downBy string) {
+	for _, h := range handlers {
+		if !slices.ContainsFunc(h.Upstreams, func(u *reverseproxy.Upstream) bool { return u.Dial == up.Dial }) {
 			continue
 		}
-		hc := p.handler.HealthChecks
+		hc := h.HealthChecks
 		var names []string
 		passiveDown := false
 		if hc != nil && hc.Active != nil {
@@ -175,19 +171,16 @@ func proxies() []*reverseproxy.Handler {
 // keeps a history of first.
 func Addresses() []string {
 	var out []string
-	for _, p := range stickyProxies() {
-		for _, up := range p.handler.Upstreams {
-			if !slices.Contains(out, up.Dial) {
-				out = append(out, up.Dial)
-			}
+	for _, g := range groupByStore(stickyProxies()) {
+		for _, up := range g.upstreams {
+			out = append(out, up.Dial)
 		}
 	}
 	for _, g := range passGroups() {
 		for _, up := range g.upstreams {
-			if a := up.String(); !slices.Contains(out, a) {
-				out = append(out, a)
-			}
+			out = append(out, up.String())
 		}
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
 }
