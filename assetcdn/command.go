@@ -1,9 +1,7 @@
 package assetcdn
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +70,7 @@ func cmdAssetsSync(fl caddycmd.Flags) (int, error) {
 	defer stop()
 	cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
 	defer cancel() // cleans up the store's client
-	store, err := LoadStoreFromConfig(cctx, configFile, fl.String("adapter"), fl.String("store"))
+	store, err := objectstore.LoadFromConfig(cctx, configFile, fl.String("adapter"), fl.String("store"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -103,38 +101,4 @@ func printSyncReport(w io.Writer, r SyncReport, dryRun bool) {
 		state = verb
 	}
 	fmt.Fprintf(w, "manifest %s: %d entries, %s\n", r.ManifestKey, r.ManifestEntries, state)
-}
-
-// LoadStoreFromConfig provisions the asset_store app of a config file
-// (Caddyfile or JSON, adapted as `caddy run` would) in ctx, without
-// starting anything else, and returns the named store (empty name: the
-// only one). Cancelling ctx cleans the store up.
-func LoadStoreFromConfig(ctx caddy.Context, configFile, adapter, name string) (objectstore.Store, error) {
-	cfgJSON, _, _, err := caddycmd.LoadConfig(configFile, adapter)
-	if err != nil {
-		return nil, fmt.Errorf("loading config %s: %v", configFile, err)
-	}
-	var cfg struct {
-		Apps map[string]json.RawMessage `json:"apps"`
-	}
-	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		return nil, fmt.Errorf("config %s: %v", configFile, err)
-	}
-	raw, ok := cfg.Apps["asset_store"]
-	if !ok {
-		return nil, fmt.Errorf("config %s declares no asset store; add `asset_store <name> <s3|file> ...` to its global options", configFile)
-	}
-	// The app is provisioned directly: ctx.LoadModuleByID registers apps
-	// in a running config, which an offline command has none of. The
-	// stores inside are loaded through ctx as usual.
-	app := new(objectstore.App)
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(app); err != nil {
-		return nil, fmt.Errorf("config %s: decoding asset_store: %v", configFile, err)
-	}
-	if err := app.Provision(ctx); err != nil {
-		return nil, fmt.Errorf("config %s: %v", configFile, err)
-	}
-	return app.Store(name)
 }

@@ -255,19 +255,19 @@ func TestLoadStoreFromConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := caddyContext(t)
-	store, err := LoadStoreFromConfig(ctx, file, "", "media")
+	store, err := objectstore.LoadFromConfig(ctx, file, "", "media")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := store.PublicURL("a.png"); got != "/media/a.png" {
 		t.Errorf("store public URL %q", got)
 	}
-	if _, err := LoadStoreFromConfig(ctx, file, "", "other"); err == nil || !strings.Contains(err.Error(), `"other"`) {
+	if _, err := objectstore.LoadFromConfig(ctx, file, "", "other"); err == nil || !strings.Contains(err.Error(), `"other"`) {
 		t.Errorf("unknown store: %v", err)
 	}
 	empty := filepath.Join(t.TempDir(), "empty.json")
 	_ = os.WriteFile(empty, []byte(`{"apps": {}}`), 0o640)
-	if _, err := LoadStoreFromConfig(ctx, empty, "", ""); err == nil || !strings.Contains(err.Error(), "declares no asset store") {
+	if _, err := objectstore.LoadFromConfig(ctx, empty, "", ""); err == nil || !strings.Contains(err.Error(), "declares no asset store") {
 		t.Errorf("no store: %v", err)
 	}
 	var out bytes.Buffer

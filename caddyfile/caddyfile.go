@@ -1,5 +1,5 @@
 // Package caddyfile registers caddy-lb's Caddyfile surface in one place:
-// global options (session_store, asset_store), handler directives (forwarded,
+// global options (session_store, asset_store, ship_logs), handler directives (forwarded,
 // asset_urls, asset_offload, sticky_learn, asset_presign, asset_serve,
 // lb_dashboard) and
 // where they sit in Caddy's directive order. The modules themselves parse
@@ -22,11 +22,13 @@ import (
 	"github.com/caddylb/caddylb/lbmodule/affinity"
 	"github.com/caddylb/caddylb/lbmodule/dashboard"
 	"github.com/caddylb/caddylb/lbmodule/forwarded"
+	"github.com/caddylb/caddylb/logship"
 )
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("session_store", parseSessionStore)
 	httpcaddyfile.RegisterGlobalOption("asset_store", parseAssetStore)
+	httpcaddyfile.RegisterGlobalOption("ship_logs", parseShipLogs)
 
 	httpcaddyfile.RegisterHandlerDirective("forwarded", parseForwarded)
 	// First of all: every later handler, matcher and log must see the
@@ -90,6 +92,32 @@ func parseSessionStore(d *caddyfile.Dispenser, existingVal any) (any, error) {
 //	}]
 func parseAssetStore(d *caddyfile.Dispenser, existingVal any) (any, error) {
 	return parseNamedStore(d, existingVal, "asset_store", "s3|file")
+}
+
+// parseShipLogs parses one file shipper; repeats add shippers:
+//
+//	ship_logs {
+//		store <asset_store name>
+//		files <glob>...
+//		...
+//	}
+func parseShipLogs(d *caddyfile.Dispenser, existingVal any) (any, error) {
+	var app logship.ShipLogs
+	if existingVal != nil {
+		prev, ok := existingVal.(httpcaddyfile.App)
+		if !ok {
+			return nil, d.Errf("existing ship_logs value of unexpected type %T", existingVal)
+		}
+		if err := json.Unmarshal(prev.Value, &app); err != nil {
+			return nil, d.Errf("merging ship_logs options: %v", err)
+		}
+	}
+	s := new(logship.FileShipper)
+	if err := s.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	app.Shippers = append(app.Shippers, s)
+	return httpcaddyfile.App{Name: "ship_logs", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 // namedStores is the JSON shape of both store apps: backend modules by

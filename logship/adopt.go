@@ -1,6 +1,7 @@
 package logship
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ type spoolMeta struct {
 	FlushTimeout time.Duration `json:"flush_timeout"`
 	MaxBackoff   time.Duration `json:"max_backoff"`
 	OnFull       string        `json:"on_full"`
+	Kind         string        `json:"kind,omitempty"` // "" from before ship_logs: "log"
 }
 
 func (m spoolMeta) settings() settings {
@@ -47,6 +49,7 @@ func (m spoolMeta) settings() settings {
 		store: m.Store, prefix: m.Prefix, key: m.Key, host: m.Host, name: m.Name,
 		rollSize: m.RollSize, spoolMax: m.SpoolMax, rollInterval: m.RollInterval,
 		flushTimeout: m.FlushTimeout, maxBackoff: m.MaxBackoff, onFull: m.OnFull,
+		kind: cmp.Or(m.Kind, kindLog),
 	}
 }
 
@@ -56,6 +59,7 @@ func writeSpoolMeta(dir string, st settings) error {
 		Store: st.store, Prefix: st.prefix, Key: st.key, Host: st.host, Name: st.name,
 		RollSize: st.rollSize, SpoolMax: st.spoolMax, RollInterval: st.rollInterval,
 		FlushTimeout: st.flushTimeout, MaxBackoff: st.maxBackoff, OnFull: st.onFull,
+		Kind: st.kind,
 	}
 	data, err := json.Marshal(meta)
 	if err != nil {
@@ -142,7 +146,7 @@ func adopt(dir string, meta spoolMeta, store objectstore.Store) {
 	if registry.slots[dir] != nil {
 		return
 	}
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, st.source()))
 	if err != nil {
 		return // in use by another process, or unreadable
 	}

@@ -189,7 +189,7 @@ func TestSpoolInUseAndOrphansAreShipped(t *testing.T) {
 	root, dir := t.TempDir(), filepath.Join(t.TempDir(), "spool")
 
 	// "Another process" holds dir.
-	held, err := openSpool(dir, metricsFor(dir))
+	held, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestSpoolInUseAndOrphansAreShipped(t *testing.T) {
 
 	// An earlier process left dir.pid999 with an unshipped entry.
 	orphanDir := dir + ".pid999"
-	orphan, err := openSpool(orphanDir, metricsFor(orphanDir))
+	orphan, err := openSpool(orphanDir, metricsFor(orphanDir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}

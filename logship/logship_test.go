@@ -115,7 +115,7 @@ func testSettings() settings {
 // without Caddy; the returned func closes its shipper.
 func startTestSlot(t *testing.T, dir string, st settings, store objectstore.Store) (*slot, func()) {
 	t.Helper()
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestRecoversWhatACrashLeft(t *testing.T) {
 	st := testSettings()
 	st.rollSize = 40
 	// A "crashed" process: files rolled, one being written, none shipped.
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,12 +306,12 @@ func TestRecoversWhatACrashLeft(t *testing.T) {
 
 func TestSpoolDirIsLocked(t *testing.T) {
 	dir := t.TempDir()
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sp.lock.Close()
-	if _, err := openSpool(dir, metricsFor(dir)); err == nil {
+	if _, err := openSpool(dir, metricsFor(dir, "log:test")); err == nil {
 		t.Fatal("a second spool on a locked directory opened")
 	}
 }
@@ -413,7 +413,7 @@ func TestNewFilesSortAfterRecoveredOnesWhenTheClockWentBack(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, future+suffixRolled), []byte("line 000000\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestSpoolingBesideABusyDirectorySurvivesReloads(t *testing.T) {
 	processExiting = func() bool { return true }
 	defer func() { processExiting = caddy.Exiting }()
 	dir := filepath.Join(t.TempDir(), "spool")
-	held, err := openSpool(dir, metricsFor(dir)) // "another process"
+	held, err := openSpool(dir, metricsFor(dir, "log:test")) // "another process"
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +463,7 @@ func TestSpoolingBesideABusyDirectorySurvivesReloads(t *testing.T) {
 // error log, and takes both back once the store arrives.
 func TestWriterWithoutItsStoreRaisesTheAlarm(t *testing.T) {
 	dir := t.TempDir()
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +562,7 @@ func FuzzEscapeLineSeparators(f *testing.F) {
 // into the future each), and the error is logged at most every 10 s.
 func TestFullDiskKeepsTheFileAndTheClock(t *testing.T) {
 	dir := t.TempDir()
-	sp, err := openSpool(dir, metricsFor(dir))
+	sp, err := openSpool(dir, metricsFor(dir, "log:test"))
 	if err != nil {
 		t.Fatal(err)
 	}

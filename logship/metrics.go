@@ -11,41 +11,86 @@ import (
 
 // The collectors are package-level so that each config's registry
 // (Caddy makes one per load) exports the same series. Every series is
-// labelled with the spool directory, which identifies one writer.
+// labelled with the spool directory, which identifies one writer, and
+// its source: "log:<name>" for an `output s3` log writer, "files:<name>"
+// for a `ship_logs` file shipper.
 var (
 	shippedBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "shipped_bytes_total",
 		Help: "Bytes (gzipped) of spool files the object store acknowledged.",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	shippedFiles = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "shipped_files_total",
 		Help: "Spool files the object store acknowledged.",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	uploadFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "upload_failures_total",
 		Help: "Failed upload attempts (each is retried with backoff).",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	droppedBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "dropped_bytes_total",
 		Help: "Log bytes that were not shipped, by reason: drop_oldest and refuse_new (spool full), write_error (the spool could not be written).",
-	}, []string{"spool", "reason"})
+	}, []string{"spool", "source", "reason"})
 	pendingFiles = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "pending_files",
 		Help: "Rolled spool files waiting for their upload.",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	spoolBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "spool_bytes",
 		Help: "Bytes in the spool directory: pending files and the file being written.",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	lastUpload = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "last_upload_timestamp_seconds",
 		Help: "Unix time of the last spool file the object store acknowledged (absent before the first).",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 	storeReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "store_ready",
 		Help: "1 while the writer has the asset store of the running config to ship to; 0 while it waits for one (an alarm is logged after 5s).",
-	}, []string{"spool"})
+	}, []string{"spool", "source"})
 )
+
+// The series of file shippers (ship_logs), labelled with the source
+// ("files:<name>").
+var (
+	fileLines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_lines_total",
+		Help: "Lines (and pieces of long lines) read from followed log files into the spool.",
+	}, []string{"source"})
+	fileReadBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_read_bytes_total",
+		Help: "Bytes of followed log files read into the spool.",
+	}, []string{"source"})
+	fileSplitPieces = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_split_pieces_total",
+		Help: "Pieces cut from lines longer than max_line (each but the last marked \"more\").",
+	}, []string{"source"})
+	fileTruncations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_truncations_total",
+		Help: "Followed files found truncated or rewritten (copytruncate) and read again from their start.",
+	}, []string{"source"})
+	filesWatched = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "files_watched",
+		Help: "Log files followed: those the globs match and rotated ones not finished yet.",
+	}, []string{"source"})
+	fileLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_lag_bytes",
+		Help: "Bytes written to followed files and not yet read into the spool.",
+	}, []string{"source"})
+)
+
+// tailMetrics are one file shipper's series.
+type tailMetrics struct {
+	lines, readBytes, splitPieces, truncations prometheus.Counter
+	watched, lag                               prometheus.Gauge
+}
+
+func tailMetricsFor(source string) tailMetrics {
+	return tailMetrics{
+		lines: fileLines.WithLabelValues(source), readBytes: fileReadBytes.WithLabelValues(source),
+		splitPieces: fileSplitPieces.WithLabelValues(source), truncations: fileTruncations.WithLabelValues(source),
+		watched: filesWatched.WithLabelValues(source), lag: fileLag.WithLabelValues(source),
+	}
+}
 
 // spoolMetrics are one spool's series.
 type spoolMetrics struct {
@@ -63,28 +108,30 @@ func (m spoolMetrics) setStoreReady(ready bool) {
 	}
 }
 
-func metricsFor(dir string) spoolMetrics {
+func metricsFor(dir, source string) spoolMetrics {
 	return spoolMetrics{
-		shippedBytes:  shippedBytes.WithLabelValues(dir),
-		shippedFiles:  shippedFiles.WithLabelValues(dir),
-		failures:      uploadFailures.WithLabelValues(dir),
-		droppedOldest: droppedBytes.WithLabelValues(dir, reasonDropOldest),
-		refused:       droppedBytes.WithLabelValues(dir, reasonRefuseNew),
-		writeErrors:   droppedBytes.WithLabelValues(dir, reasonWriteError),
-		pendingFiles:  pendingFiles.WithLabelValues(dir),
-		spoolBytes:    spoolBytes.WithLabelValues(dir),
-		storeReady:    storeReady.WithLabelValues(dir),
-		lastUpload:    func() prometheus.Gauge { return lastUpload.WithLabelValues(dir) },
+		shippedBytes:  shippedBytes.WithLabelValues(dir, source),
+		shippedFiles:  shippedFiles.WithLabelValues(dir, source),
+		failures:      uploadFailures.WithLabelValues(dir, source),
+		droppedOldest: droppedBytes.WithLabelValues(dir, source, reasonDropOldest),
+		refused:       droppedBytes.WithLabelValues(dir, source, reasonRefuseNew),
+		writeErrors:   droppedBytes.WithLabelValues(dir, source, reasonWriteError),
+		pendingFiles:  pendingFiles.WithLabelValues(dir, source),
+		spoolBytes:    spoolBytes.WithLabelValues(dir, source),
+		storeReady:    storeReady.WithLabelValues(dir, source),
+		lastUpload:    func() prometheus.Gauge { return lastUpload.WithLabelValues(dir, source) },
 	}
 }
 
 func registerMetrics(registry prometheus.Registerer) error {
-	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady, lastUpload)
+	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady, lastUpload,
+		fileLines, fileReadBytes, fileSplitPieces, fileTruncations, filesWatched, fileLag)
 }
 
 // SpoolStats is one spool's state as its metrics tell it.
 type SpoolStats struct {
 	Spool        string    `json:"spool"`
+	Source       string    `json:"source"`
 	PendingFiles int64     `json:"pending_files"`
 	SpoolBytes   int64     `json:"spool_bytes"`
 	ShippedFiles int64     `json:"shipped_files"`
@@ -103,7 +150,7 @@ func Spools() []SpoolStats {
 		dir := s.Labels["spool"]
 		st := byDir[dir]
 		if st == nil {
-			st = &SpoolStats{Spool: dir}
+			st = &SpoolStats{Spool: dir, Source: s.Labels["source"]}
 			byDir[dir] = st
 		}
 		return st

@@ -34,7 +34,14 @@ type settings struct {
 	rollSize, spoolMax                     int64
 	rollInterval, flushTimeout, maxBackoff time.Duration
 	onFull                                 string
+	// kind is "log" for an `output s3` log writer, "files" for a
+	// `ship_logs` file shipper: never both on one spool (the shipper
+	// truncates what it wrote past its checkpoint).
+	kind string
 }
+
+// source names the writer in metrics: "<kind>:<name>".
+func (st settings) source() string { return st.kind + ":" + st.name }
 
 // registration is one provisioned Writer using a slot.
 type registration struct {
@@ -72,7 +79,7 @@ func acquire(dir string, reg registration) (*slot, error) {
 		sl = registry.slots[alt] // an earlier config of ours already spools beside it
 	}
 	if sl == nil {
-		sp, err := openSpool(dir, metricsFor(dir))
+		sp, err := openSpool(dir, metricsFor(dir, reg.settings.source()))
 		if errors.Is(err, errSpoolLocked) {
 			// Another process (a `caddy validate` beside the running
 			// node, a second Caddy on the same data directory) holds it.
@@ -80,7 +87,7 @@ func acquire(dir string, reg registration) (*slot, error) {
 			logger().Warn("log spool directory in use by another process; spooling beside it",
 				zap.String("spool_dir", dir), zap.String("instead", alt))
 			dir = alt
-			sp, err = openSpool(dir, metricsFor(dir))
+			sp, err = openSpool(dir, metricsFor(dir, reg.settings.source()))
 		}
 		if err != nil {
 			return nil, err
@@ -93,6 +100,10 @@ func acquire(dir string, reg registration) (*slot, error) {
 	}
 	sl.mu.Lock()
 	for _, r := range sl.regs {
+		if r.settings.kind != reg.settings.kind {
+			sl.mu.Unlock()
+			return nil, fmt.Errorf("spool directory %s is used by a `ship_logs` file shipper and an `output s3` log writer; give each its own spool_dir", dir)
+		}
 		if r.cfg == reg.cfg && r.settings != reg.settings {
 			sl.mu.Unlock()
 			return nil, fmt.Errorf("two s3 log writers of one config use spool directory %s with different settings; give each its own spool_dir", dir)

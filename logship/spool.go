@@ -92,6 +92,11 @@ type spool struct {
 	lastErrorRoll time.Time // when a write error last rolled the file
 	// bytes dropped since the last takeDrops, for the uploader to log
 	droppedOldest, refused int64
+	// A file shipper's spool (see commit.go): the position its last
+	// checkpoint recorded, and whether the current file holds bytes past
+	// curSize that must be cut off before the next write.
+	mark  spoolMark
+	dirty bool
 }
 
 // openSpool creates or recovers the spool in dir. Files a previous
@@ -106,6 +111,10 @@ func openSpool(dir string, m spoolMetrics) (*spool, error) {
 		return nil, fmt.Errorf("log spool %s: %w", dir, err)
 	}
 	s := &spool{dir: dir, metrics: m, lock: lock, rolled: make(chan struct{}, 1)}
+	if s.mark, err = applyCheckpointMark(dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		lock.Close()
 		return nil, err

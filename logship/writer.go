@@ -1,6 +1,7 @@
 package logship
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -29,6 +30,12 @@ const (
 	DefaultSpoolMax     = 1 << 30 // 1 GiB
 	DefaultFlushTimeout = 10 * time.Second
 	DefaultMaxBackoff   = time.Minute
+)
+
+// Kinds of writer (settings.kind).
+const (
+	kindLog   = "log"
+	kindFiles = "files"
 )
 
 // Writer ships logs to an object store declared with the `asset_store`
@@ -94,6 +101,7 @@ type Writer struct {
 	// 1m.
 	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
 
+	kind          string // kindLog, or kindFiles for a ship_logs shipper
 	tmpl          keyTemplate
 	slot          *slot
 	cfg           context.Context
@@ -229,7 +237,7 @@ func (w *Writer) settings() settings {
 		store: w.Store, prefix: w.Prefix, key: w.Key, host: w.Host, name: w.Name,
 		rollSize: w.RollSize, spoolMax: w.SpoolMax, onFull: w.OnFull,
 		rollInterval: time.Duration(w.RollInterval), flushTimeout: time.Duration(w.FlushTimeout),
-		maxBackoff: time.Duration(w.MaxBackoff),
+		maxBackoff: time.Duration(w.MaxBackoff), kind: cmp.Or(w.kind, kindLog),
 	}
 }
 

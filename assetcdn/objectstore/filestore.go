@@ -299,10 +299,23 @@ func (f *FileStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-// List walks the directory in key order.
+// List walks the directory in key order, from the deepest directory
+// the prefix names, so that listing one hour of a log bucket does not
+// walk the whole store.
 func (f *FileStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
 	var keys []string
-	err := filepath.WalkDir(f.root, func(p string, d fs.DirEntry, err error) error {
+	start := f.root
+	if dir, _, ok := cutLast(prefix, "/"); ok {
+		p, err := f.path("", dir)
+		if err != nil {
+			return fmt.Errorf("file asset store: listing %q: %v", prefix, err)
+		}
+		start = p
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == start {
+			return filepath.SkipAll // nothing under the prefix
+		}
 		if err != nil {
 			return err
 		}
@@ -336,6 +349,42 @@ func (f *FileStore) List(ctx context.Context, prefix string, fn func(ObjectInfo)
 		}
 	}
 	return nil
+}
+
+// ListDirs returns the names of the directories right under prefix
+// (which ends with "/", or is empty for the top), sorted: the "common
+// prefixes" of an S3 listing with the delimiter "/".
+func (f *FileStore) ListDirs(_ context.Context, prefix string) ([]string, error) {
+	dir := f.root
+	if prefix != "" {
+		p, err := f.path("", strings.TrimSuffix(prefix, "/"))
+		if err != nil {
+			return nil, fmt.Errorf("file asset store: listing %q: %v", prefix, err)
+		}
+		dir = p
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file asset store: listing %q: %v", prefix, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && (prefix != "" || e.Name() != fileMetaDir && e.Name() != fileTmpDir) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// cutLast is strings.Cut at the last sep.
+func cutLast(s, sep string) (before, after string, ok bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
 }
 
 // PublicURL joins public_url and key.

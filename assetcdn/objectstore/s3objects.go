@@ -210,6 +210,29 @@ func (s *S3Store) List(ctx context.Context, prefix string, fn func(ObjectInfo) e
 	return ctx.Err()
 }
 
+// ListDirs returns the names of the "directories" right under prefix
+// (which ends with "/", or is empty): the common prefixes of a listing
+// with the delimiter "/", sorted.
+func (s *S3Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	if prefix != "" {
+		if err := ValidateKey(prefix + "x"); err != nil {
+			return nil, &s3Error{store: s.name, op: "LIST", key: prefix, class: ErrInvalidKey, err: err}
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out []string
+	for oi := range s.client.api.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + prefix}) {
+		if oi.Err != nil {
+			return nil, s.fail("LIST", prefix, oi.Err)
+		}
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, s.prefix+prefix), "/"); ok && name != "" {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
 // objectInfo converts minio's description, stripping the prefix from the
 // key and quoting the ETag as HTTP does. User metadata keys come back
 // in lower case (S3 metadata names are case-insensitive).

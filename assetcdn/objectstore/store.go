@@ -59,6 +59,14 @@ type Store interface {
 	PresignPost(ctx context.Context, policy PostPolicy) (PresignedPost, error)
 }
 
+// DirLister is a Store that can list the "directories" right under a
+// prefix (an S3 listing with the delimiter "/"), so that a reader of
+// keys laid out by node and date (shipped logs) finds the nodes without
+// listing every object. Both built-in stores have it.
+type DirLister interface {
+	ListDirs(ctx context.Context, prefix string) ([]string, error)
+}
+
 // PutOptions are the object's HTTP metadata and write rules.
 type PutOptions struct {
 	ContentType        string

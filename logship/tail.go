@@ -1,0 +1,668 @@
+package logship
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// A file shipper follows the log files its globs match and appends
+// their lines to its spool, from which they are uploaded like the
+// entries of an `output s3` log writer. See commit.go for how its
+// checkpoint and the spool stay in step.
+const (
+	// DefaultMaxLine is the longest line shipped as one record; longer
+	// lines are split into pieces of at most this many bytes.
+	DefaultMaxLine = 64 << 10
+	// MaxMaxLine bounds max_line, and with it the shipper's memory.
+	MaxMaxLine = 16 << 20
+	// tailPoll is how often files are looked at for new lines, and the
+	// globs for new files.
+	tailPoll = 250 * time.Millisecond
+	// headBytes of a file's start identify it (with its inode).
+	headBytes = 256
+	// readChunk is how much is read, and checkpointed, at a time.
+	readChunk = 1 << 20
+	// goneGrace: a file that no longer matches the globs (renamed by
+	// logrotate, deleted) is read until it has not grown for this long,
+	// since the application may still be writing to it until it reopens
+	// its log.
+	goneGrace = 5 * time.Second
+	// tailErrorEvery rate-limits the shipper's error logs.
+	tailErrorEvery = 10 * time.Second
+)
+
+// compressedSuffixes are names logrotate gives compressed rotations; a
+// glob that matches them (app.log*) must not ship their bytes as lines.
+var compressedSuffixes = []string{".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"}
+
+// fileID is what a followed file is known by: device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// tailConfig is what one file shipper follows and how.
+type tailConfig struct {
+	dir     string   // the spool directory, which holds the checkpoint
+	globs   []string // absolute
+	host    string   // in wrapped lines
+	maxLine int
+	source  string // metrics label
+}
+
+// tailer follows the files of one file shipper.
+type tailer struct {
+	cfg     tailConfig
+	sp      *spool
+	metrics tailMetrics
+	files   map[fileID]*tailFile
+	// A change the checkpoint must record although no line was read: a
+	// file found, forgotten or truncated.
+	changed bool
+	buf     []byte // one chunk read from a file
+	out     []byte // the records of that chunk
+	errLog  map[string]time.Time
+
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// tailFile is one followed file.
+type tailFile struct {
+	id      fileID
+	path    string
+	f       *os.File
+	offset  int64 // where the next line starts: everything before is in the spool
+	headLen int
+	headSum [sha256.Size]byte
+	part    int // pieces shipped of an unfinished line longer than max_line
+	size    int64
+	// gone: no longer matched by the globs; read until idle for
+	// goneGrace since idleSince.
+	gone      bool
+	idleSince time.Time
+	// prefix of wrapped records after "ts": `,"host":…,"file":…,"line":"`
+	wrap []byte
+}
+
+func newTailer(cfg tailConfig, sp *spool) *tailer {
+	return &tailer{
+		cfg: cfg, sp: sp, metrics: tailMetricsFor(cfg.source),
+		files:  make(map[fileID]*tailFile),
+		buf:    make([]byte, max(readChunk, cfg.maxLine+1)),
+		errLog: make(map[string]time.Time),
+		stop:   make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// run follows the files until close.
+func (t *tailer) run() {
+	defer close(t.done)
+	defer t.closeFiles()
+	t.restore()
+	tick := time.NewTicker(tailPoll)
+	defer tick.Stop()
+	for {
+		t.poll(time.Now())
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// close stops the tailer and waits for it: what it read is in the
+// spool and the checkpoint, whatever instant it stopped at.
+func (t *tailer) close() {
+	t.stopOnce.Do(func() { close(t.stop) })
+	<-t.done
+}
+
+func (t *tailer) stopping() bool {
+	select {
+	case <-t.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *tailer) closeFiles() {
+	for _, tf := range t.files {
+		tf.f.Close()
+	}
+	t.metrics.watched.Set(0)
+}
+
+// restore takes up the files of the checkpoint where it left them: by
+// inode, under whatever name it has now (a file logrotate renamed while
+// the shipper was stopped is found in the same directory and finished),
+// as long as its first bytes are the same.
+func (t *tailer) restore() {
+	cp, err := readCheckpoint(t.cfg.dir)
+	if err != nil {
+		t.logError("checkpoint", "reading the checkpoint failed; files are read from their start", err)
+	}
+	if cp == nil {
+		return
+	}
+	matched := map[fileID]string{}
+	for _, path := range t.globMatches() {
+		if fi, err := os.Stat(path); err == nil {
+			matched[idOf(path, fi)] = path
+		}
+	}
+	for _, fc := range cp.Files {
+		id := fileID{dev: fc.Dev, ino: fc.Ino}
+		path, ok := matched[id]
+		gone := !ok
+		if gone {
+			path = findByID(filepath.Dir(fc.Path), id)
+		}
+		if path == "" {
+			logger().Info("a followed file is gone; lines it got after the shipper stopped were not shipped",
+				zap.String("file", fc.Path), zap.Int64("offset", fc.Offset))
+			t.changed = true
+			continue
+		}
+		tf, err := t.open(path, id)
+		if err != nil {
+			t.logError(path, "opening a followed log file failed", err)
+			continue
+		}
+		want, _ := hex.DecodeString(fc.Head)
+		if tf.size < fc.Offset || fc.HeadLen > int(tf.size) || !tf.headIs(fc.HeadLen, want) {
+			// Truncated, or another file on a reused inode: from the start.
+			t.files[id] = tf
+			t.changed = true
+			continue
+		}
+		tf.offset, tf.part, tf.gone = fc.Offset, fc.Part, gone || fc.Gone
+		tf.idleSince = time.Now()
+		t.files[id] = tf
+	}
+	t.metrics.watched.Set(float64(len(t.files)))
+}
+
+// findByID looks in dir for the file with id (a rotated file's new
+// name), or "".
+func findByID(dir string, id fileID) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if fi, err := os.Stat(path); err == nil && idOf(path, fi) == id {
+			return path
+		}
+	}
+	return ""
+}
+
+// idOf is the file's device and inode (on systems without inodes, a
+// hash of its path).
+func idOf(path string, fi os.FileInfo) fileID {
+	if id, ok := fileIDOf(fi); ok {
+		return id
+	}
+	h := fnv.New64a()
+	h.Write([]byte(path))
+	return fileID{ino: h.Sum64()}
+}
+
+func (t *tailer) globMatches() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, g := range t.cfg.globs {
+		paths, _ := filepath.Glob(g) // patterns are checked at provision
+		for _, p := range paths {
+			if !seen[p] && !compressedName(p) {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func compressedName(path string) bool {
+	for _, suf := range compressedSuffixes {
+		if strings.HasSuffix(path, suf) {
+			return true
+		}
+	}
+	return false
+}
+
+// open opens path, which must still be the file id.
+func (t *tailer) open(path string, id fileID) (*tailFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, errors.New("not a regular file")
+	}
+	if got := idOf(path, fi); got != id {
+		f.Close()
+		return nil, errors.New("replaced while being opened")
+	}
+	tf := &tailFile{id: id, path: path, f: f, size: fi.Size()}
+	tf.setWrap(t.cfg.host)
+	return tf, nil
+}
+
+func (tf *tailFile) setWrap(host string) {
+	w := append([]byte(nil), `,"host":`...)
+	w = appendJSONString(w, []byte(host))
+	w = append(w, `,"file":`...)
+	w = appendJSONString(w, []byte(tf.path))
+	tf.wrap = append(w, `,"line":`...)
+}
+
+// headIs reports whether the file's first n bytes hash to want.
+func (tf *tailFile) headIs(n int, want []byte) bool {
+	sum, ok := tf.hashHead(n)
+	return ok && bytes.Equal(sum[:], want)
+}
+
+func (tf *tailFile) hashHead(n int) ([sha256.Size]byte, bool) {
+	var b [headBytes]byte
+	if _, err := tf.f.ReadAt(b[:n], 0); err != nil && !errors.Is(err, io.EOF) {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256(b[:n]), true
+}
+
+// poll finds new and rotated files and ships what every file got.
+func (t *tailer) poll(now time.Time) {
+	t.scan(now)
+	// Rotated files first: logrotate's rename + create leaves the end of
+	// the old file to finish before the new one starts.
+	files := make([]*tailFile, 0, len(t.files))
+	for _, tf := range t.files {
+		files = append(files, tf)
+	}
+	sort.Slice(files, func(i, j int) bool {
+		if files[i].gone != files[j].gone {
+			return files[i].gone
+		}
+		return files[i].path < files[j].path
+	})
+	var lag int64
+	for _, tf := range files {
+		if t.stopping() {
+			return
+		}
+		t.ship(tf, now)
+		lag += tf.size - tf.offset
+	}
+	t.forgetFinished(now)
+	if t.changed {
+		if err := t.commit(nil); err == nil {
+			t.changed = false
+		}
+	}
+	t.metrics.watched.Set(float64(len(t.files)))
+	t.metrics.lag.Set(float64(lag))
+}
+
+// scan follows files the globs match now and marks the ones they no
+// longer match as gone.
+func (t *tailer) scan(now time.Time) {
+	seen := map[fileID]bool{}
+	for _, path := range t.globMatches() {
+		fi, err := os.Stat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		id := idOf(path, fi)
+		seen[id] = true
+		if tf := t.files[id]; tf != nil {
+			if tf.path != path || tf.gone {
+				tf.path, tf.gone = path, false
+				tf.setWrap(t.cfg.host)
+				t.changed = true
+			}
+			continue
+		}
+		tf, err := t.open(path, id)
+		if err != nil {
+			t.logError(path, "opening a log file to follow failed", err)
+			continue
+		}
+		t.files[id] = tf
+		t.changed = true
+	}
+	for id, tf := range t.files {
+		if !seen[id] && !tf.gone {
+			tf.gone, tf.idleSince = true, now
+			t.changed = true
+		}
+	}
+}
+
+// forgetFinished closes gone files read to their end and idle for
+// goneGrace. An unfinished last line (no newline) is shipped then.
+func (t *tailer) forgetFinished(now time.Time) {
+	for id, tf := range t.files {
+		if !tf.gone || now.Sub(tf.idleSince) < goneGrace {
+			continue
+		}
+		if tf.offset < tf.size {
+			if !t.shipTail(tf) {
+				continue
+			}
+		}
+		tf.f.Close()
+		delete(t.files, id)
+		t.changed = true
+	}
+}
+
+// ship reads what tf got since the last poll, a chunk at a time, each
+// chunk committed with the checkpoint.
+func (t *tailer) ship(tf *tailFile, now time.Time) {
+	fi, err := tf.f.Stat()
+	if err != nil {
+		t.logError(tf.path, "reading a followed log file failed", err)
+		return
+	}
+	size := fi.Size()
+	if size != tf.size {
+		tf.idleSince = now
+	}
+	tf.size = size
+	switch {
+	case size < tf.offset:
+		t.restart(tf, "log file truncated (copytruncate?); reading it from the start")
+	case size > tf.offset && tf.headLen > 0:
+		// Truncated and written again past where we were: its first
+		// bytes changed.
+		if !tf.headIs(tf.headLen, tf.headSum[:]) {
+			t.restart(tf, "log file rewritten from its start; reading it from the start")
+		}
+	}
+	for tf.offset < tf.size && !t.stopping() {
+		n, err := tf.f.ReadAt(t.buf[:min(int64(len(t.buf)), tf.size-tf.offset)], tf.offset)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.logError(tf.path, "reading a followed log file failed", err)
+			return
+		}
+		consumed, part := t.records(tf, t.buf[:n], false)
+		if consumed == 0 {
+			return // an unfinished line: wait for the rest
+		}
+		if !t.commitFile(tf, consumed, part) {
+			return
+		}
+	}
+}
+
+// restart reads tf from its start again.
+func (t *tailer) restart(tf *tailFile, msg string) {
+	logger().Info(msg, zap.String("file", tf.path), zap.Int64("was_at", tf.offset), zap.Int64("size", tf.size))
+	t.metrics.truncations.Inc()
+	tf.offset, tf.part, tf.headLen = 0, 0, 0
+	t.changed = true
+}
+
+// shipTail ships the unfinished last line of a gone file.
+func (t *tailer) shipTail(tf *tailFile) bool {
+	n, err := tf.f.ReadAt(t.buf[:min(int64(len(t.buf)), tf.size-tf.offset)], tf.offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.logError(tf.path, "reading a followed log file failed", err)
+		return false
+	}
+	consumed, part := t.records(tf, t.buf[:n], true)
+	return t.commitFile(tf, consumed, part)
+}
+
+// commitFile commits t.out as the lines of tf up to offset+consumed.
+func (t *tailer) commitFile(tf *tailFile, consumed, part int) bool {
+	oldOffset, oldPart, oldHead, oldSum := tf.offset, tf.part, tf.headLen, tf.headSum
+	tf.offset += int64(consumed)
+	tf.part = part
+	if tf.headLen < headBytes {
+		n := int(min(tf.offset, headBytes))
+		if sum, ok := tf.hashHead(n); ok {
+			tf.headLen, tf.headSum = n, sum
+		}
+	}
+	lines := bytes.Count(t.out, []byte{'\n'})
+	if err := t.commit(t.out); err != nil {
+		tf.offset, tf.part, tf.headLen, tf.headSum = oldOffset, oldPart, oldHead, oldSum
+		t.out = t.out[:0]
+		t.logError("spool", "writing the log spool failed; the lines stay in their files and are read again", err)
+		return false
+	}
+	t.metrics.lines.Add(float64(lines))
+	t.metrics.readBytes.Add(float64(consumed))
+	t.out = t.out[:0]
+	t.changed = false
+	return true
+}
+
+// commit appends p to the spool and saves the checkpoint with it.
+func (t *tailer) commit(p []byte) error {
+	return t.sp.appendCommitted(p, func(mark spoolMark) error {
+		cp := checkpoint{Spool: mark, Files: make([]fileCheckpoint, 0, len(t.files))}
+		for _, tf := range t.files {
+			cp.Files = append(cp.Files, fileCheckpoint{
+				Path: tf.path, Dev: tf.id.dev, Ino: tf.id.ino, Offset: tf.offset,
+				Head: hex.EncodeToString(tf.headSum[:]), HeadLen: tf.headLen, Part: tf.part, Gone: tf.gone,
+			})
+		}
+		sort.Slice(cp.Files, func(i, j int) bool { return cp.Files[i].Path < cp.Files[j].Path })
+		data, err := json.Marshal(cp)
+		if err != nil {
+			return err
+		}
+		return writeCheckpoint(t.cfg.dir, data)
+	})
+}
+
+// records appends to t.out the records of the whole lines at the start
+// of data, and pieces of a line longer than max_line; with final, the
+// unfinished last line too. It returns the bytes consumed and the piece
+// number the file is at after them.
+func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part int) {
+	part = tf.part
+	ts := appendTS(nil, time.Now())
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 && len(data) <= t.cfg.maxLine && !final {
+			break
+		}
+		line, n := data, len(data)
+		if i >= 0 {
+			line, n = data[:i], i+1
+		}
+		if len(line) > t.cfg.maxLine {
+			cut := pieceEnd(line, t.cfg.maxLine)
+			part++
+			t.metrics.splitPieces.Inc()
+			t.out = t.wrapped(t.out, ts, tf, line[:cut], part, true)
+			data, consumed = data[cut:], consumed+cut
+			continue
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		switch {
+		case part > 0:
+			part++
+			t.out = t.wrapped(t.out, ts, tf, line, part, false)
+			part = 0
+		case len(line) == 0:
+		case isJSONObject(line):
+			t.out = append(t.out, escapeLineSeparators(line)...)
+			t.out = append(t.out, '\n')
+		default:
+			t.out = t.wrapped(t.out, ts, tf, line, 0, false)
+		}
+		data, consumed = data[n:], consumed+n
+	}
+	return consumed, part
+}
+
+// pieceEnd is where to cut a line longer than limit: at limit, moved
+// back to the start of a UTF-8 sequence so that no character is split.
+func pieceEnd(line []byte, limit int) int {
+	for cut := limit; cut > limit-utf8.UTFMax && cut > 0; cut-- {
+		if utf8.RuneStart(line[cut]) {
+			return cut
+		}
+	}
+	return limit
+}
+
+// isJSONObject reports whether line is one JSON object: it is shipped
+// as it is.
+func isJSONObject(line []byte) bool {
+	l := bytes.TrimSpace(line)
+	return len(l) >= 2 && l[0] == '{' && l[len(l)-1] == '}' && json.Valid(l)
+}
+
+// wrapped appends the record of a plain-text line:
+// {"ts":<unix seconds>,"host":…,"file":…,"line":…}, with "part" (from
+// 1) and "more" (another piece follows) for the pieces of a long line.
+func (t *tailer) wrapped(dst, ts []byte, tf *tailFile, line []byte, part int, more bool) []byte {
+	dst = append(dst, `{"ts":`...)
+	dst = append(dst, ts...)
+	dst = append(dst, tf.wrap...)
+	dst = appendJSONString(dst, line)
+	if part > 0 {
+		dst = append(dst, `,"part":`...)
+		dst = strconv.AppendInt(dst, int64(part), 10)
+		if more {
+			dst = append(dst, `,"more":true`...)
+		}
+	}
+	return append(dst, "}\n"...)
+}
+
+// appendTS appends now as Unix seconds with microseconds, as Caddy's
+// own JSON logs write "ts".
+func appendTS(dst []byte, now time.Time) []byte {
+	us := now.UnixMicro()
+	dst = strconv.AppendInt(dst, us/1e6, 10)
+	frac := strconv.AppendInt(nil, 1e6+us%1e6, 10)
+	return append(append(dst, '.'), frac[1:]...)
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// U+FFFD; U+0085, U+2028 and U+2029 are escaped, as in the spool.
+func appendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == 0x85 || r == 0x2028 || r == 0x2029:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// logError logs a problem with what (a file, the spool) at most every
+// tailErrorEvery.
+func (t *tailer) logError(what, msg string, err error) {
+	now := time.Now()
+	if now.Sub(t.errLog[what]) < tailErrorEvery {
+		return
+	}
+	t.errLog[what] = now
+	logger().Error(msg, zap.String("source", t.cfg.source), zap.String("file", what), zap.Error(err))
+}
+
+// The followers of this process, by spool directory. A reload starts
+// the new config's follower only after the old one stopped, so that two
+// never read the same files into one spool.
+var tailers = struct {
+	mu    sync.Mutex
+	byDir map[string]*tailer
+}{byDir: make(map[string]*tailer)}
+
+// startTailer starts following cfg's files into sp, taking over from a
+// follower of an earlier config on the same spool: it stops first, and
+// the new one reads on from the checkpoint it left.
+func startTailer(cfg tailConfig, sp *spool) *tailer {
+	tailers.mu.Lock()
+	defer tailers.mu.Unlock()
+	if old := tailers.byDir[cfg.dir]; old != nil {
+		old.close()
+	}
+	t := newTailer(cfg, sp)
+	tailers.byDir[cfg.dir] = t
+	go t.run()
+	return t
+}
+
+// stopTailer stops t, unless a newer config's follower already took
+// its place (then it is stopped already).
+func stopTailer(t *tailer) {
+	tailers.mu.Lock()
+	defer tailers.mu.Unlock()
+	if tailers.byDir[t.cfg.dir] == t {
+		delete(tailers.byDir, t.cfg.dir)
+	}
+	t.close()
+}
