@@ -212,7 +212,7 @@ func TestShipsRolledFilesInOrderAndDeletesThem(t *testing.T) {
 	if left := spoolFiles(t, dir); len(left) != 0 {
 		t.Fatalf("spool not empty after everything was shipped: %v", left)
 	}
-	if got := metricValue(shippedFiles.WithLabelValues(dir)); int(got) != len(keys) {
+	if got := metricValue(shippedFiles.WithLabelValues(dir, "log:test")); int(got) != len(keys) {
 		t.Fatalf("shipped_files_total %v, want %d", got, len(keys))
 	}
 }
@@ -235,7 +235,7 @@ func TestRetriesUntilTheStoreIsBackInOrder(t *testing.T) {
 	dir := t.TempDir()
 	sl, closeFn := startTestSlot(t, dir, st, store)
 	writeLines(t, sl.spool, 0, 100)
-	waitFor(t, "failed attempts", func() bool { return metricValue(uploadFailures.WithLabelValues(dir)) >= 3 })
+	waitFor(t, "failed attempts", func() bool { return metricValue(uploadFailures.WithLabelValues(dir, "log:test")) >= 3 })
 	if n := len(store.acceptedKeys()); n != 0 {
 		t.Fatalf("%d uploads accepted while the store was down", n)
 	}
@@ -330,8 +330,8 @@ func TestSpoolFullPolicies(t *testing.T) {
 			if _, total := sl.spool.stats(); total > st.spoolMax {
 				t.Fatalf("spool holds %d bytes, over spool_max %d", total, st.spoolMax)
 			}
-			oldest := metricValue(droppedBytes.WithLabelValues(dir, reasonDropOldest))
-			refused := metricValue(droppedBytes.WithLabelValues(dir, reasonRefuseNew))
+			oldest := metricValue(droppedBytes.WithLabelValues(dir, "log:test", reasonDropOldest))
+			refused := metricValue(droppedBytes.WithLabelValues(dir, "log:test", reasonRefuseNew))
 			closeFn()
 			store.setDown(false)
 			st.flushTimeout = 5 * time.Second
@@ -393,7 +393,7 @@ func TestAVanishedSpoolFileDoesNotBlockTheOthers(t *testing.T) {
 	dir := t.TempDir()
 	sl, closeFn := startTestSlot(t, dir, st, store)
 	writeLines(t, sl.spool, 0, 4) // one rolled file of 4 lines
-	waitFor(t, "a failed attempt", func() bool { return metricValue(uploadFailures.WithLabelValues(dir)) >= 1 })
+	waitFor(t, "a failed attempt", func() bool { return metricValue(uploadFailures.WithLabelValues(dir, "log:test")) >= 1 })
 	for _, name := range spoolFiles(t, dir) {
 		if strings.HasSuffix(name, suffixRolled) || strings.HasSuffix(name, suffixGzip) {
 			if err := os.Remove(filepath.Join(dir, name)); err != nil {

@@ -397,30 +397,87 @@ func (t *tailer) ship(tf *tailFile, now time.Time) {
 		tf.idleSince = now
 	}
 	tf.size = size
-	switch {
-	case size < tf.offset:
-		t.restart(tf, "log file truncated (copytruncate?); reading it from the start")
-	case size > tf.offset && tf.headLen > 0:
-		// Truncated and written again past where we were: its first
-		// bytes changed.
-		if !tf.headIs(tf.headLen, tf.headSum[:]) {
-			t.restart(tf, "log file rewritten from its start; reading it from the start")
-		}
+	// Truncated (copytruncate), maybe written again past where we were:
+	// then its first bytes changed.
+	if size < tf.offset || size > tf.offset && tf.headLen > 0 && !tf.headIs(tf.headLen, tf.headSum[:]) {
+		t.truncated(tf)
 	}
-	for tf.offset < tf.size && !t.stopping() {
-		n, err := tf.f.ReadAt(t.buf[:min(int64(len(t.buf)), tf.size-tf.offset)], tf.offset)
+	t.drain(tf, tf.f, tf.size, false)
+}
+
+// drain ships the lines of src (tf, or the copy logrotate made of it)
+// from tf's offset to size, a chunk at a time, each chunk committed
+// with the checkpoint. With final, an unfinished last line is shipped
+// too; without, it waits for the rest.
+func (t *tailer) drain(tf *tailFile, src *os.File, size int64, final bool) bool {
+	for tf.offset < size && !t.stopping() {
+		n, err := src.ReadAt(t.buf[:min(int64(len(t.buf)), size-tf.offset)], tf.offset)
 		if err != nil && !errors.Is(err, io.EOF) {
 			t.logError(tf.path, "reading a followed log file failed", err)
-			return
+			return false
 		}
-		consumed, part := t.records(tf, t.buf[:n], false)
+		last := final && tf.offset+int64(n) >= size
+		consumed, part := t.records(tf, t.buf[:n], last)
 		if consumed == 0 {
-			return // an unfinished line: wait for the rest
+			return true // an unfinished line: wait for the rest
 		}
 		if !t.commitFile(tf, consumed, part) {
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// truncated handles a file cut back by copytruncate. logrotate copied
+// it first: if the copy is beside it (same first bytes, at least as
+// long as what was read), what the shipper had not read yet is read
+// from the copy, so only lines written between the copy and the
+// truncation are lost (as they are for every reader). Then the file is
+// read from its start.
+func (t *tailer) truncated(tf *tailFile) {
+	if tf.headLen > 0 {
+		if cp, size := t.findCopy(tf); cp != nil {
+			logger().Info("log file truncated (copytruncate); finishing what was not read from its copy",
+				zap.String("file", tf.path), zap.String("copy", cp.Name()), zap.Int64("from", tf.offset), zap.Int64("to", size))
+			ok := t.drain(tf, cp, size, true)
+			cp.Close()
+			if !ok {
+				return // retried at the next poll; the copy is still there
+			}
+		}
+	}
+	t.restart(tf, "log file truncated (copytruncate?); reading it from the start")
+}
+
+// findCopy looks beside tf for the copy copytruncate made: another
+// regular file that starts with tf's first bytes and holds at least
+// what was read.
+func (t *tailer) findCopy(tf *tailFile) (*os.File, int64) {
+	dir := filepath.Dir(tf.path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, 0
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || compressedName(e.Name()) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil || idOf(path, fi) == tf.id || fi.Size() < tf.offset {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		other := &tailFile{f: f}
+		if sum, ok := other.hashHead(tf.headLen); ok && sum == tf.headSum {
+			return f, fi.Size()
+		}
+		f.Close()
+	}
+	return nil, 0
 }
 
 // restart reads tf from its start again.
@@ -433,13 +490,7 @@ func (t *tailer) restart(tf *tailFile, msg string) {
 
 // shipTail ships the unfinished last line of a gone file.
 func (t *tailer) shipTail(tf *tailFile) bool {
-	n, err := tf.f.ReadAt(t.buf[:min(int64(len(t.buf)), tf.size-tf.offset)], tf.offset)
-	if err != nil && !errors.Is(err, io.EOF) {
-		t.logError(tf.path, "reading a followed log file failed", err)
-		return false
-	}
-	consumed, part := t.records(tf, t.buf[:n], true)
-	return t.commitFile(tf, consumed, part)
+	return t.drain(tf, tf.f, tf.size, true) && tf.offset >= tf.size
 }
 
 // commitFile commits t.out as the lines of tf up to offset+consumed.
