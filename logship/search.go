@@ -117,7 +117,11 @@ func newSearcher(store objectstore.Store, opts SearchOptions, out, errOut io.Wri
 }
 
 func (s *searcher) run(ctx context.Context) (SearchStats, error) {
-	err := s.window(ctx, s.opts.Since, s.opts.Until)
+	to := s.opts.Until
+	if to.IsZero() {
+		to = time.Now()
+	}
+	err := s.window(ctx, s.opts.Since.Add(-s.opts.Lookback), to, s.opts.Until)
 	for err == nil && s.opts.Follow {
 		if err = s.w.Flush(); err != nil {
 			break
@@ -127,8 +131,12 @@ func (s *searcher) run(ctx context.Context) (SearchStats, error) {
 			return s.stats, nil
 		case <-time.After(s.opts.FollowEvery):
 		}
-		// Files shipped since: they started at most a lookback ago.
-		err = s.window(ctx, time.Now().Add(-s.opts.Lookback), time.Time{})
+		// Files shipped since started at most two lookbacks ago (an
+		// upload comes a roll_interval after the file's start, more while
+		// the store is down); lines from before --since are still left
+		// out.
+		now := time.Now()
+		err = s.window(ctx, later(s.opts.Since.Add(-s.opts.Lookback), now.Add(-2*s.opts.Lookback)), now, time.Time{})
 	}
 	if ferr := s.w.Flush(); err == nil {
 		err = ferr
@@ -139,29 +147,37 @@ func (s *searcher) run(ctx context.Context) (SearchStats, error) {
 	return s.stats, err
 }
 
-// window prints the lines of [since, until] (a zero until: no end)
-// from the objects not printed yet.
-func (s *searcher) window(ctx context.Context, since, until time.Time) error {
-	listUntil := until
-	if listUntil.IsZero() {
-		listUntil = time.Now()
-	}
-	streams, err := s.list(ctx, since, listUntil)
+// window prints the lines of [--since, until] (a zero until: no end)
+// of the objects started in [from, to] not printed yet.
+func (s *searcher) window(ctx context.Context, from, to, until time.Time) error {
+	streams, err := s.list(ctx, from, to)
 	if err != nil {
 		return err
 	}
-	return s.merge(ctx, streams, since, until)
+	if err := s.merge(ctx, streams, s.opts.Since, until); err != nil {
+		return err
+	}
+	s.forgetOld(from)
+	return nil
 }
 
-// list finds the objects that may hold lines of [since, until], by
-// stream (host and log name), oldest first: those started in the window
-// and, of each stream, the last one started before it.
-func (s *searcher) list(ctx context.Context, since, until time.Time) ([][]shippedObject, error) {
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// list finds the objects started in [from, to] that may hold lines
+// from --since on, by stream (host and log name), oldest first: those
+// started since and, of each stream, the last one started before.
+func (s *searcher) list(ctx context.Context, from, to time.Time) ([][]shippedObject, error) {
+	since := s.opts.Since
 	var hosts []string
 	for h := range s.hosts {
 		hosts = append(hosts, h)
 	}
-	prefixes, err := s.layout.windowPrefixes(ctx, s.store, hosts, s.opts.Name, since.Add(-s.opts.Lookback), until)
+	prefixes, err := s.layout.windowPrefixes(ctx, s.store, hosts, s.opts.Name, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("listing shipped logs: %w", err)
 	}
@@ -172,7 +188,7 @@ func (s *searcher) list(ctx context.Context, since, until time.Time) ([][]shippe
 			if !ok || s.hosts != nil && !s.hosts[o.host] || s.opts.Name != "" && o.name != segmentSafe(s.opts.Name) {
 				return nil
 			}
-			if o.start.Before(since.Add(-s.opts.Lookback)) || o.start.After(until) {
+			if o.start.Before(from) || o.start.After(to) {
 				return nil
 			}
 			id := o.host + "\x00" + o.name
@@ -204,10 +220,15 @@ func (s *searcher) list(ctx context.Context, since, until time.Time) ([][]shippe
 			s.read[id] = seen
 		}
 		var todo []shippedObject
-		for _, o := range objs[first:] {
-			if _, done := seen.keys[o.key]; !done {
-				todo = append(todo, o)
+		for i, o := range objs {
+			if _, done := seen.keys[o.key]; done {
+				continue
 			}
+			if i < first {
+				seen.keys[o.key] = o.start // only lines from before the window
+				continue
+			}
+			todo = append(todo, o)
 		}
 		if len(todo) > 0 {
 			streams = append(streams, todo)
@@ -280,15 +301,13 @@ func (s *searcher) merge(ctx context.Context, streams [][]shippedObject, since, 
 			seen.keys[o.key] = o.start
 		}
 	}
-	s.forgetOld(since)
 	return ctx.Err()
 }
 
-// forgetOld drops what --follow remembers of objects too old to be
-// listed again (started more than a lookback before since), so that
-// its memory stays bounded however long it runs.
-func (s *searcher) forgetOld(since time.Time) {
-	horizon := since.Add(-2 * s.opts.Lookback)
+// forgetOld drops what --follow remembers of objects started before
+// horizon, which are not listed again, so that its memory stays bounded
+// however long it runs.
+func (s *searcher) forgetOld(horizon time.Time) {
 	for id, seen := range s.read {
 		for key, start := range seen.keys {
 			if start.Before(horizon) {

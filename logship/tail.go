@@ -192,6 +192,8 @@ func (t *tailer) restore() {
 			continue
 		}
 		tf.offset, tf.part, tf.gone = fc.Offset, fc.Part, gone || fc.Gone
+		tf.headLen = fc.HeadLen
+		copy(tf.headSum[:], want)
 		tf.idleSince = time.Now()
 		t.files[id] = tf
 	}

@@ -197,6 +197,12 @@ func TestTailerFollowsRotationAndRestarts(t *testing.T) {
 	appendFile(t, filepath.Join(logs, "other.log"), "other 1\n")
 	tl.poll(time.Now())
 
+	// A second restart: what the first one restored is still known.
+	tl.closeFiles()
+	tl.sp.lock.Close()
+	tl = testTailer(t, spool, 1024, glob)
+	tl.poll(time.Now())
+
 	got := lineTexts(t, spooled(t, spool))
 	seen := map[string]int{}
 	for _, l := range got {
