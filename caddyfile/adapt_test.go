@@ -85,6 +85,11 @@ func TestAdaptErrors(t *testing.T) {
 		{"reencrypt to http://", ":80 {\n\treverse_proxy http://a:1 {\n\t\ttransport reencrypt\n\t}\n}\n", "scheme is HTTP"},
 		{"reencrypt bad pin", ":80 {\n\treverse_proxy a:1 {\n\t\ttransport reencrypt {\n\t\t\tpin_spki abc\n\t\t}\n\t}\n}\n", `pin_spki "abc"`},
 		{"sticky_learn args", ":80 {\n\tsticky_learn now\n\treverse_proxy a:1\n}\n", "wrong argument count"},
+		{"ship_logs without files", "{\n\tship_logs {\n\t\tname app\n\t}\n}\n", "files is required"},
+		{"ship_logs unknown option", "{\n\tship_logs {\n\t\tfiles /x\n\t\tglob y\n\t}\n}\n", `unknown s3 log writer option "glob"`},
+		{"ship_logs bad max_line", "{\n\tship_logs {\n\t\tfiles /x\n\t\tmax_line lots\n\t}\n}\n", "max_line"},
+		{"ship_logs two values", "{\n\tship_logs {\n\t\tfiles /x\n\t\tname a b\n\t}\n}\n", "one value expected"},
+		{"ship_logs inline arg", "{\n\tship_logs app {\n\t\tfiles /x\n\t}\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

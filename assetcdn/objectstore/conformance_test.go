@@ -443,9 +443,32 @@ func testList(t *testing.T, fx storeFixture) {
 		{"img/", []string{"img/a.png", "img/b/c.png", "img/ba.png"}},
 		{"img/b", []string{"img/b/c.png", "img/ba.png"}},
 		{"none/", []string{}},
+		{"img/b/", []string{"img/b/c.png"}},
+		{"img/b/c", []string{"img/b/c.png"}},
+		{"nodir/deeper/", []string{}},
 	} {
 		if got := listKeys(t, s, c.prefix); !slices.Equal(got, c.want) {
 			t.Errorf("List(%q) = %q, want %q", c.prefix, got, c.want)
+		}
+	}
+	// The "directories" under a prefix, as shipped-log searches list
+	// nodes.
+	lister, ok := s.(DirLister)
+	if !ok {
+		t.Fatalf("%T cannot list directories", s)
+	}
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"img", "other"}},
+		{"img/", []string{"b"}},
+		{"img/b/", nil},
+		{"none/", nil},
+	} {
+		got, err := lister.ListDirs(t.Context(), c.prefix)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("ListDirs(%q) = %q, %v; want %q", c.prefix, got, err, c.want)
 		}
 	}
 	stop := errors.New("stop here")
