@@ -28,14 +28,15 @@ run: build
 # the browser tests.
 deps:
 	@missing=""; \
-	for cmd in redis-server redis-sentinel memcached wrk php nginx haproxy chromium; do \
+	for cmd in redis-server redis-sentinel memcached wrk php nginx haproxy chromium jq; do \
 		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; \
 	done; \
+	[ -x /usr/bin/time ] || missing="$$missing time"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli nginx haproxy chromium; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-sentinel memcached wrk php-cli nginx haproxy chromium jq time; \
 	fi
 	@# Node.js runs a real Express app in the forwarded-header tests.
 	@if ! command -v npm >/dev/null 2>&1; then \
@@ -81,6 +82,7 @@ bench: deps build
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/logship.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/fleet.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/passthrough.sh
+	CADDY=$(CURDIR)/$(CADDY) integration/bench/shiplogs.sh
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/dashboard.sh
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench 'Offload' -benchtime 1x -timeout 30m ./integration/
