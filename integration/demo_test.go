@@ -122,7 +122,7 @@ func TestDemoRun(t *testing.T) {
 	if !pool.AppendCertsFromPEM(rootPEM) {
 		t.Fatal("the demo's root.crt holds no certificate")
 	}
-	d := &demoChecks{dir: dir, root: root, transport: &http.Transport{
+	d := &demoChecks{dir: dir, root: root, log: proc.Log, transport: &http.Transport{
 		Proxy:           nil,
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 	}}
@@ -144,6 +144,7 @@ func TestDemoRun(t *testing.T) {
 		{"asset_url", 1, d.assetURL},
 		{"presign", 1, d.presign},
 		{"logs", 1, d.logs},
+		{"lb-logs", 0, d.lbLogs},
 		{"dashboard", 1, d.dashboard},
 		{"admin", 1, d.admin},
 	}
@@ -222,6 +223,7 @@ func demoUpstreamsHealthy(n int) error {
 type demoChecks struct {
 	dir, root string
 	transport *http.Transport
+	log       func() string // what run.sh printed
 
 	// uploaded is the key and content of the upload check's file, which
 	// the asset_serve check fetches back.
@@ -521,6 +523,45 @@ func (d *demoChecks) presign(t *testing.T, urls []string) {
 	resp, body := demoDo(t, d.client(), req)
 	if resp.StatusCode != http.StatusNotImplemented || !strings.Contains(body, "cannot presign") {
 		t.Fatalf("POST %s: %s: %s; want 501 saying a file store cannot presign", urls[0], resp.Status, body)
+	}
+}
+
+// lbLogs runs the lb-logs command the message prints, from the demo's
+// directory: within a roll interval or two it prints the :8080 access
+// log's /login request and the backends' start lines that ship_logs
+// shipped, in time order, as text.
+func (d *demoChecks) lbLogs(t *testing.T, _ []string) {
+	var command string
+	for _, line := range strings.Split(d.log(), "\n") {
+		if m := demoLine.FindStringSubmatch(line); m != nil && m[1] == "lb-logs" {
+			command, _, _ = strings.Cut(m[2], "   ")
+		}
+	}
+	args := strings.Fields(command)
+	if len(args) < 3 || args[1] != "lb-logs" {
+		t.Fatalf("the [lb-logs] line holds no lb-logs command: %q", command)
+	}
+	deadline := time.Now().Add(30 * time.Second) // roll_interval is 10 s
+	for {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = d.dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", command, err)
+		}
+		text := string(out)
+		backendLine := regexp.MustCompile(`(?m)^\S+Z \S+ \S*var/backends/b1\.log: .*msg=listening`)
+		login := strings.Index(text, " localhost:8080/login")
+		if login >= 0 && backendLine.MatchString(text) {
+			if start := backendLine.FindStringIndex(text)[0]; start > login {
+				t.Fatalf("the backend's start line comes after the /login request: not in time order:\n%s", text)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s printed no /login request and no backend start line after 30 s:\n%s", command, text)
+		}
+		time.Sleep(time.Second)
 	}
 }
 

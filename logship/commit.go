@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // A file shipper (ship_logs) reads lines from log files into its spool
@@ -102,6 +104,15 @@ func (s *spool) cutLocked(size int64) error {
 // deleted. It returns the mark.
 func applyCheckpointMark(dir string) (spoolMark, error) {
 	cp, err := readCheckpoint(dir)
+	if errors.Is(err, errCorruptCheckpoint) {
+		// Nothing can be cut without knowing where: keep the spool as it
+		// is, and set the checkpoint aside, so that the shipper reads its
+		// files from their start (lines may be shipped twice, none lost).
+		_ = os.Rename(filepath.Join(dir, checkpointName), filepath.Join(dir, checkpointName+".corrupt"))
+		logger().Error("the file shipper's checkpoint cannot be read; it is set aside and the files are read from their start, so some lines may be shipped twice",
+			zap.String("spool", dir), zap.Error(err))
+		return spoolMark{}, nil
+	}
 	if err != nil || cp == nil {
 		return spoolMark{}, err
 	}
@@ -171,10 +182,12 @@ func readCheckpoint(dir string) (*checkpoint, error) {
 	}
 	cp := new(checkpoint)
 	if err := json.Unmarshal(data, cp); err != nil {
-		return nil, fmt.Errorf("file shipper checkpoint %s: %v", filepath.Join(dir, checkpointName), err)
+		return nil, fmt.Errorf("%w %s: %v", errCorruptCheckpoint, filepath.Join(dir, checkpointName), err)
 	}
 	return cp, nil
 }
+
+var errCorruptCheckpoint = errors.New("corrupt file shipper checkpoint")
 
 // writeCheckpoint replaces the checkpoint atomically (a rename), so a
 // kill -9 leaves the old one or the new one whole.

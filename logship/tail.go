@@ -158,6 +158,12 @@ func (t *tailer) restore() {
 		t.logError("checkpoint", "reading the checkpoint failed; files are read from their start", err)
 	}
 	if cp == nil {
+		// A checkpoint before the first line: were the process killed
+		// between the first batch and its checkpoint, the next start
+		// must find one to cut that batch off by.
+		if err := t.commit(nil); err != nil {
+			t.logError("checkpoint", "writing the first checkpoint failed", err)
+		}
 		return
 	}
 	matched := map[fileID]string{}

@@ -319,3 +319,38 @@ func abs(n int) int {
 	}
 	return n
 }
+
+// TestTailerFirstBatchAndACorruptCheckpoint: a kill between the very
+// first batch and its checkpoint finds a checkpoint anyway (one is
+// written before any line), and a checkpoint that cannot be read is set
+// aside: the files are read again (twice rather than never).
+func TestTailerFirstBatchAndACorruptCheckpoint(t *testing.T) {
+	logs, spool := t.TempDir(), t.TempDir()
+	appendFile(t, filepath.Join(logs, "app.log"), "one\n")
+	tl := testTailer(t, spool, 1024, filepath.Join(logs, "*.log"))
+	if err := tl.sp.appendCommitted([]byte(`{"line":"one"}`+"\n"), func(spoolMark) error { return errors.New("killed") }); err == nil {
+		t.Fatal("a failed save was not reported")
+	}
+	// The bytes of that batch left behind, as a kill leaves them.
+	appendFile(t, filepath.Join(spool, tl.sp.curBase+suffixOpen), `{"line":"one"}`+"\n")
+	tl.closeFiles()
+	tl.sp.lock.Close()
+	tl = testTailer(t, spool, 1024, filepath.Join(logs, "*.log"))
+	tl.poll(time.Now())
+	if got := lineTexts(t, spooled(t, spool)); fmt.Sprint(got) != "[one]" {
+		t.Fatalf("after a kill before the first checkpoint the spool holds %q, want [one]", got)
+	}
+	tl.closeFiles()
+	tl.sp.lock.Close()
+	if err := os.WriteFile(filepath.Join(spool, checkpointName), []byte(`{"spool":`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	tl = testTailer(t, spool, 1024, filepath.Join(logs, "*.log"))
+	tl.poll(time.Now())
+	if got := lineTexts(t, spooled(t, spool)); fmt.Sprint(got) != "[one one]" {
+		t.Fatalf("after a corrupt checkpoint the spool holds %q, want the line kept and read again", got)
+	}
+	if _, err := os.Stat(filepath.Join(spool, checkpointName+".corrupt")); err != nil {
+		t.Errorf("the corrupt checkpoint was not set aside: %v", err)
+	}
+}

@@ -99,11 +99,14 @@ lb_cert() { "$caddy" lb-cert --storage-dir "$storage" --out "$tlsdir" --san 127.
 wait_for "caddy lb-cert" lb_cert
 
 # 4. The backends: plain HTTP for :8080 and :8081, HTTPS requiring the load
-#    balancer's client certificate for :8443.
+#    balancer's client certificate for :8443. Their logs also go to
+#    ./var/backends/b<n>.log, which the Caddyfile's ship_logs ships as a
+#    web server's application logs would be.
+mkdir -p var/backends
 for i in 1 2 3; do
 	"$backend" -listen "127.0.0.1:900$i" -name "b$i" \
 		-tls-listen "127.0.0.1:944$i" -tls-cert "$tlsdir/chain.pem" -tls-key "$tlsdir/key.pem" \
-		-tls-client-ca "$tlsdir/ca.pem" &
+		-tls-client-ca "$tlsdir/ca.pem" 2> >(tee -a "var/backends/b$i.log" >&2) &
 	pids+=($!)
 done
 
@@ -135,6 +138,7 @@ or use curl --cacert $storage/pki/authorities/local/root.crt.
   [asset_url]   http://localhost:8080/page                   a template page whose CSS and logo URLs asset_url made from the synced manifest
   [presign]     http://localhost:8080/uploads/presign        POST {"filename","content_type","size"}: 501 here, presigned uploads need an S3 store
   [logs]        http://localhost:8080/shipped-logs/demo/     the access log of :8080, shipped as gzipped files every 10 s (./var/logs/demo)
+  [lb-logs]     $caddy lb-logs search --config $demo/Caddyfile --prefix demo --since 1h --format text   that access log and the backends' logs (ship_logs), merged in time order
   [dashboard]   http://localhost:8080/lb-status/             the status page: upstreams, sessions, stores, fleet; Drain / Undrain buttons
   [admin]       http://localhost:2019/lb/upstreams           the admin API: upstreams, health, bound sessions
 Ctrl-C stops everything.
