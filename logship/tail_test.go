@@ -354,3 +354,27 @@ func TestTailerFirstBatchAndACorruptCheckpoint(t *testing.T) {
 		t.Errorf("the corrupt checkpoint was not set aside: %v", err)
 	}
 }
+
+// BenchmarkTailRecords: turning a chunk of log lines into spool records
+// (wrapping plain lines, checking JSON ones), the shipper's own work per
+// byte besides reading, gzip and upload.
+func BenchmarkTailRecords(b *testing.B) {
+	var chunk strings.Builder
+	for i := 0; chunk.Len() < 1<<20; i++ {
+		if i%10 == 0 {
+			fmt.Fprintf(&chunk, `{"message":"order placed","context":{"order_id":%d},"level":200,"level_name":"INFO","datetime":"2026-12-02T07:13:46.590123+00:00"}`+"\n", i)
+		} else {
+			fmt.Fprintf(&chunk, "[2026-12-02 07:13:46] production.INFO: GET /api/products/%d user=%d took 12ms\n", i, i*7)
+		}
+	}
+	data := []byte(chunk.String())
+	tl := &tailer{cfg: tailConfig{host: "web-1", maxLine: DefaultMaxLine}, metrics: tailMetricsFor("files:bench")}
+	tf := &tailFile{path: "/var/www/app/storage/logs/laravel.log"}
+	tf.setWrap("web-1")
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		tl.out = tl.out[:0]
+		tl.records(tf, data, false)
+	}
+}
