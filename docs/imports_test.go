@@ -15,7 +15,7 @@ var allowedImports = map[string][]string{
 	"lbmodule/upstreamtls":  nil,
 	"lbmodule/lbadmin":      {"lbmodule/affinity", "lbmodule/l4sticky", "sessionstore"},
 	"lbmodule/l4sticky":     {"sessionstore"},
-	"lbmodule/dashboard":    {"lbmodule/lbadmin", "lbmodule/affinity", "lbmodule/l4sticky", "sessionstore", "assetcdn", "assetcdn/objectstore", "logship"},
+	"lbmodule/dashboard":    {"lbmodule/lbadmin", "lbmodule/affinity", "lbmodule/l4sticky", "sessionstore", "assetcdn", "assetcdn/objectstore", "logship", "logship/logquery"},
 	"assetcdn/objectstore":  nil,
 	"assetcdn":              {"assetcdn/objectstore"},
 	"logship":               {"assetcdn/objectstore", "logship/logquery"},

@@ -545,9 +545,11 @@ func (d *demoChecks) lbLogs(t *testing.T, _ []string) {
 	for {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Dir = d.dir
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("%s: %v", command, err)
+			t.Fatalf("%s: %v\n%s", command, err, stderr.String())
 		}
 		text := string(out)
 		backendLine := regexp.MustCompile(`(?m)^\S+Z \S+ \S*var/backends/b1\.log: .*msg=listening`)

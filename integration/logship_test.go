@@ -507,7 +507,7 @@ func TestLogshipFullDiskIsQuietAndKeepsItsClock(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	if n := metric(t, c, `caddylb_logship_dropped_bytes_total{reason="write_error",spool="`+spool+`"}`); n == 0 {
+	if n := metric(t, c, `caddylb_logship_dropped_bytes_total{reason="write_error",source="log:caddy",spool="`+spool+`"}`); n == 0 {
 		t.Fatal("no write errors counted: the limit did not bite")
 	}
 	var files []string

@@ -138,7 +138,7 @@ or use curl --cacert $storage/pki/authorities/local/root.crt.
   [asset_url]   http://localhost:8080/page                   a template page whose CSS and logo URLs asset_url made from the synced manifest
   [presign]     http://localhost:8080/uploads/presign        POST {"filename","content_type","size"}: 501 here, presigned uploads need an S3 store
   [logs]        http://localhost:8080/shipped-logs/demo/     the access log of :8080, shipped as gzipped files every 10 s (./var/logs/demo)
-  [lb-logs]     $caddy lb-logs search --config $demo/Caddyfile --prefix demo --since 1h --format text   that access log and the backends' logs (ship_logs), merged in time order
+  [lb-logs]     $caddy lb-logs search --config $demo/Caddyfile --store logs --prefix demo --since 1h --format text   that access log and the backends' logs (ship_logs), merged in time order
   [dashboard]   http://localhost:8080/lb-status/             the status page: upstreams, sessions, stores, fleet; Drain / Undrain buttons
   [admin]       http://localhost:2019/lb/upstreams           the admin API: upstreams, health, bound sessions
 Ctrl-C stops everything.
