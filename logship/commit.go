@@ -184,6 +184,14 @@ func readCheckpoint(dir string) (*checkpoint, error) {
 	if err := json.Unmarshal(data, cp); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", errCorruptCheckpoint, filepath.Join(dir, checkpointName), err)
 	}
+	if cp.Spool.Size < 0 {
+		return nil, fmt.Errorf("%w %s: spool size %d", errCorruptCheckpoint, filepath.Join(dir, checkpointName), cp.Spool.Size)
+	}
+	for _, f := range cp.Files {
+		if f.Offset < 0 || f.HeadLen < 0 || f.HeadLen > headBytes || f.Part < 0 {
+			return nil, fmt.Errorf("%w %s: file %q: offset %d, head_len %d, part %d", errCorruptCheckpoint, filepath.Join(dir, checkpointName), f.Path, f.Offset, f.HeadLen, f.Part)
+		}
+	}
 	return cp, nil
 }
 

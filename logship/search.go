@@ -72,6 +72,9 @@ type searcher struct {
 	// read: the objects already printed, by stream: their newest start
 	// and keys, so that --follow prints each object once.
 	read map[string]*streamSeen
+	// retry: objects whose read failed (not their content), by key,
+	// under statsMu; not marked read.
+	retry map[string]bool
 }
 
 type streamSeen struct {
@@ -98,7 +101,7 @@ func newSearcher(store objectstore.Store, opts SearchOptions, out, errOut io.Wri
 	if err != nil {
 		return nil, err
 	}
-	s := &searcher{store: store, opts: opts, layout: layout, w: bufio.NewWriterSize(out, 64<<10), errOut: errOut, read: map[string]*streamSeen{}}
+	s := &searcher{store: store, opts: opts, layout: layout, w: bufio.NewWriterSize(out, 64<<10), errOut: errOut, read: map[string]*streamSeen{}, retry: map[string]bool{}}
 	switch opts.Format {
 	case "", "json":
 		s.format = formatJSON
@@ -207,7 +210,12 @@ func (s *searcher) list(ctx context.Context, from, to time.Time) ([][]shippedObj
 	sort.Strings(ids)
 	for _, id := range ids {
 		objs := byStream[id]
-		sort.Slice(objs, func(i, j int) bool { return objs[i].key < objs[j].key })
+		sort.Slice(objs, func(i, j int) bool {
+			if !objs[i].start.Equal(objs[j].start) {
+				return objs[i].start.Before(objs[j].start)
+			}
+			return objs[i].key < objs[j].key
+		})
 		first := 0
 		for i, o := range objs {
 			if !o.start.After(since) {
@@ -256,9 +264,14 @@ const batchBytes = 64 << 10
 // timestamp order.
 func (s *searcher) merge(ctx context.Context, streams [][]shippedObject, since, until time.Time) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	chans := make([]chan batch, len(streams))
 	var wg sync.WaitGroup
+	// Readers blocked on a full channel end once ctx does: cancel, then
+	// wait (an output error returns early).
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	for i, objs := range streams {
 		chans[i] = make(chan batch, 2)
 		wg.Add(1)
@@ -268,7 +281,6 @@ func (s *searcher) merge(ctx context.Context, streams [][]shippedObject, since, 
 			s.readStream(ctx, objs, since, until, ch)
 		}(objs, chans[i])
 	}
-	defer wg.Wait()
 	h := &lineHeap{}
 	for i, ch := range chans {
 		if b, ok := <-ch; ok {
@@ -298,6 +310,10 @@ func (s *searcher) merge(ctx context.Context, streams [][]shippedObject, since, 
 	for _, objs := range streams {
 		seen := s.read[objs[0].host+"\x00"+objs[0].name]
 		for _, o := range objs {
+			if s.retry[o.key] {
+				delete(s.retry, o.key) // --follow reads it again
+				continue
+			}
 			seen.keys[o.key] = o.start
 		}
 	}
@@ -366,6 +382,9 @@ func (s *searcher) readStream(ctx context.Context, objs []shippedObject, since, 
 			}
 			s.statsMu.Lock()
 			s.stats.Skipped++
+			if errors.Is(err, errTransient) {
+				s.retry[o.key] = true
+			}
 			s.statsMu.Unlock()
 			fmt.Fprintf(s.errOut, "lb-logs: skipping %s: %v\n", o.key, err)
 		}
@@ -373,15 +392,21 @@ func (s *searcher) readStream(ctx context.Context, objs []shippedObject, since, 
 	send()
 }
 
-// maxSearchLine bounds a line read from an object; a longer one is
-// reported and skipped (writers never ship one: see max_line).
-const maxSearchLine = 16 << 20
+// maxSearchLine bounds a line read from an object: the longest record a
+// file shipper writes (a max_line piece of control characters, each
+// escaped in six bytes, with its wrapping). A longer line is reported
+// and skipped, and the object read on.
+const maxSearchLine = 6*MaxMaxLine + 64<<10
+
+// errTransient marks a read that failed for a reason other than the
+// object (a GET or a read of its body): --follow tries it again.
+var errTransient = errors.New("reading the object failed")
 
 // readObject calls fn for each line of o, until fn returns false.
 func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]byte) bool) error {
 	part, err := s.store.Get(ctx, o.key, nil, "")
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errTransient, err)
 	}
 	defer part.Close()
 	counted := &countingReader{r: part}
@@ -393,29 +418,43 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 	}()
 	zr, err := gzip.NewReader(bufio.NewReaderSize(counted, 64<<10))
 	if err != nil {
+		if counted.err != nil && !errors.Is(counted.err, io.EOF) {
+			return fmt.Errorf("%w: %v", errTransient, counted.err)
+		}
 		return fmt.Errorf("not gzip: %v", err)
 	}
 	br := bufio.NewReaderSize(zr, 64<<10)
 	var long []byte
 	var lines int64
+	var tooLong error // the first line skipped for its length
 	defer func() {
 		s.statsMu.Lock()
 		s.stats.Lines += lines
 		s.statsMu.Unlock()
 	}()
+	skipping := false // inside a line longer than maxSearchLine
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			if len(long)+len(chunk) > maxSearchLine {
-				return fmt.Errorf("line %d is longer than %d bytes", lines+1, maxSearchLine)
+			if !skipping && len(long)+len(chunk) > maxSearchLine {
+				skipping, long = true, nil
+				if tooLong == nil {
+					tooLong = fmt.Errorf("line %d is longer than %d bytes; skipped", lines+1, maxSearchLine)
+				}
 			}
-			long = append(long, chunk...)
+			if !skipping {
+				long = append(long, chunk...)
+			}
 			continue
 		}
 		line := chunk
 		if long != nil {
 			long = append(long, chunk...)
 			line = long
+		}
+		if skipping {
+			skipping, line = false, nil
+			lines++
 		}
 		line = bytes.TrimSuffix(line, []byte{'\n'})
 		if len(line) > 0 {
@@ -425,26 +464,36 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 			}
 		}
 		long = long[:0]
-		if long != nil && cap(long) > 1<<20 {
+		if cap(long) > 1<<20 {
 			long = nil
 		}
 		if err == io.EOF {
-			return nil
+			return tooLong
 		}
 		if err != nil {
+			if counted.err != nil && !errors.Is(counted.err, io.EOF) {
+				return fmt.Errorf("%w after %d lines: %v", errTransient, lines, counted.err)
+			}
 			return fmt.Errorf("after %d lines: %v", lines, err)
 		}
 	}
 }
 
+// countingReader counts what was read of an object and keeps the
+// error of the read itself, to tell a failed transfer from a corrupt
+// object.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil {
+		c.err = err
+	}
 	return n, err
 }
 

@@ -23,8 +23,7 @@ func formatJSON(dst []byte, l *searchLine) []byte {
 // fields as JSON.
 func formatText(dst []byte, l *searchLine) []byte {
 	dst = l.ts.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
-	dst = append(dst, ' ')
-	dst = append(dst, l.host...)
+	dst = appendField(dst, l.host) // from a key: made visible too
 	line := l.line
 	str := func(path ...string) string {
 		v, ok := logquery.Lookup(line, path)

@@ -70,7 +70,7 @@ func (a *ShipLogs) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("ship_logs: %v", err)
 	}
 	stores := appIface.(*objectstore.App)
-	dirs := map[string]bool{}
+	dirs, names := map[string]bool{}, map[string]bool{}
 	for i, s := range a.Shippers {
 		if err := s.provision(ctx, stores); err != nil {
 			return fmt.Errorf("ship_logs %d (%s): %w", i+1, s.Name, err)
@@ -78,7 +78,12 @@ func (a *ShipLogs) Provision(ctx caddy.Context) error {
 		if dirs[s.SpoolDir] {
 			return fmt.Errorf("ship_logs %d (%s): another ship_logs uses spool directory %s; give each its own name or spool_dir", i+1, s.Name, s.SpoolDir)
 		}
-		dirs[s.SpoolDir] = true
+		// The name is the log's in object keys and metrics: two shippers
+		// of one name would be one stream to a search, in no order.
+		if names[s.Name] {
+			return fmt.Errorf("ship_logs %d: another ship_logs is named %q; give each its own name", i+1, s.Name)
+		}
+		dirs[s.SpoolDir], names[s.Name] = true, true
 	}
 	return nil
 }
@@ -125,7 +130,19 @@ func (s *FileShipper) provision(ctx caddy.Context, stores *objectstore.App) erro
 	if _, err := stores.Store(repl.ReplaceAll(s.Store, "")); err != nil {
 		return err
 	}
-	return s.Writer.Provision(ctx)
+	if err := s.Writer.Provision(ctx); err != nil {
+		return err
+	}
+	// A glob that matches the spool's own files would ship them again,
+	// and again (files in any spool are skipped as they are found, too).
+	probe := filepath.Join(s.SpoolDir, "20260102T150405.000Z-00000000-0000-4000-8000-000000000000"+suffixRolled)
+	for _, g := range s.Files {
+		if ok, _ := filepath.Match(g, probe); ok {
+			_ = s.Writer.Cleanup()
+			return fmt.Errorf("files %q matches the files of the spool directory %s; set spool_dir outside the globs", g, s.SpoolDir)
+		}
+	}
+	return nil
 }
 
 func (s *FileShipper) tailConfig() tailConfig {
@@ -136,6 +153,13 @@ func (s *FileShipper) tailConfig() tailConfig {
 // same spool hands over first.
 func (a *ShipLogs) Start() error {
 	for _, s := range a.Shippers {
+		if s.slot.dir != s.SpoolDir {
+			// Another process holds the spool (see acquire): it ships
+			// these files already; a second follower would ship them
+			// twice.
+			a.Stop()
+			return fmt.Errorf("ship_logs %s: spool directory %s is in use by another process, which ships these files; stop it first, or give this one its own spool_dir", s.Name, s.SpoolDir)
+		}
 		a.running = append(a.running, startTailer(s.tailConfig(), s.slot.spool))
 	}
 	return nil

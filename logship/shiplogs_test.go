@@ -120,6 +120,29 @@ func TestShipLogsConfigErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a glob that matches the spool", func(t *testing.T) {
+		dir := spool()
+		cfg := shipLogsConfig(t, root, logs, dir, map[string]any{"files": []string{filepath.Join(filepath.Dir(dir), "*", "*.log")}})
+		if err := caddy.Validate(mustConfig(t, cfg)); err == nil || !strings.Contains(err.Error(), "matches the files of the spool directory") {
+			t.Fatalf("error %v, want one naming the spool the glob matches", err)
+		}
+	})
+	t.Run("two shippers of one name", func(t *testing.T) {
+		var cfg map[string]any
+		_ = json.Unmarshal(shipLogsConfig(t, root, logs, spool(), nil), &cfg)
+		apps := cfg["apps"].(map[string]any)
+		sh := apps["ship_logs"].(map[string]any)["shippers"].([]any)
+		other := map[string]any{}
+		for k, v := range sh[0].(map[string]any) {
+			other[k] = v
+		}
+		other["spool_dir"] = spool()
+		apps["ship_logs"].(map[string]any)["shippers"] = append(sh, other)
+		b, _ := json.Marshal(cfg)
+		if err := caddy.Validate(mustConfig(t, b)); err == nil || !strings.Contains(err.Error(), "another ship_logs is named") {
+			t.Fatalf("error %v, want one naming the shared name", err)
+		}
+	})
 	t.Run("two shippers on one spool", func(t *testing.T) {
 		dir := spool()
 		var cfg map[string]any

@@ -77,7 +77,12 @@ type tailer struct {
 
 	stop     chan struct{}
 	done     chan struct{}
-	stopOnce sync.Once
+	stopOnce *sync.Once
+
+	// Reload handover (guarded by tailers.mu): prev is the follower this
+	// one took the files from, released that its config stopped.
+	prev     *tailer
+	released bool
 }
 
 // tailFile is one followed file.
@@ -99,13 +104,21 @@ type tailFile struct {
 }
 
 func newTailer(cfg tailConfig, sp *spool) *tailer {
-	return &tailer{
+	t := &tailer{
 		cfg: cfg, sp: sp, metrics: tailMetricsFor(cfg.source),
-		files:  make(map[fileID]*tailFile),
 		buf:    make([]byte, max(readChunk, cfg.maxLine+1)),
 		errLog: make(map[string]time.Time),
-		stop:   make(chan struct{}), done: make(chan struct{}),
 	}
+	t.reset()
+	return t
+}
+
+// reset readies a tailer to run (again): it takes up the files from the
+// checkpoint when it starts.
+func (t *tailer) reset() {
+	t.files = make(map[fileID]*tailFile)
+	t.changed = false
+	t.stop, t.done, t.stopOnce = make(chan struct{}), make(chan struct{}), new(sync.Once)
 }
 
 // run follows the files until close.
@@ -128,7 +141,8 @@ func (t *tailer) run() {
 // close stops the tailer and waits for it: what it read is in the
 // spool and the checkpoint, whatever instant it stopped at.
 func (t *tailer) close() {
-	t.stopOnce.Do(func() { close(t.stop) })
+	stop := t.stop
+	t.stopOnce.Do(func() { close(stop) })
 	<-t.done
 }
 
@@ -146,6 +160,7 @@ func (t *tailer) closeFiles() {
 		tf.f.Close()
 	}
 	t.metrics.watched.Set(0)
+	t.metrics.lag.Set(0)
 }
 
 // restore takes up the files of the checkpoint where it left them: by
@@ -192,9 +207,20 @@ func (t *tailer) restore() {
 		}
 		want, _ := hex.DecodeString(fc.Head)
 		if tf.size < fc.Offset || fc.HeadLen > int(tf.size) || !tf.headIs(fc.HeadLen, want) {
-			// Truncated, or another file on a reused inode: from the start.
-			t.files[id] = tf
 			t.changed = true
+			if gone {
+				// Not the file: another one on its reused inode, found
+				// under a name the globs do not match.
+				tf.f.Close()
+				logger().Info("a followed file is gone; lines it got after the shipper stopped were not shipped",
+					zap.String("file", fc.Path), zap.Int64("offset", fc.Offset))
+				continue
+			}
+			// Truncated, or another file on a reused inode: from the start.
+			logger().Info("a followed file changed while the shipper was stopped (truncated or replaced); reading it from the start",
+				zap.String("file", path), zap.Int64("was_at", fc.Offset), zap.Int64("size", tf.size))
+			t.metrics.truncations.Inc()
+			t.files[id] = tf
 			continue
 		}
 		tf.offset, tf.part, tf.gone = fc.Offset, fc.Part, gone || fc.Gone
@@ -214,7 +240,7 @@ func findByID(dir string, id fileID) string {
 		return ""
 	}
 	for _, e := range entries {
-		if !e.Type().IsRegular() {
+		if !e.Type().IsRegular() || compressedName(e.Name()) {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
@@ -242,13 +268,28 @@ func (t *tailer) globMatches() []string {
 	for _, g := range t.cfg.globs {
 		paths, _ := filepath.Glob(g) // patterns are checked at provision
 		for _, p := range paths {
-			if !seen[p] && !compressedName(p) {
+			if !seen[p] && !compressedName(p) && !inSpool(p) {
 				seen[p] = true
 				out = append(out, p)
 			}
 		}
 	}
 	return out
+}
+
+// inSpool reports whether path is a file of a log spool (this
+// shipper's, another's, an `output s3` writer's): a glob that matches
+// one would ship the spooled lines again, forever.
+func inSpool(path string) bool {
+	if _, _, ok := splitSpoolName(filepath.Base(path)); !ok {
+		return false
+	}
+	for _, marker := range []string{lockName, spoolMetaName} {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(path), marker)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func compressedName(path string) bool {
@@ -349,6 +390,9 @@ func (t *tailer) scan(now time.Time) {
 			continue
 		}
 		id := idOf(path, fi)
+		if seen[id] {
+			continue // another name of a file already seen (a symlink)
+		}
 		seen[id] = true
 		if tf := t.files[id]; tf != nil {
 			if tf.path != path || tf.gone {
@@ -552,14 +596,16 @@ func (t *tailer) commit(p []byte) error {
 func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part int) {
 	part = tf.part
 	ts := appendTS(nil, time.Now())
-	for len(data) > 0 {
+	// The records of one chunk are bounded too: short lines of a long
+	// path grow many times over once wrapped.
+	for len(data) > 0 && len(t.out) < readChunk {
 		i := bytes.IndexByte(data, '\n')
 		if i < 0 && len(data) <= t.cfg.maxLine && !final {
 			break
 		}
 		line, n := data, len(data)
 		if i >= 0 {
-			line, n = data[:i], i+1
+			line, n = bytes.TrimSuffix(data[:i], []byte{'\r'}), i+1
 		}
 		if len(line) > t.cfg.maxLine {
 			cut := pieceEnd(line, t.cfg.maxLine)
@@ -569,7 +615,7 @@ func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part 
 			data, consumed = data[cut:], consumed+cut
 			continue
 		}
-		line = bytes.TrimSuffix(line, []byte{'\r'})
+		line = bytes.TrimSuffix(line, []byte{'\r'}) // an unfinished last line's
 		switch {
 		case part > 0:
 			part++
@@ -577,7 +623,7 @@ func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part 
 			part = 0
 		case len(line) == 0:
 		case isJSONObject(line):
-			t.out = append(t.out, escapeLineSeparators(line)...)
+			t.out = append(t.out, escapeLineSeparators(bytes.Trim(line, " \t"))...)
 			t.out = append(t.out, '\n')
 		default:
 			t.out = t.wrapped(t.out, ts, tf, line, 0, false)
@@ -601,7 +647,8 @@ func pieceEnd(line []byte, limit int) int {
 // isJSONObject reports whether line is one JSON object: it is shipped
 // as it is.
 func isJSONObject(line []byte) bool {
-	l := bytes.TrimSpace(line)
+	l := bytes.Trim(line, " \t") // JSON's own spaces only: what is shipped is l
+
 	return len(l) >= 2 && l[0] == '{' && l[len(l)-1] == '}' && json.Valid(l)
 }
 
@@ -706,22 +753,35 @@ var tailers = struct {
 func startTailer(cfg tailConfig, sp *spool) *tailer {
 	tailers.mu.Lock()
 	defer tailers.mu.Unlock()
+	t := newTailer(cfg, sp)
 	if old := tailers.byDir[cfg.dir]; old != nil {
 		old.close()
+		old.prev = nil // only one step back is ever needed
+		t.prev = old
 	}
-	t := newTailer(cfg, sp)
 	tailers.byDir[cfg.dir] = t
 	go t.run()
 	return t
 }
 
-// stopTailer stops t, unless a newer config's follower already took
-// its place (then it is stopped already).
+// stopTailer stops t as its config stops. A follower a newer config's
+// took over from is stopped already. If t took over from a follower
+// whose config still runs, t's config is one that failed to start (a
+// reload that Caddy undid): the files go back to the old follower,
+// which reads on from the checkpoint.
 func stopTailer(t *tailer) {
 	tailers.mu.Lock()
 	defer tailers.mu.Unlock()
-	if tailers.byDir[t.cfg.dir] == t {
-		delete(tailers.byDir, t.cfg.dir)
+	t.released = true
+	if tailers.byDir[t.cfg.dir] != t {
+		return
 	}
 	t.close()
+	delete(tailers.byDir, t.cfg.dir)
+	if p := t.prev; p != nil && !p.released {
+		t.prev = nil
+		p.reset()
+		tailers.byDir[p.cfg.dir] = p
+		go p.run()
+	}
 }
