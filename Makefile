@@ -107,6 +107,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRange$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyTemplate$$' -fuzztime $(FUZZTIME) ./logship/
 	$(GO) test -run '^$$' -fuzz '^FuzzEscapeLineSeparators$$' -fuzztime $(FUZZTIME) ./logship/
+	$(GO) test -run '^$$' -fuzz '^FuzzTailRecords$$' -fuzztime $(FUZZTIME) ./logship/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyLayoutParse$$' -fuzztime $(FUZZTIME) ./logship/
+	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./logship/logquery/
+	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime $(FUZZTIME) ./logship/logquery/
+	$(GO) test -run '^$$' -fuzz '^FuzzTimestamp$$' -fuzztime $(FUZZTIME) ./logship/logquery/
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./internal/quantity/
 	$(GO) test -run '^$$' -fuzz '^FuzzAction$$' -fuzztime $(FUZZTIME) ./lbmodule/dashboard/

@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -266,4 +268,48 @@ func TestParseWhen(t *testing.T) {
 			t.Errorf("parseWhen(%q) accepted", in)
 		}
 	}
+}
+
+// TestSearchIgnoresStrangeDirectories: a directory under the prefix
+// that no writer made (a name that is not a valid key segment) does not
+// fail the search, and an empty prefix lists nothing.
+func TestSearchIgnoresStrangeDirectories(t *testing.T) {
+	store := newSearchStore(t)
+	now := time.Now().UTC().Add(-time.Minute)
+	shipObject(t, store, "logs", "n1", "app", now, accessLine(now, 200, "/ok"))
+	for _, dir := range []string{"logs/bad\x01host", "logs/ spaced"} {
+		if err := os.MkdirAll(filepath.Join(store.Root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errOut, _ := search(t, store, SearchOptions{Prefix: "logs", Since: now.Add(-time.Minute)})
+	if fmt.Sprint(uris(out)) != "[/ok]" || errOut != "" {
+		t.Errorf("printed %v (stderr %q), want the one line", uris(out), errOut)
+	}
+	out, _, _ = search(t, store, SearchOptions{Prefix: "nothing/here", Since: now.Add(-time.Minute)})
+	if out != "" {
+		t.Errorf("an empty prefix printed %q", out)
+	}
+}
+
+// FuzzKeyLayoutParse: any listed key either parses into a host, a name
+// and a start that render back to a key of the same layout, or is
+// ignored; never a panic.
+func FuzzKeyLayoutParse(f *testing.F) {
+	f.Add("prod/access/lb-1/2026/12/01/07/access-20261201T071346.590Z-94129986-d20c-4f48-a5d0-f4d79c0b6b05.log.gz")
+	f.Add("prod/access/../2026/12/01/07/x-20261201T071346.590Z-94129986-d20c-4f48-a5d0-f4d79c0b6b05.log.gz")
+	f.Add("prod/access/lb-1/2026/13/41/99/access-20261341T991346.590Z-94129986-d20c-4f48-a5d0-f4d79c0b6b05.log.gz")
+	l, err := newKeyLayout(DefaultKey, "prod/access")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		o, ok := l.parse(key)
+		if !ok {
+			return
+		}
+		if o.key != key || o.host == "" || o.name == "" || o.start.IsZero() || strings.Contains(o.host, "/") {
+			t.Fatalf("parsed %q as %+v", key, o)
+		}
+	})
 }

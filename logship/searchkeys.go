@@ -143,7 +143,16 @@ func (l *keyLayout) windowPrefixes(ctx context.Context, store objectstore.Store,
 			if err != nil {
 				return nil, err
 			}
-			hosts = dirs
+			for _, d := range dirs {
+				// A directory no writer made ("..", a control character)
+				// would fail the listing of the whole search.
+				if objectstore.ValidateKey(p+d+"/x") == nil && segmentSafe(d) == d {
+					hosts = append(hosts, d)
+				}
+			}
+			if len(hosts) == 0 {
+				return nil, nil // no node shipped under the prefix
+			}
 		}
 	}
 	if len(hosts) == 0 {
