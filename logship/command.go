@@ -53,7 +53,9 @@ fleet, until interrupted; lines arrive as their files are uploaded
 (about every roll_interval).
 
 An object that cannot be read (corrupt, truncated, not gzip) is reported
-on stderr with its key and skipped; the search goes on.
+on stderr with its key and skipped; the search goes on, and exits with
+status 2 at the end (0 when everything was read, 1 on an error that
+stops it).
 `,
 				Args: cobra.NoArgs,
 				RunE: caddycmd.WrapCommandFuncForCobra(cmdLogsSearch),
@@ -126,10 +128,23 @@ func cmdLogsSearch(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	if stats.Objects == 0 {
+		fmt.Fprintf(os.Stderr, "lb-logs: no shipped files under %q started between %s and %s\n", opts.Prefix,
+			opts.Since.Add(-opts.Lookback).UTC().Format(time.RFC3339), cmpTime(opts.Until, now).UTC().Format(time.RFC3339))
+	}
 	if stats.Skipped > 0 {
+		// Everything readable was printed; the status says not all was.
 		fmt.Fprintf(os.Stderr, "lb-logs: %d of %d objects could not be read whole (see above)\n", stats.Skipped, stats.Objects)
+		return 2, nil
 	}
 	return 0, nil
+}
+
+func cmpTime(t, otherwise time.Time) time.Time {
+	if t.IsZero() {
+		return otherwise
+	}
+	return t
 }
 
 // parseWhen reads a --since or --until: a duration back from now

@@ -100,8 +100,11 @@ func (s *spool) cutLocked(size int64) error {
 
 // applyCheckpointMark runs before a spool with a checkpoint is
 // recovered: the file being written at the mark is cut back to it, and
-// files started after it (lines written, checkpoint not saved) are
-// deleted. It returns the mark.
+// every other file still being written (started after the mark: lines
+// written, checkpoint not saved) is deleted. Not by name order: a clock
+// stepped back names a newer file earlier. (The one other way a file
+// stays ".open", a failed rename when it was rolled, loses its lines
+// here; it is logged.) It returns the mark.
 func applyCheckpointMark(dir string) (spoolMark, error) {
 	cp, err := readCheckpoint(dir)
 	if errors.Is(err, errCorruptCheckpoint) {
@@ -128,11 +131,15 @@ func applyCheckpointMark(dir string) (spoolMark, error) {
 		}
 		path := filepath.Join(dir, e.Name())
 		switch {
-		case base > mark.Base:
+		case base != mark.Base:
+			if base < mark.Base {
+				logger().Warn("removing a spool file the checkpoint does not cover (the clock went back, or its roll failed)",
+					zap.String("spool", dir), zap.String("file", e.Name()))
+			}
 			if err := os.Remove(path); err != nil {
 				return mark, fmt.Errorf("log spool: removing %s, written past the checkpoint: %v", e.Name(), err)
 			}
-		case base == mark.Base:
+		default:
 			fi, err := os.Stat(path)
 			if err == nil && fi.Size() > mark.Size {
 				err = os.Truncate(path, mark.Size)

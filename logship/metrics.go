@@ -68,6 +68,10 @@ var (
 		Namespace: "caddylb", Subsystem: "logship", Name: "file_truncations_total",
 		Help: "Followed files found truncated or rewritten (copytruncate) and read again from their start.",
 	}, []string{"source"})
+	fileCheckpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddylb", Subsystem: "logship", Name: "file_checkpoints_total",
+		Help: "Checkpoints saved: one per batch of up to 1 MiB of records, over all the files a poll read.",
+	}, []string{"source"})
 	filesWatched = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "files_watched",
 		Help: "Log files followed: those the globs match and rotated ones not finished yet.",
@@ -80,15 +84,16 @@ var (
 
 // tailMetrics are one file shipper's series.
 type tailMetrics struct {
-	lines, readBytes, splitPieces, truncations prometheus.Counter
-	watched, lag                               prometheus.Gauge
+	lines, readBytes, splitPieces, truncations, checkpoints prometheus.Counter
+	watched, lag                                            prometheus.Gauge
 }
 
 func tailMetricsFor(source string) tailMetrics {
 	return tailMetrics{
 		lines: fileLines.WithLabelValues(source), readBytes: fileReadBytes.WithLabelValues(source),
 		splitPieces: fileSplitPieces.WithLabelValues(source), truncations: fileTruncations.WithLabelValues(source),
-		watched: filesWatched.WithLabelValues(source), lag: fileLag.WithLabelValues(source),
+		checkpoints: fileCheckpoints.WithLabelValues(source),
+		watched:     filesWatched.WithLabelValues(source), lag: fileLag.WithLabelValues(source),
 	}
 }
 
@@ -125,7 +130,7 @@ func metricsFor(dir, source string) spoolMetrics {
 
 func registerMetrics(registry prometheus.Registerer) error {
 	return promreg.Register(registry, shippedBytes, shippedFiles, uploadFailures, droppedBytes, pendingFiles, spoolBytes, storeReady, lastUpload,
-		fileLines, fileReadBytes, fileSplitPieces, fileTruncations, filesWatched, fileLag)
+		fileLines, fileReadBytes, fileSplitPieces, fileTruncations, fileCheckpoints, filesWatched, fileLag)
 }
 
 // SpoolStats is one spool's state as its metrics tell it.

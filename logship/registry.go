@@ -75,8 +75,11 @@ func acquire(dir string, reg registration) (*slot, error) {
 	defer registry.mu.Unlock()
 	alt := fmt.Sprintf("%s.pid%d", dir, os.Getpid())
 	sl := registry.slots[dir]
-	if sl == nil {
-		sl = registry.slots[alt] // an earlier config of ours already spools beside it
+	if sl == nil && reg.settings.kind != kindFiles {
+		// An earlier config of ours already spools beside it. (A file
+		// shipper tries its own directory again first: it may only
+		// follow its files from there, see ShipLogs.Start.)
+		sl = registry.slots[alt]
 	}
 	if sl == nil {
 		sp, err := openSpool(dir, metricsFor(dir, reg.settings.source()))
@@ -87,13 +90,17 @@ func acquire(dir string, reg registration) (*slot, error) {
 			logger().Warn("log spool directory in use by another process; spooling beside it",
 				zap.String("spool_dir", dir), zap.String("instead", alt))
 			dir = alt
-			sp, err = openSpool(dir, metricsFor(dir, reg.settings.source()))
+			if sl = registry.slots[alt]; sl == nil {
+				sp, err = openSpool(dir, metricsFor(dir, reg.settings.source()))
+			}
 		}
 		if err != nil {
 			return nil, err
 		}
-		sl = &slot{dir: dir, spool: sp}
-		registry.slots[dir] = sl
+		if sl == nil {
+			sl = &slot{dir: dir, spool: sp}
+			registry.slots[dir] = sl
+		}
 	}
 	if err := writeSpoolMeta(sl.dir, reg.settings); err != nil {
 		return nil, err

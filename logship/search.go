@@ -72,9 +72,11 @@ type searcher struct {
 	// read: the objects already printed, by stream: their newest start
 	// and keys, so that --follow prints each object once.
 	read map[string]*streamSeen
-	// retry: objects whose read failed (not their content), by key,
-	// under statsMu; not marked read.
-	retry map[string]bool
+	// retry: objects whose read failed (not their content), by key, with
+	// the lines read before; not marked read, and read again by --follow
+	// from resume[key] lines on, so that no line is printed twice. Under
+	// statsMu.
+	retry, resume map[string]int64
 }
 
 type streamSeen struct {
@@ -101,7 +103,7 @@ func newSearcher(store objectstore.Store, opts SearchOptions, out, errOut io.Wri
 	if err != nil {
 		return nil, err
 	}
-	s := &searcher{store: store, opts: opts, layout: layout, w: bufio.NewWriterSize(out, 64<<10), errOut: errOut, read: map[string]*streamSeen{}, retry: map[string]bool{}}
+	s := &searcher{store: store, opts: opts, layout: layout, w: bufio.NewWriterSize(out, 64<<10), errOut: errOut, read: map[string]*streamSeen{}, retry: map[string]int64{}, resume: map[string]int64{}}
 	switch opts.Format {
 	case "", "json":
 		s.format = formatJSON
@@ -310,10 +312,12 @@ func (s *searcher) merge(ctx context.Context, streams [][]shippedObject, since, 
 	for _, objs := range streams {
 		seen := s.read[objs[0].host+"\x00"+objs[0].name]
 		for _, o := range objs {
-			if s.retry[o.key] {
-				delete(s.retry, o.key) // --follow reads it again
+			if n, failed := s.retry[o.key]; failed {
+				delete(s.retry, o.key) // --follow reads it again, from n lines on
+				s.resume[o.key] = n
 				continue
 			}
+			delete(s.resume, o.key)
 			seen.keys[o.key] = o.start
 		}
 	}
@@ -353,14 +357,25 @@ func (s *searcher) readStream(ctx context.Context, objs []shippedObject, since, 
 		}
 	}
 	for _, o := range objs {
-		last := o.start
+		s.statsMu.Lock()
+		skip := s.resume[o.key] // lines printed before a failed read
+		s.statsMu.Unlock()
+		var read int64
+		last, known := o.start, false
 		err := s.readObject(ctx, o, func(line []byte) bool {
-			ts, ok := logquery.Timestamp(line)
-			if !ok {
-				ts = last // a line without ts keeps its place
+			read++
+			if read <= skip {
+				return true
 			}
-			last = ts
-			if ts.Before(since) || !until.IsZero() && ts.After(until) || !s.opts.Where.Match(line) {
+			ts, ok := logquery.Timestamp(line)
+			if ok {
+				last, known = ts, true
+			} else {
+				ts = last // a line without a time keeps its place
+			}
+			// A line without a time, and none before it in its file, is
+			// taken to be in the window its file was listed for.
+			if known && (ts.Before(since) || !until.IsZero() && ts.After(until)) || !s.opts.Where.Match(line) {
 				return true
 			}
 			if len(b.buf)+len(line) > cap(b.buf) && len(b.lines) > 0 {
@@ -383,7 +398,7 @@ func (s *searcher) readStream(ctx context.Context, objs []shippedObject, since, 
 			s.statsMu.Lock()
 			s.stats.Skipped++
 			if errors.Is(err, errTransient) {
-				s.retry[o.key] = true
+				s.retry[o.key] = max(read, skip)
 			}
 			s.statsMu.Unlock()
 			fmt.Fprintf(s.errOut, "lb-logs: skipping %s: %v\n", o.key, err)
@@ -404,15 +419,20 @@ var errTransient = errors.New("reading the object failed")
 
 // readObject calls fn for each line of o, until fn returns false.
 func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]byte) bool) error {
+	s.statsMu.Lock()
+	s.stats.Objects++
+	s.statsMu.Unlock()
 	part, err := s.store.Get(ctx, o.key, nil, "")
-	if err != nil {
+	if errors.Is(err, objectstore.ErrUnavailable) {
 		return fmt.Errorf("%w: %v", errTransient, err)
+	}
+	if err != nil {
+		return err // gone, access denied: trying again does not help
 	}
 	defer part.Close()
 	counted := &countingReader{r: part}
 	defer func() {
 		s.statsMu.Lock()
-		s.stats.Objects++
 		s.stats.Bytes += counted.n
 		s.statsMu.Unlock()
 	}()
@@ -447,6 +467,13 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 			}
 			continue
 		}
+		if err != nil && err != io.EOF {
+			// The read failed inside a line: what came of it is not a line.
+			if counted.err != nil && !errors.Is(counted.err, io.EOF) {
+				return fmt.Errorf("%w after %d lines: %v", errTransient, lines, counted.err)
+			}
+			return fmt.Errorf("after %d lines: %v", lines, err)
+		}
 		line := chunk
 		if long != nil {
 			long = append(long, chunk...)
@@ -469,12 +496,6 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 		}
 		if err == io.EOF {
 			return tooLong
-		}
-		if err != nil {
-			if counted.err != nil && !errors.Is(counted.err, io.EOF) {
-				return fmt.Errorf("%w after %d lines: %v", errTransient, lines, counted.err)
-			}
-			return fmt.Errorf("after %d lines: %v", lines, err)
 		}
 	}
 }

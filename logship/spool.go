@@ -119,13 +119,6 @@ func openSpool(dir string, m spoolMetrics) (*spool, error) {
 		lock.Close()
 		return nil, err
 	}
-	// A file started after the checkpoint's must sort after it even if
-	// the clock went back, or a kill could leave its lines uncut.
-	if len(s.mark.Base) >= len(stampLayout) {
-		if t, err := time.Parse(stampLayout, s.mark.Base[:len(stampLayout)]); err == nil && t.After(s.lastStamp) {
-			s.lastStamp = t
-		}
-	}
 	s.publishLocked()
 	return s, nil
 }

@@ -72,8 +72,16 @@ type tailer struct {
 	// file found, forgotten or truncated.
 	changed bool
 	buf     []byte // one chunk read from a file
-	out     []byte // the records of that chunk
-	errLog  map[string]time.Time
+	// The batch: the records read since the last commit, of any number
+	// of files, each file's state before the batch (to undo it if the
+	// commit fails), and the bytes of files it consumed. One commit per
+	// batch, not per file: a checkpoint lists every file.
+	out        []byte
+	undo       map[*tailFile]tailState
+	batchBytes int64
+	failed     bool // a commit failed this poll: read no more until the next
+	dormant    []fileCheckpoint
+	errLog     map[string]time.Time
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -93,6 +101,10 @@ type tailFile struct {
 	offset  int64 // where the next line starts: everything before is in the spool
 	headLen int
 	headSum [sha256.Size]byte
+	// the hash of the tailLen bytes before offset: with the head, what
+	// tells logrotate's copy of this file from older copies
+	tailLen int
+	tailSum [sha256.Size]byte
 	part    int // pieces shipped of an unfinished line longer than max_line
 	size    int64
 	// gone: no longer matched by the globs; read until idle for
@@ -106,7 +118,7 @@ type tailFile struct {
 func newTailer(cfg tailConfig, sp *spool) *tailer {
 	t := &tailer{
 		cfg: cfg, sp: sp, metrics: tailMetricsFor(cfg.source),
-		buf:    make([]byte, max(readChunk, cfg.maxLine+1)),
+		buf:    make([]byte, max(readChunk, cfg.maxLine+2)),
 		errLog: make(map[string]time.Time),
 	}
 	t.reset()
@@ -117,6 +129,8 @@ func newTailer(cfg tailConfig, sp *spool) *tailer {
 // checkpoint when it starts.
 func (t *tailer) reset() {
 	t.files = make(map[fileID]*tailFile)
+	t.undo = make(map[*tailFile]tailState)
+	t.out, t.batchBytes, t.failed, t.dormant = t.out[:0], 0, false, nil
 	t.changed = false
 	t.stop, t.done, t.stopOnce = make(chan struct{}), make(chan struct{}), new(sync.Once)
 }
@@ -190,6 +204,16 @@ func (t *tailer) restore() {
 	for _, fc := range cp.Files {
 		id := fileID{dev: fc.Dev, ino: fc.Ino}
 		path, ok := matched[id]
+		if !ok && !fc.Gone {
+			// Still where it was, but no glob of this config matches it
+			// (a glob removed, or a reload that added it undone): not
+			// followed, but remembered, so that a config that matches it
+			// again reads on from here instead of from its start.
+			if fi, err := os.Stat(fc.Path); err == nil && idOf(fc.Path, fi) == id {
+				t.dormant = append(t.dormant, fc)
+				continue
+			}
+		}
 		gone := !ok
 		if gone {
 			path = findByID(filepath.Dir(fc.Path), id)
@@ -226,6 +250,10 @@ func (t *tailer) restore() {
 		tf.offset, tf.part, tf.gone = fc.Offset, fc.Part, gone || fc.Gone
 		tf.headLen = fc.HeadLen
 		copy(tf.headSum[:], want)
+		n := int(min(tf.offset, headBytes))
+		if sum, ok := hashAt(tf.f, tf.offset-int64(n), n); ok {
+			tf.tailLen, tf.tailSum = n, sum
+		}
 		tf.idleSince = time.Now()
 		t.files[id] = tf
 	}
@@ -362,19 +390,20 @@ func (t *tailer) poll(now time.Time) {
 		}
 		return files[i].path < files[j].path
 	})
-	var lag int64
+	t.failed = false
 	for _, tf := range files {
-		if t.stopping() {
-			return
+		if t.stopping() || t.failed {
+			break
 		}
 		t.ship(tf, now)
-		lag += tf.size - tf.offset
 	}
-	t.forgetFinished(now)
-	if t.changed {
-		if err := t.commit(nil); err == nil {
-			t.changed = false
-		}
+	if !t.failed && !t.stopping() {
+		t.forgetFinished(now)
+	}
+	t.flush()
+	var lag int64
+	for _, tf := range t.files {
+		lag += tf.size - tf.offset
 	}
 	t.metrics.watched.Set(float64(len(t.files)))
 	t.metrics.lag.Set(float64(lag))
@@ -407,6 +436,7 @@ func (t *tailer) scan(now time.Time) {
 			t.logError(path, "opening a log file to follow failed", err)
 			continue
 		}
+		t.resumeDormant(tf)
 		t.files[id] = tf
 		t.changed = true
 	}
@@ -418,26 +448,53 @@ func (t *tailer) scan(now time.Time) {
 	}
 }
 
+// resumeDormant takes tf up where the checkpoint's dormant entry for
+// its inode left it (a file moved under a glob), if its first bytes are
+// still the same.
+func (t *tailer) resumeDormant(tf *tailFile) {
+	for i, fc := range t.dormant {
+		if fc.Dev != tf.id.dev || fc.Ino != tf.id.ino {
+			continue
+		}
+		t.dormant = append(t.dormant[:i], t.dormant[i+1:]...)
+		want, _ := hex.DecodeString(fc.Head)
+		if fc.Offset <= tf.size && fc.HeadLen <= int(tf.size) && tf.headIs(fc.HeadLen, want) {
+			tf.offset, tf.part, tf.headLen = fc.Offset, fc.Part, fc.HeadLen
+			copy(tf.headSum[:], want)
+			n := int(min(tf.offset, headBytes))
+			if sum, ok := hashAt(tf.f, tf.offset-int64(n), n); ok {
+				tf.tailLen, tf.tailSum = n, sum
+			}
+		}
+		return
+	}
+}
+
 // forgetFinished closes gone files read to their end and idle for
 // goneGrace. An unfinished last line (no newline) is shipped then.
 func (t *tailer) forgetFinished(now time.Time) {
+	var done []fileID
 	for id, tf := range t.files {
 		if !tf.gone || now.Sub(tf.idleSince) < goneGrace {
 			continue
 		}
-		if tf.offset < tf.size {
-			if !t.shipTail(tf) {
-				continue
-			}
+		if tf.offset < tf.size && !t.shipTail(tf) {
+			continue
 		}
-		tf.f.Close()
-		delete(t.files, id)
-		t.changed = true
+		done = append(done, id)
 	}
+	// Forgotten only once their last lines are committed.
+	if len(done) == 0 || !t.flush() {
+		return
+	}
+	for _, id := range done {
+		t.files[id].f.Close()
+		delete(t.files, id)
+	}
+	t.changed = true
 }
 
-// ship reads what tf got since the last poll, a chunk at a time, each
-// chunk committed with the checkpoint.
+// ship reads what tf got since the last poll into the batch.
 func (t *tailer) ship(tf *tailFile, now time.Time) {
 	fi, err := tf.f.Stat()
 	if err != nil {
@@ -452,17 +509,20 @@ func (t *tailer) ship(tf *tailFile, now time.Time) {
 	// Truncated (copytruncate), maybe written again past where we were:
 	// then its first bytes changed.
 	if size < tf.offset || size > tf.offset && tf.headLen > 0 && !tf.headIs(tf.headLen, tf.headSum[:]) {
-		t.truncated(tf)
+		if !t.truncated(tf) {
+			return
+		}
 	}
 	t.drain(tf, tf.f, tf.size, false)
 }
 
-// drain ships the lines of src (tf, or the copy logrotate made of it)
-// from tf's offset to size, a chunk at a time, each chunk committed
-// with the checkpoint. With final, an unfinished last line is shipped
-// too; without, it waits for the rest.
+// drain reads the lines of src (tf, or the copy logrotate made of it)
+// from tf's offset to size into the batch, a chunk at a time; a full
+// batch is committed. With final, an unfinished last line is shipped
+// too; without, it waits for the rest. It reports false once a commit
+// failed.
 func (t *tailer) drain(tf *tailFile, src *os.File, size int64, final bool) bool {
-	for tf.offset < size && !t.stopping() {
+	for tf.offset < size && !t.failed && !t.stopping() {
 		n, err := src.ReadAt(t.buf[:min(int64(len(t.buf)), size-tf.offset)], tf.offset)
 		if err != nil && !errors.Is(err, io.EOF) {
 			t.logError(tf.path, "reading a followed log file failed", err)
@@ -473,20 +533,19 @@ func (t *tailer) drain(tf *tailFile, src *os.File, size int64, final bool) bool 
 		if consumed == 0 {
 			return true // an unfinished line: wait for the rest
 		}
-		if !t.commitFile(tf, consumed, part) {
-			return false
-		}
+		t.advance(tf, src, consumed, part)
 	}
-	return true
+	return !t.failed
 }
 
 // truncated handles a file cut back by copytruncate. logrotate copied
-// it first: if the copy is beside it (same first bytes, at least as
-// long as what was read), what the shipper had not read yet is read
-// from the copy, so only lines written between the copy and the
-// truncation are lost (as they are for every reader). Then the file is
-// read from its start.
-func (t *tailer) truncated(tf *tailFile) {
+// it first: if the copy is beside it (the same first bytes, and the
+// same bytes before where the shipper was), what the shipper had not
+// read yet is read from the copy, so only lines written between the
+// copy and the truncation are lost (as they are for every reader).
+// Then the file is read from its start. It reports false if the batch
+// could not be committed (the next poll tries again).
+func (t *tailer) truncated(tf *tailFile) bool {
 	if tf.headLen > 0 {
 		if cp, size := t.findCopy(tf); cp != nil {
 			logger().Info("log file truncated (copytruncate); finishing what was not read from its copy",
@@ -494,29 +553,33 @@ func (t *tailer) truncated(tf *tailFile) {
 			ok := t.drain(tf, cp, size, true)
 			cp.Close()
 			if !ok {
-				return // retried at the next poll; the copy is still there
+				return false
 			}
 		}
 	}
 	t.restart(tf, "log file truncated (copytruncate?); reading it from the start")
+	return true
 }
 
 // findCopy looks beside tf for the copy copytruncate made: another
-// regular file that starts with tf's first bytes and holds at least
-// what was read.
+// regular file that starts with tf's first bytes and has the bytes tf
+// had just before where it was read to; the newest, if several do.
 func (t *tailer) findCopy(tf *tailFile) (*os.File, int64) {
 	dir := filepath.Dir(tf.path)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, 0
 	}
+	var best *os.File
+	var bestSize int64
+	var bestTime time.Time
 	for _, e := range entries {
 		if !e.Type().IsRegular() || compressedName(e.Name()) {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
 		fi, err := os.Stat(path)
-		if err != nil || idOf(path, fi) == tf.id || fi.Size() < tf.offset {
+		if err != nil || idOf(path, fi) == tf.id || fi.Size() < tf.offset || best != nil && !fi.ModTime().After(bestTime) {
 			continue
 		}
 		f, err := os.Open(path)
@@ -524,19 +587,38 @@ func (t *tailer) findCopy(tf *tailFile) (*os.File, int64) {
 			continue
 		}
 		other := &tailFile{f: f}
-		if sum, ok := other.hashHead(tf.headLen); ok && sum == tf.headSum {
-			return f, fi.Size()
+		head, ok := other.hashHead(tf.headLen)
+		tail, ok2 := hashAt(f, tf.offset-int64(tf.tailLen), tf.tailLen)
+		if ok && ok2 && head == tf.headSum && tail == tf.tailSum {
+			if best != nil {
+				best.Close()
+			}
+			best, bestSize, bestTime = f, fi.Size(), fi.ModTime()
+			continue
 		}
 		f.Close()
 	}
-	return nil, 0
+	return best, bestSize
+}
+
+// hashAt hashes n bytes of f at off.
+func hashAt(f *os.File, off int64, n int) ([sha256.Size]byte, bool) {
+	var b [headBytes]byte
+	if n < 0 || n > headBytes || off < 0 {
+		return [sha256.Size]byte{}, false
+	}
+	if _, err := f.ReadAt(b[:n], off); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256(b[:n]), true
 }
 
 // restart reads tf from its start again.
 func (t *tailer) restart(tf *tailFile, msg string) {
 	logger().Info(msg, zap.String("file", tf.path), zap.Int64("was_at", tf.offset), zap.Int64("size", tf.size))
 	t.metrics.truncations.Inc()
-	tf.offset, tf.part, tf.headLen = 0, 0, 0
+	t.touch(tf)
+	tf.offset, tf.part, tf.headLen, tf.tailLen = 0, 0, 0, 0
 	t.changed = true
 }
 
@@ -545,35 +627,85 @@ func (t *tailer) shipTail(tf *tailFile) bool {
 	return t.drain(tf, tf.f, tf.size, true) && tf.offset >= tf.size
 }
 
-// commitFile commits t.out as the lines of tf up to offset+consumed.
-func (t *tailer) commitFile(tf *tailFile, consumed, part int) bool {
-	oldOffset, oldPart, oldHead, oldSum := tf.offset, tf.part, tf.headLen, tf.headSum
+// tailState is what a batch changes of a file: kept to undo it if the
+// batch cannot be committed.
+type tailState struct {
+	offset           int64
+	part             int
+	headLen, tailLen int
+	headSum, tailSum [sha256.Size]byte
+}
+
+func (tf *tailFile) state() tailState {
+	return tailState{tf.offset, tf.part, tf.headLen, tf.tailLen, tf.headSum, tf.tailSum}
+}
+
+func (tf *tailFile) setState(s tailState) {
+	tf.offset, tf.part, tf.headLen, tf.tailLen, tf.headSum, tf.tailSum = s.offset, s.part, s.headLen, s.tailLen, s.headSum, s.tailSum
+}
+
+// touch records tf as it was before the batch changes it.
+func (t *tailer) touch(tf *tailFile) {
+	if _, ok := t.undo[tf]; !ok {
+		t.undo[tf] = tf.state()
+	}
+}
+
+// advance moves tf past consumed bytes of src whose records are in the
+// batch, and commits the batch once it is full. The hashes of the
+// file's first bytes and of the bytes before the new offset follow.
+func (t *tailer) advance(tf *tailFile, src *os.File, consumed, part int) {
+	t.touch(tf)
 	tf.offset += int64(consumed)
 	tf.part = part
 	if tf.headLen < headBytes {
 		n := int(min(tf.offset, headBytes))
-		if sum, ok := tf.hashHead(n); ok {
+		if sum, ok := hashAt(src, 0, n); ok {
 			tf.headLen, tf.headSum = n, sum
 		}
 	}
+	n := int(min(tf.offset, headBytes))
+	if sum, ok := hashAt(src, tf.offset-int64(n), n); ok {
+		tf.tailLen, tf.tailSum = n, sum
+	}
+	t.batchBytes += int64(consumed)
+	if len(t.out) >= readChunk {
+		t.flush()
+	}
+}
+
+// flush commits the batch: its records and the checkpoint of every
+// file as the batch left it, in one appendCommitted. If that fails the
+// files are set back to where the last checkpoint has them, and
+// nothing more is read until the next poll.
+func (t *tailer) flush() bool {
+	if len(t.out) == 0 && !t.changed && len(t.undo) == 0 {
+		return true
+	}
 	lines := bytes.Count(t.out, []byte{'\n'})
-	if err := t.commit(t.out); err != nil {
-		tf.offset, tf.part, tf.headLen, tf.headSum = oldOffset, oldPart, oldHead, oldSum
-		t.out = t.out[:0]
+	err := t.commit(t.out)
+	t.out = t.out[:0]
+	if err != nil {
+		for tf, st := range t.undo {
+			tf.setState(st)
+		}
+		clear(t.undo)
+		t.batchBytes, t.failed = 0, true
 		t.logError("spool", "writing the log spool failed; the lines stay in their files and are read again", err)
 		return false
 	}
 	t.metrics.lines.Add(float64(lines))
-	t.metrics.readBytes.Add(float64(consumed))
-	t.out = t.out[:0]
-	t.changed = false
+	t.metrics.readBytes.Add(float64(t.batchBytes))
+	clear(t.undo)
+	t.batchBytes, t.changed = 0, false
 	return true
 }
 
 // commit appends p to the spool and saves the checkpoint with it.
 func (t *tailer) commit(p []byte) error {
 	return t.sp.appendCommitted(p, func(mark spoolMark) error {
-		cp := checkpoint{Spool: mark, Files: make([]fileCheckpoint, 0, len(t.files))}
+		cp := checkpoint{Spool: mark, Files: make([]fileCheckpoint, 0, len(t.files)+len(t.dormant))}
+		cp.Files = append(cp.Files, t.dormant...)
 		for _, tf := range t.files {
 			cp.Files = append(cp.Files, fileCheckpoint{
 				Path: tf.path, Dev: tf.id.dev, Ino: tf.id.ino, Offset: tf.offset,
@@ -585,7 +717,11 @@ func (t *tailer) commit(p []byte) error {
 		if err != nil {
 			return err
 		}
-		return writeCheckpoint(t.cfg.dir, data)
+		if err := writeCheckpoint(t.cfg.dir, data); err != nil {
+			return err
+		}
+		t.metrics.checkpoints.Inc()
+		return nil
 	})
 }
 
@@ -600,12 +736,17 @@ func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part 
 	// path grow many times over once wrapped.
 	for len(data) > 0 && len(t.out) < readChunk {
 		i := bytes.IndexByte(data, '\n')
-		if i < 0 && len(data) <= t.cfg.maxLine && !final {
+		// An unfinished line waits, also one of max_line bytes whose
+		// CR has come and LF not yet.
+		if i < 0 && !final && len(bytes.TrimSuffix(data, []byte{'\r'})) <= t.cfg.maxLine {
 			break
 		}
 		line, n := data, len(data)
-		if i >= 0 {
+		switch {
+		case i >= 0:
 			line, n = bytes.TrimSuffix(data[:i], []byte{'\r'}), i+1
+		case final:
+			line = bytes.TrimSuffix(line, []byte{'\r'}) // a last line without LF
 		}
 		if len(line) > t.cfg.maxLine {
 			cut := pieceEnd(line, t.cfg.maxLine)
@@ -615,7 +756,6 @@ func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part 
 			data, consumed = data[cut:], consumed+cut
 			continue
 		}
-		line = bytes.TrimSuffix(line, []byte{'\r'}) // an unfinished last line's
 		switch {
 		case part > 0:
 			part++

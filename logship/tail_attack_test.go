@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 // The adversarial review's cases (2026-12-02), each a test that failed
@@ -279,5 +284,212 @@ func TestAttackClockBack(t *testing.T) {
 	files, bytes := sp2.stats()
 	if files != 0 || bytes != 0 {
 		t.Errorf("after the restart %d pending files, %d bytes; want the uncommitted batch cut", files, bytes)
+	}
+}
+
+// The second review's cases.
+
+// Many files with a line each are one batch: one checkpoint per poll,
+// not one per file (each lists every file: quadratic).
+func TestAttackOneCheckpointPerBatch(t *testing.T) {
+	logs, spool := t.TempDir(), t.TempDir()
+	for i := range 300 {
+		appendFile(t, filepath.Join(logs, fmt.Sprintf("f%03d.log", i)), fmt.Sprintf("line %d\n", i))
+	}
+	tl := testTailer(t, spool, 1024, filepath.Join(logs, "*.log"))
+	before := metricValue(tl.metrics.checkpoints)
+	tl.poll(time.Now())
+	if n := metricValue(tl.metrics.checkpoints) - before; n != 1 {
+		t.Errorf("one poll of 300 files saved %v checkpoints, want 1", n)
+	}
+	if got := lineTexts(t, spooled(t, spool)); len(got) != 300 {
+		t.Errorf("spooled %d lines, want 300", len(got))
+	}
+}
+
+// copytruncate with older copies beside the file (same first bytes): the
+// copy taken is the one that has the bytes before where the shipper was.
+func TestAttackCopytruncatePicksTheRightCopy(t *testing.T) {
+	logs, spool := t.TempDir(), t.TempDir()
+	path := filepath.Join(logs, "app.log")
+	appendFile(t, path, "# app log v1\n")
+	tl := testTailer(t, spool, 1024, filepath.Join(logs, "*.log"))
+	tl.poll(time.Now())
+	appendFile(t, path, "new 1\nnew 2\n")
+	// last week's copy: same header, other lines, older
+	old := filepath.Join(logs, "app.log-20261124")
+	if err := os.WriteFile(old, []byte("# app log v1\nold 1\nold 2\nold 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(old, time.Now().Add(-7*24*time.Hour), time.Now().Add(-7*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if err := os.WriteFile(filepath.Join(logs, "app.log-20261201"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	tl.poll(time.Now())
+	if got := lineTexts(t, spooled(t, spool)); fmt.Sprint(got) != "[# app log v1 new 1 new 2]" {
+		t.Errorf("spooled %q, want the lines from today's copy", got)
+	}
+}
+
+// A file in the checkpoint that the config's globs do not match, still
+// where it was, is remembered, not read or forgotten: a config that
+// matches it again reads on (a reload that added its glob, undone).
+func TestAttackDormantFilesAreRemembered(t *testing.T) {
+	logs, spool := t.TempDir(), t.TempDir()
+	appendFile(t, filepath.Join(logs, "app.log"), "a1\n")
+	appendFile(t, filepath.Join(logs, "worker.txt"), "w1\nw2\n")
+	b := testTailer(t, spool, 1024, filepath.Join(logs, "*.log"), filepath.Join(logs, "*.txt"))
+	b.poll(time.Now())
+	b.closeFiles()
+	b.sp.lock.Close()
+	a := testTailer(t, spool, 1024, filepath.Join(logs, "*.log")) // the old config again
+	appendFile(t, filepath.Join(logs, "worker.txt"), "w3\n")
+	for range 3 {
+		a.poll(time.Now().Add(time.Minute)) // past goneGrace: nothing forgotten
+	}
+	a.closeFiles()
+	a.sp.lock.Close()
+	c := testTailer(t, spool, 1024, filepath.Join(logs, "*.log"), filepath.Join(logs, "*.txt"))
+	c.poll(time.Now())
+	if got := lineTexts(t, spooled(t, spool)); fmt.Sprint(got) != "[a1 w1 w2 w3]" {
+		t.Errorf("spooled %q, want each line once", got)
+	}
+}
+
+// CR at the end of a line: one CR is the line's end, another is text;
+// a max_line line whose LF has not come yet waits, also with max_line
+// of a MiB (the read buffer holds the line and its CRLF).
+func TestAttackCarriageReturns(t *testing.T) {
+	logs, spool := t.TempDir(), t.TempDir()
+	path := filepath.Join(logs, "app.log")
+	appendFile(t, path, "abc\r\r\n"+strings.Repeat("m", 1<<20)+"\r")
+	tl := testTailer(t, spool, 1<<20, filepath.Join(logs, "*.log"))
+	tl.poll(time.Now())
+	appendFile(t, path, "\n")
+	tl.poll(time.Now())
+	recs := spooled(t, spool)
+	if len(recs) != 2 || recs[0]["line"] != "abc\r" || recs[1]["part"] != nil || len(fmt.Sprint(recs[1]["line"])) != 1<<20 {
+		t.Errorf("%d records (first %q): want \"abc\\r\" and one whole 1 MiB line", len(recs), recs[0]["line"])
+	}
+}
+
+// A checkpoint whose mark is far in the future (a clock that was wrong)
+// does not push new spool files into the future: they are named by the
+// clock, and a file written past the mark is still cut after a kill.
+func TestAttackMarkFromTheFuture(t *testing.T) {
+	spool := t.TempDir()
+	future := time.Now().Add(365*24*time.Hour).UTC().Format(stampLayout) + "-00000000-0000-4000-8000-000000000000"
+	if err := writeCheckpoint(spool, []byte(`{"spool":{"base":"`+future+`","size":10},"files":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := openSpool(spool, metricsFor(spool, "files:test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.configure(1<<30, 4<<30, onFullRefuseNew)
+	if err := sp.appendCommitted([]byte("{\"line\":\"x\"}\n"), func(spoolMark) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	stamp, _ := time.Parse(stampLayout, sp.curBase[:len(stampLayout)])
+	if time.Since(stamp) > time.Minute || time.Until(stamp) > time.Minute {
+		t.Errorf("new spool file named %s, want the clock's time", sp.curBase)
+	}
+	sp.lock.Close()
+}
+
+// A search --follow that lost a GET halfway reads the object again from
+// where it stopped: every line once.
+type breakingStore struct {
+	*listRecorder
+	mu     sync.Mutex
+	broken map[string]bool
+}
+
+func (b *breakingStore) Get(ctx context.Context, key string, rng *objectstore.ByteRange, ifMatch string) (*objectstore.Part, error) {
+	p, err := b.listRecorder.Get(ctx, key, rng, ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.broken[key] {
+		return p, nil
+	}
+	b.broken[key] = true
+	p.ReadCloser = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(p.ReadCloser, p.Info.Size/2), iotest.ErrReader(errors.New("connection reset"))), p.ReadCloser}
+	return p, nil
+}
+
+func TestAttackFollowRetriesWithoutRepeating(t *testing.T) {
+	store := &breakingStore{listRecorder: newSearchStore(t), broken: map[string]bool{}}
+	now := time.Now().UTC()
+	var lines []string
+	for i := range 5000 {
+		lines = append(lines, accessLine(now.Add(-time.Minute+time.Duration(i)*time.Millisecond), 200, fmt.Sprintf("/n%d", i)))
+	}
+	shipObject(t, store, "logs", "n1", "app", now.Add(-2*time.Minute), lines...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Search(ctx, store, SearchOptions{Prefix: "logs", Since: now.Add(-time.Hour), Follow: true, FollowEvery: 50 * time.Millisecond}, out, errOut)
+		done <- err
+	}()
+	waitFor(t, "every line", func() bool {
+		return len(uris(out.String())) >= 5000
+	})
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	<-done
+	got := uris(out.String())
+	if len(got) != 5000 || got[0] != "/n0" || got[4999] != "/n4999" || !strings.Contains(errOut.String(), "connection reset") {
+		t.Errorf("printed %d lines (stderr %q), want each of 5000 once", len(got), errOut.String())
+	}
+}
+
+// A file shipper whose spool another process held at one load gets its
+// own directory at the next load once it is free, not the fallback.
+func TestAttackShipperRetriesItsSpoolDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	held, err := lockDir(filepath.Join(dir, lockName)) // "another process"
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testSettings()
+	st.kind = kindFiles
+	tmpl, _ := parseKeyTemplate(st.key)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	sl, err := acquire(dir, registration{cfg: ctx1, settings: st, tmpl: tmpl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sl.dir == dir {
+		t.Fatal("acquired a held spool directory")
+	}
+	release(sl, ctx1)
+	held.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	sl2, err := acquire(dir, registration{cfg: ctx2, settings: st, tmpl: tmpl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release(sl2, ctx2)
+	if sl2.dir != dir {
+		t.Errorf("spooling to %s once %s was free, want the directory itself", sl2.dir, dir)
 	}
 }

@@ -7,7 +7,11 @@ import (
 	"time"
 )
 
-var tsPath = []string{"ts"}
+// timeFields are the members Timestamp looks for, in order: zap's (and
+// so Caddy's) "ts", then the names other JSON loggers give the time
+// (Monolog/Laravel "datetime", Logstash "@timestamp", and the common
+// "time" and "timestamp").
+var timeFields = [][]string{{"ts"}, {"time"}, {"timestamp"}, {"@timestamp"}, {"datetime"}}
 
 // timeLayouts are the text forms of "ts" that Timestamp reads: RFC 3339,
 // with or without fractional seconds, and zap's ISO8601 encoder's form,
@@ -15,19 +19,24 @@ var tsPath = []string{"ts"}
 // is optional in both when parsing.
 var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700"}
 
-// Timestamp returns the time of line's "ts" member. A number is Unix
-// seconds with an optional fraction, zap's and so Caddy's default
-// (1764660826.590123), and is returned in UTC; a string is RFC 3339 or
-// zap's ISO8601 form. It reports false if "ts" is missing or neither.
+// Timestamp returns the time of line's "ts" member, or of the first of
+// "time", "timestamp", "@timestamp" and "datetime" it has when it has
+// no "ts". A number is Unix seconds with an optional fraction, zap's and
+// so Caddy's default (1764660826.590123), and is returned in UTC; a
+// string is RFC 3339 or zap's ISO8601 form. It reports false if none is
+// there or readable.
 func Timestamp(line []byte) (time.Time, bool) {
-	v, ok := Lookup(line, tsPath)
-	switch {
-	case !ok:
+	for _, path := range timeFields {
+		v, ok := Lookup(line, path)
+		switch {
+		case !ok:
+			continue
+		case v.Kind() == Number:
+			return unixSeconds(v.Raw())
+		case v.Kind() == String:
+			return parseTimeText(v.String())
+		}
 		return time.Time{}, false
-	case v.Kind() == Number:
-		return unixSeconds(v.Raw())
-	case v.Kind() == String:
-		return parseTimeText(v.String())
 	}
 	return time.Time{}, false
 }
