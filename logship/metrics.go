@@ -70,7 +70,7 @@ var (
 	}, []string{"source"})
 	fileCheckpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "file_checkpoints_total",
-		Help: "Checkpoints saved: one per batch of up to 1 MiB of records, over all the files a poll read.",
+		Help: "Checkpoints saved: one per batch (up to 1 MiB of lines, 4 MiB of records), over all the files a poll read.",
 	}, []string{"source"})
 	filesWatched = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddylb", Subsystem: "logship", Name: "files_watched",

@@ -113,7 +113,7 @@ func (s *FileShipper) provision(ctx caddy.Context, stores *objectstore.App) erro
 	if s.Name == "" {
 		s.Name = DefaultFilesName
 	}
-	// Room for a batch (1 MiB of lines, more once escaped) or a piece of
+	// Room for a batch (1 MiB of lines, up to 4 MiB of records) or a piece of
 	// a long line in the spool, or the shipper would wait forever.
 	if least := int64(max(16<<20, 16*s.MaxLine)); s.SpoolMax != 0 && s.SpoolMax < least {
 		return fmt.Errorf("spool_max %d: a file shipper needs at least %d bytes (16 MiB, and 16 times max_line)", s.SpoolMax, least)

@@ -35,8 +35,13 @@ const (
 	tailPoll = 250 * time.Millisecond
 	// headBytes of a file's start identify it (with its inode).
 	headBytes = 256
-	// readChunk is how much is read, and checkpointed, at a time.
+	// readChunk is how much is read at a time.
 	readChunk = 1 << 20
+	// batchLimit bounds the records of one batch (one commit and
+	// checkpoint): room for a whole chunk of ordinary lines once wrapped
+	// (about 1.5 times their size), bounded for short lines of a long
+	// path, which grow many times over.
+	batchLimit = 4 << 20
 	// goneGrace: a file that no longer matches the globs (renamed by
 	// logrotate, deleted) is read until it has not grown for this long,
 	// since the application may still be writing to it until it reopens
@@ -670,7 +675,7 @@ func (t *tailer) advance(tf *tailFile, src *os.File, consumed, part int) {
 	}
 	t.batchBytes += int64(consumed)
 	if len(t.out) >= readChunk {
-		t.flush()
+		t.flush() // a batch per chunk: the checkpoint keeps up with the reads
 	}
 }
 
@@ -734,7 +739,7 @@ func (t *tailer) records(tf *tailFile, data []byte, final bool) (consumed, part 
 	ts := appendTS(nil, time.Now())
 	// The records of one chunk are bounded too: short lines of a long
 	// path grow many times over once wrapped.
-	for len(data) > 0 && len(t.out) < readChunk {
+	for len(data) > 0 && len(t.out) < batchLimit {
 		i := bytes.IndexByte(data, '\n')
 		// An unfinished line waits, also one of max_line bytes whose
 		// CR has come and LF not yet.

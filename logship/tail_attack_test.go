@@ -206,7 +206,7 @@ func TestAttackBatchAmplification(t *testing.T) {
 		tl.sp.roll()
 		_, total = tl.sp.stats()
 	}
-	if tf.offset != 1<<20 || cap(tl.out) > 2*readChunk {
+	if tf.offset != 1<<20 || cap(tl.out) > 2*batchLimit {
 		t.Errorf("read %d of %d bytes, record buffer %d bytes (spool %d)", tf.offset, 1<<20, cap(tl.out), total)
 	}
 }

@@ -15,7 +15,8 @@
 #    rounds (both on both cores: the pipeline is two processes), wall
 #    time and peak RSS; both must print the same number of lines.
 #
-# Env: ROUNDS (3), SHIP_SIZE (512MiB), SEARCH_GZ (1GiB).
+# Env: ROUNDS (3), SHIP_SIZE (512MiB), SEARCH_GZ (1GiB), ONLY (shipper or
+# search: run one part).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -51,6 +52,8 @@ metric() { # sum of a series on the admin endpoint
 
 (cd "$root" && go build -o "$work/loggen" ./integration/bench/loggen)
 
+ONLY=${ONLY:-}
+if [ "$ONLY" != search ]; then
 echo "== shipper: $SHIP_SIZE of application log lines, caddy-lb pinned to one core =="
 mkdir -p "$work/logs"
 "$work/loggen" file -size "$SHIP_SIZE" -out "$work/logs/app.log"
@@ -98,6 +101,8 @@ printf 'shipper: read into the spool %.0f MB/s (%s), gzipped and stored %.0f MB/
 	"$(printf '%s\n' "${rss[@]}" | median)" "$(printf '%.0f\n' "${rss[@]}" | spread)" \
 	"$(printf '%s\n' "${gzip_rates[@]}" | median)"
 rm -rf "$work/logs" "$work/store" "$work/data"
+fi
+[ "$ONLY" != shipper ] || exit 0
 
 echo "== search: $SEARCH_GZ of gzipped access logs, 4 nodes =="
 "$work/loggen" objects -gzsize "$SEARCH_GZ" -root "$work/search" -hosts 4
