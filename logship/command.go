@@ -1,6 +1,7 @@
 package logship
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -130,7 +131,7 @@ func cmdLogsSearch(fl caddycmd.Flags) (int, error) {
 	}
 	if stats.Objects == 0 {
 		fmt.Fprintf(os.Stderr, "lb-logs: no shipped files under %q started between %s and %s\n", opts.Prefix,
-			opts.Since.Add(-opts.Lookback).UTC().Format(time.RFC3339), cmpTime(opts.Until, now).UTC().Format(time.RFC3339))
+			opts.Since.Add(-opts.Lookback).UTC().Format(time.RFC3339), cmp.Or(opts.Until, now).UTC().Format(time.RFC3339))
 	}
 	if stats.Skipped > 0 {
 		// Everything readable was printed; the status says not all was.
@@ -138,13 +139,6 @@ func cmdLogsSearch(fl caddycmd.Flags) (int, error) {
 		return 2, nil
 	}
 	return 0, nil
-}
-
-func cmpTime(t, otherwise time.Time) time.Time {
-	if t.IsZero() {
-		return otherwise
-	}
-	return t
 }
 
 // parseWhen reads a --since or --until: a duration back from now

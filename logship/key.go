@@ -68,18 +68,24 @@ func (t keyTemplate) render(v keyValues) (string, error) {
 		s, _ := objectstore.TimeValue(name, v.Time)
 		return s
 	})
-	segs := strings.Split(expanded, "/")
+	key := dropEmptySegments(expanded)
+	if err := objectstore.ValidateKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// dropEmptySegments removes the empty path segments an empty prefix
+// (or any empty value) leaves in a rendered key.
+func dropEmptySegments(key string) string {
+	segs := strings.Split(key, "/")
 	kept := segs[:0]
 	for _, s := range segs {
 		if s != "" {
 			kept = append(kept, s)
 		}
 	}
-	key := strings.Join(kept, "/")
-	if err := objectstore.ValidateKey(key); err != nil {
-		return "", err
-	}
-	return key, nil
+	return strings.Join(kept, "/")
 }
 
 // segmentSafe keeps a host or log name inside one key segment.

@@ -3,6 +3,7 @@ package logship
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
 	"strings"
@@ -35,15 +36,7 @@ func newKeyLayout(template, prefix string) (*keyLayout, error) {
 		return nil, err
 	}
 	// Fill in the prefix, then drop empty segments, as render does.
-	filled := strings.ReplaceAll(template, "{prefix}", prefix)
-	segs := strings.Split(filled, "/")
-	kept := segs[:0]
-	for _, s := range segs {
-		if s != "" {
-			kept = append(kept, s)
-		}
-	}
-	filled = strings.Join(kept, "/")
+	filled := dropEmptySegments(strings.ReplaceAll(template, "{prefix}", prefix))
 	parts, err := objectstore.SplitTemplate(filled, "host", "name", "uuid", "ts", "yyyy", "mm", "dd", "HH", "MM")
 	if err != nil {
 		return nil, err
@@ -169,7 +162,7 @@ func (l *keyLayout) windowPrefixes(ctx context.Context, store objectstore.Store,
 	}
 	for _, host := range hosts {
 		for day := from.Truncate(24 * time.Hour); !day.After(to); day = day.Add(24 * time.Hour) {
-			known := copyMap(base)
+			known := maps.Clone(base)
 			if host != "" {
 				known["host"] = segmentSafe(host)
 			}
@@ -185,7 +178,7 @@ func (l *keyLayout) windowPrefixes(ctx context.Context, store objectstore.Store,
 				h = day
 			}
 			for ; h.Before(day.Add(24*time.Hour)) && !h.After(to); h = h.Add(time.Hour) {
-				hk := copyMap(known)
+				hk := maps.Clone(known)
 				hk["HH"], _ = objectstore.TimeValue("HH", h)
 				add(hk)
 			}
@@ -193,12 +186,4 @@ func (l *keyLayout) windowPrefixes(ctx context.Context, store objectstore.Store,
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-func copyMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m)+4)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

@@ -368,16 +368,8 @@ func (tf *tailFile) setWrap(host string) {
 
 // headIs reports whether the file's first n bytes hash to want.
 func (tf *tailFile) headIs(n int, want []byte) bool {
-	sum, ok := tf.hashHead(n)
+	sum, ok := hashAt(tf.f, 0, n)
 	return ok && bytes.Equal(sum[:], want)
-}
-
-func (tf *tailFile) hashHead(n int) ([sha256.Size]byte, bool) {
-	var b [headBytes]byte
-	if _, err := tf.f.ReadAt(b[:n], 0); err != nil && !errors.Is(err, io.EOF) {
-		return [sha256.Size]byte{}, false
-	}
-	return sha256.Sum256(b[:n]), true
 }
 
 // poll finds new and rotated files and ships what every file got.
@@ -591,8 +583,7 @@ func (t *tailer) findCopy(tf *tailFile) (*os.File, int64) {
 		if err != nil {
 			continue
 		}
-		other := &tailFile{f: f}
-		head, ok := other.hashHead(tf.headLen)
+		head, ok := hashAt(f, 0, tf.headLen)
 		tail, ok2 := hashAt(f, tf.offset-int64(tf.tailLen), tf.tailLen)
 		if ok && ok2 && head == tf.headSum && tail == tf.tailSum {
 			if best != nil {
