@@ -24,7 +24,8 @@
 # utime+stime over the round's requests) and RSS at the end; the median
 # of the paired ratios to stock with their quartiles.
 #
-# Env: ROUNDS (9; 0 skips the table), DURATION (3s), CONNS (32), PROFILE
+# Env: VARIANTS (a subset of the names above; stock is always in),
+# ROUNDS (9; 0 skips the table), DURATION (3s), CONNS (32), PROFILE
 # (a path prefix: also take 10 s CPU profiles of stock and lb_memory
 # under the same load, PROFILE-stock.pprof and PROFILE-lb_memory.pprof,
 # for `go tool pprof -diff_base`).
@@ -45,9 +46,12 @@ $pin_rest redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendo
 pids+=($!)
 wait_port "$redis_port"
 
-variants=(stock lb_memory lb_redis lb_offload nginx haproxy)
+all=(stock lb_memory lb_redis lb_offload nginx haproxy)
+read -ra variants <<<"${VARIANTS:-${all[*]}}"
+[ "${variants[0]}" = stock ] || variants=(stock "${variants[@]}") # the baseline of every ratio
 declare -A port url hdr pid adminp
-for v in "${variants[@]}"; do port[$v]=$(free_port); url[$v]="http://127.0.0.1:${port[$v]}/"; done
+for v in "${all[@]}"; do port[$v]=$(free_port); done
+for v in "${variants[@]}"; do url[$v]="http://127.0.0.1:${port[$v]}/"; done
 secret=bench-secret-0123456789abcdef
 
 # go_proc NAME BINARY: runs a Caddy with $work/NAME.Caddyfile, pinned,
