@@ -24,7 +24,8 @@
 # utime+stime over the round's requests) and RSS at the end; the median
 # of the paired ratios to stock with their quartiles.
 #
-# Env: VARIANTS (a subset of the names above; stock is always in),
+# Env: PLAIN (see lb_plain below), VARIANTS (a subset of the names above;
+# stock is always in),
 # ROUNDS (9; 0 skips the table), DURATION (3s), CONNS (32), PROFILE
 # (a path prefix: also take 10 s CPU profiles of stock and lb_memory
 # under the same load, PROFILE-stock.pprof and PROFILE-lb_memory.pprof,
@@ -47,6 +48,9 @@ pids+=($!)
 wait_port "$redis_port"
 
 all=(stock lb_memory lb_redis lb_offload nginx haproxy)
+# PLAIN: a second caddy-lb binary (built with -pgo=off) serving lb_memory's
+# config as lb_plain, to weigh a PGO build against it in the same run.
+[ -z "${PLAIN:-}" ] || all+=(lb_plain)
 read -ra variants <<<"${VARIANTS:-${all[*]}}"
 [ "${variants[0]}" = stock ] || variants=(stock "${variants[@]}") # the baseline of every ratio
 declare -A port url hdr pid adminp
@@ -110,8 +114,11 @@ lb_site() { # VARIANT STORE [EXTRA]
 }
 SITE
 }
-for v in lb_memory lb_redis lb_offload; do
-	store=mem extra=""
+lb_variants=(lb_memory lb_redis lb_offload)
+[ -z "${PLAIN:-}" ] || lb_variants+=(lb_plain)
+for v in "${lb_variants[@]}"; do
+	store=mem extra="" bin=$CADDY
+	[ "$v" = lb_plain ] && bin=$PLAIN
 	[ "$v" = lb_redis ] && store=shared
 	[ "$v" = lb_offload ] && extra="asset_offload /upload {
 		store media
@@ -130,7 +137,7 @@ $(common_globals)
 }
 $(lb_site "$v" "$store" "$extra")
 CADDY
-	go_proc "$v" "$CADDY"
+	go_proc "$v" "$bin"
 done
 
 mkdir -p "$work/nginx"
