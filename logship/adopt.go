@@ -65,11 +65,7 @@ func writeSpoolMeta(dir string, st settings) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, spoolMetaName+".tmp")
-	if err := os.WriteFile(tmp, data, 0o640); err != nil {
-		return fmt.Errorf("log spool %s: %v", dir, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, spoolMetaName)); err != nil {
+	if err := writeFileAtomic(dir, spoolMetaName, data); err != nil {
 		return fmt.Errorf("log spool %s: %v", dir, err)
 	}
 	return nil

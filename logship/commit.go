@@ -204,15 +204,21 @@ func readCheckpoint(dir string) (*checkpoint, error) {
 
 var errCorruptCheckpoint = errors.New("corrupt file shipper checkpoint")
 
-// writeCheckpoint replaces the checkpoint atomically (a rename), so a
-// kill -9 leaves the old one or the new one whole.
+// writeCheckpoint replaces the checkpoint atomically.
 func writeCheckpoint(dir string, data []byte) error {
-	tmp := filepath.Join(dir, checkpointName+".tmp")
-	if err := os.WriteFile(tmp, data, 0o640); err != nil {
-		return fmt.Errorf("file shipper checkpoint: %v", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, checkpointName)); err != nil {
+	if err := writeFileAtomic(dir, checkpointName, data); err != nil {
 		return fmt.Errorf("file shipper checkpoint: %v", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces dir/name with data through a rename, so a
+// kill -9 leaves the old file or the new one whole: the spool's meta
+// and the shipper's checkpoint.
+func writeFileAtomic(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, name+".tmp")
+	if err := os.WriteFile(tmp, data, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
 }

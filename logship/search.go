@@ -438,10 +438,7 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 	}()
 	zr, err := gzip.NewReader(bufio.NewReaderSize(counted, 64<<10))
 	if err != nil {
-		if counted.err != nil && !errors.Is(counted.err, io.EOF) {
-			return fmt.Errorf("%w: %v", errTransient, counted.err)
-		}
-		return fmt.Errorf("not gzip: %v", err)
+		return counted.failure("not gzip", err)
 	}
 	br := bufio.NewReaderSize(zr, 64<<10)
 	var long []byte
@@ -469,10 +466,7 @@ func (s *searcher) readObject(ctx context.Context, o shippedObject, fn func([]by
 		}
 		if err != nil && err != io.EOF {
 			// The read failed inside a line: what came of it is not a line.
-			if counted.err != nil && !errors.Is(counted.err, io.EOF) {
-				return fmt.Errorf("%w after %d lines: %v", errTransient, lines, counted.err)
-			}
-			return fmt.Errorf("after %d lines: %v", lines, err)
+			return counted.failure(fmt.Sprintf("after %d lines", lines), err)
 		}
 		line := chunk
 		if long != nil {
@@ -507,6 +501,16 @@ type countingReader struct {
 	r   io.Reader
 	n   int64
 	err error
+}
+
+// failure describes err, met while reading the object at where: a
+// transfer that failed (errTransient, which --follow retries), or what
+// the object holds.
+func (c *countingReader) failure(where string, err error) error {
+	if c.err != nil && !errors.Is(c.err, io.EOF) {
+		return fmt.Errorf("%w (%s): %v", errTransient, where, c.err)
+	}
+	return fmt.Errorf("%s: %v", where, err)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {

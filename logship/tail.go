@@ -234,8 +234,7 @@ func (t *tailer) restore() {
 			t.logError(path, "opening a followed log file failed", err)
 			continue
 		}
-		want, _ := hex.DecodeString(fc.Head)
-		if tf.size < fc.Offset || fc.HeadLen > int(tf.size) || !tf.headIs(fc.HeadLen, want) {
+		if !tf.resume(fc) {
 			t.changed = true
 			if gone {
 				// Not the file: another one on its reused inode, found
@@ -252,13 +251,7 @@ func (t *tailer) restore() {
 			t.files[id] = tf
 			continue
 		}
-		tf.offset, tf.part, tf.gone = fc.Offset, fc.Part, gone || fc.Gone
-		tf.headLen = fc.HeadLen
-		copy(tf.headSum[:], want)
-		n := int(min(tf.offset, headBytes))
-		if sum, ok := hashAt(tf.f, tf.offset-int64(n), n); ok {
-			tf.tailLen, tf.tailSum = n, sum
-		}
+		tf.gone = gone || fc.Gone
 		tf.idleSince = time.Now()
 		t.files[id] = tf
 	}
@@ -445,6 +438,28 @@ func (t *tailer) scan(now time.Time) {
 	}
 }
 
+// resume takes tf up where fc left it, if fc is still this file: it is
+// at least as long and starts with the same bytes. Else tf stays at its
+// start.
+func (tf *tailFile) resume(fc fileCheckpoint) bool {
+	want, _ := hex.DecodeString(fc.Head)
+	if tf.size < fc.Offset || fc.HeadLen > int(tf.size) || !tf.headIs(fc.HeadLen, want) {
+		return false
+	}
+	tf.offset, tf.part, tf.headLen = fc.Offset, fc.Part, fc.HeadLen
+	copy(tf.headSum[:], want)
+	tf.hashTail(tf.f)
+	return true
+}
+
+// hashTail records the hash of the bytes of src just before tf's offset.
+func (tf *tailFile) hashTail(src *os.File) {
+	n := int(min(tf.offset, headBytes))
+	if sum, ok := hashAt(src, tf.offset-int64(n), n); ok {
+		tf.tailLen, tf.tailSum = n, sum
+	}
+}
+
 // resumeDormant takes tf up where the checkpoint's dormant entry for
 // its inode left it (a file moved under a glob), if its first bytes are
 // still the same.
@@ -454,15 +469,7 @@ func (t *tailer) resumeDormant(tf *tailFile) {
 			continue
 		}
 		t.dormant = append(t.dormant[:i], t.dormant[i+1:]...)
-		want, _ := hex.DecodeString(fc.Head)
-		if fc.Offset <= tf.size && fc.HeadLen <= int(tf.size) && tf.headIs(fc.HeadLen, want) {
-			tf.offset, tf.part, tf.headLen = fc.Offset, fc.Part, fc.HeadLen
-			copy(tf.headSum[:], want)
-			n := int(min(tf.offset, headBytes))
-			if sum, ok := hashAt(tf.f, tf.offset-int64(n), n); ok {
-				tf.tailLen, tf.tailSum = n, sum
-			}
-		}
+		tf.resume(fc)
 		return
 	}
 }
@@ -660,10 +667,7 @@ func (t *tailer) advance(tf *tailFile, src *os.File, consumed, part int) {
 			tf.headLen, tf.headSum = n, sum
 		}
 	}
-	n := int(min(tf.offset, headBytes))
-	if sum, ok := hashAt(src, tf.offset-int64(n), n); ok {
-		tf.tailLen, tf.tailSum = n, sum
-	}
+	tf.hashTail(src)
 	t.batchBytes += int64(consumed)
 	if len(t.out) >= readChunk {
 		t.flush() // a batch per chunk: the checkpoint keeps up with the reads

@@ -15,7 +15,6 @@ package main
 import (
 	"bufio"
 	"compress/gzip"
-	"crypto/rand"
 	"flag"
 	"fmt"
 	mrand "math/rand/v2"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddylb/caddylb/assetcdn/objectstore"
 )
 
 func main() {
@@ -145,7 +146,7 @@ func writeObjects(root, prefix string, hosts int, gzsize int64) error {
 			t := start.Add(time.Duration(h) * time.Millisecond)
 			for written.Load() < gzsize {
 				objStart := t
-				key := fmt.Sprintf("%s/%s/%s/access-%s-%s.log.gz", prefix, host, objStart.Format("2006/01/02/15"), objStart.Format("20060102T150405.000Z"), uuid())
+				key := fmt.Sprintf("%s/%s/%s/access-%s-%s.log.gz", prefix, host, objStart.Format("2006/01/02/15"), objStart.Format("20060102T150405.000Z"), objectstore.NewUUID())
 				path := filepath.Join(root, filepath.FromSlash(key))
 				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 					errs <- err
@@ -179,11 +180,4 @@ func writeObjects(root, prefix string, hosts int, gzsize int64) error {
 		return err
 	}
 	return nil
-}
-
-func uuid() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
 }
