@@ -55,12 +55,20 @@ func (l *Learn) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP wraps the response writer and calls the next handler.
+// ServeHTTP wraps the response writer and calls the next handler. When it
+// returns, the proxy under it has finished its tries: they are counted
+// for the dashboard and metrics then (settleOnReturn).
 func (l *Learn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	st := stateOf(r)
 	st.learning = true
+	outer := !st.inLearn
+	st.inLearn = true
 	lw := &learnWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, r: r, st: st}
-	return next.ServeHTTP(lw, r)
+	err := next.ServeHTTP(lw, r)
+	if outer {
+		st.settleOnReturn(err)
+	}
+	return err
 }
 
 // learnWriter learns from the response headers once, just before they go out.

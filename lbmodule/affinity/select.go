@@ -43,13 +43,19 @@ type requestState struct {
 	bound     string // the upstream the store had bound it to, if any
 
 	// For the per-upstream counts (see countUpstream), under countMu with
-	// tried: the request's replacer, set once its end is tracked; Caddy's
-	// upstream placeholders as they were when the last try began; whether
-	// the request was settled (its client left while it still ran) or
-	// could not be tracked (too many in flight).
+	// tried: the request's replacer; Caddy's upstream placeholders as they
+	// were when the last try began; how many of tried are counted; whether
+	// a sticky_learn handler around the proxy counts the tries when it
+	// returns (inLearn: set and read on the request's goroutine alone),
+	// whether the request's end is tracked instead,
+	// whether the sweep settled it (its client left while it still ran)
+	// and whether it could not be tracked (too many in flight).
 	countMu       sync.Mutex
 	repl          *caddy.Replacer
 	latencyBefore any
+	counted       int
+	inLearn       bool
+	tracked       bool
 	settled       bool
 	untracked     bool
 }

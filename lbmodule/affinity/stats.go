@@ -24,10 +24,12 @@ const (
 
 // countUpstream appends the try to st.tried and keeps the per-upstream
 // counts the dashboard and metrics read: a session bound now counts at
-// once; requests and errors count when the request has ended
-// (lbstats.Track), from what Caddy recorded. The append and the counting
-// share one critical section with Settle, so that a try is counted once
-// whether it began before or after the settling.
+// once; requests and errors count when the request has ended, from what
+// Caddy recorded: when the sticky_learn handler around the proxy returns
+// (settleOnReturn), else from lbstats's sweep once the request's context
+// ended (lbstats.Track). The append and the counting share one critical
+// section with Settle, so that a try is counted once whether it began
+// before or after the settling.
 func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reverseproxy.Upstream, outcome string) {
 	if up == nil {
 		return
@@ -50,6 +52,7 @@ func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reversepro
 	case st.settled:
 		// The client left and the request was counted; Caddy still
 		// tries: this try can reach nobody.
+		st.counted = len(st.tried)
 		c := lbstats.UpstreamCounters(up.Dial)
 		c.Requests.Add(1)
 		c.Errors.Add(1)
@@ -61,38 +64,66 @@ func (s *Sticky) countUpstream(r *http.Request, st *requestState, up *reversepro
 		if n := len(st.tried); n > 1 {
 			lbstats.UpstreamCounters(st.tried[n-2]).Errors.Add(1)
 		}
+		st.counted = len(st.tried)
 		lbstats.UpstreamCounters(up.Dial).Requests.Add(1)
 		return
 	}
 	st.latencyBefore = before
-	if st.repl != nil {
-		return // tracked since its first try
-	}
 	st.repl = repl
+	if st.tracked || st.inLearn {
+		return // counted by the sweep, or when sticky_learn returns
+	}
+	st.tracked = true
 	if !lbstats.Track(r.Context(), st) {
 		st.untracked = true
+		st.counted = len(st.tried)
 		lbstats.UpstreamCounters(up.Dial).Requests.Add(1)
 	}
 }
 
-// Settle counts an ended request's tries: every try but the last failed
-// (Caddy tries again only after a failure); the last failed when no
-// upstream answered it, when another proxy ran after it, or when the
-// answer was a 5xx. It runs from lbstats's sweep once the request's
-// context ended: normally after the handler chain returned; when the
-// client left, possibly while Caddy still tries (countUpstream counts
-// those tries then).
+// Settle counts an ended request's tries (see countTries). It runs from
+// lbstats's sweep once the request's context ended: normally after the
+// handler chain returned; when the client left, possibly while Caddy
+// still tries (countUpstream counts those tries then).
 func (st *requestState) Settle() {
 	st.countMu.Lock()
 	defer st.countMu.Unlock()
 	st.settled = true
-	for i, dial := range st.tried {
+	st.countTries(false)
+}
+
+// settleOnReturn counts the tries when the sticky_learn handler around
+// the proxy returns, with handlerErr what the handlers under it returned.
+// The proxy has finished then: no try can follow it within them, and what
+// Caddy recorded is still in the processor's cache, where the sweep, 5 ms
+// later, found it evicted (it cost about 7% of a core at GOMAXPROCS=1,
+// BENCHMARKS.md, "The whole stack"). A try the sweep tracks (one begun
+// outside the handler) stays the sweep's.
+func (st *requestState) settleOnReturn(handlerErr error) {
+	st.countMu.Lock()
+	defer st.countMu.Unlock()
+	st.inLearn = false
+	if st.tracked || st.repl == nil {
+		return
+	}
+	st.countTries(handlerErr != nil)
+}
+
+// countTries counts the tries not counted yet: every one but the last
+// failed (Caddy tries again only after a failure); the last failed when
+// failed is set (the handlers returned an error: the client gets an error
+// status), when no upstream answered it, when another proxy ran after it,
+// or when the answer was a 5xx. countMu is held.
+func (st *requestState) countTries(failed bool) {
+	for i := st.counted; i < len(st.tried); i++ {
+		dial := st.tried[i]
 		c := lbstats.UpstreamCounters(dial)
 		c.Requests.Add(1)
-		if i < len(st.tried)-1 || !answeredWell(st.repl, dial, st.latencyBefore) {
+		if i < len(st.tried)-1 || failed || !answeredWell(st.repl, dial, st.latencyBefore) {
 			c.Errors.Add(1)
 		}
 	}
+	st.counted = len(st.tried)
 }
 
 // answeredWell reports whether the upstream at dial answered the last try

@@ -83,3 +83,77 @@ func TestCountUpstreamOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// Under sticky_learn the tries are counted when the handler returns, while
+// the request's context is still live (no sweep involved); an error the
+// proxy returns counts the last try as failed; a try that begins after the
+// handler returned (a handle_errors proxy) is the sweep's to count, once.
+func TestCountUpstreamOnLearnReturn(t *testing.T) {
+	run := time.Now().UnixNano()
+	for i, tc := range []struct {
+		name       string
+		answered   []int // per try: the status, 0 for none
+		handlerErr error
+		wantReqs   []int64
+		wantErrs   []int64
+	}{
+		{name: "answered", answered: []int{200}, wantReqs: []int64{1}, wantErrs: []int64{0}},
+		{name: "retried", answered: []int{0, 200}, wantReqs: []int64{1, 1}, wantErrs: []int64{1, 0}},
+		{name: "a 502 answered", answered: []int{502}, wantReqs: []int64{1}, wantErrs: []int64{1}},
+		{name: "the proxy returned an error", answered: []int{200}, handlerErr: fmt.Errorf("aborting with incomplete response"), wantReqs: []int64{1}, wantErrs: []int64{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := func(n int) string { return fmt.Sprintf("127.4.%d.%d:%d", i, n, run%60000+1) }
+			s := &Sticky{}
+			base := newRequest()
+			ctx, cancel := context.WithCancel(base.Context())
+			defer cancel()
+			r := base.WithContext(ctx)
+			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				st := stateOf(r)
+				for n, status := range tc.answered {
+					up := testPool(addr(n))[0]
+					s.countUpstream(r, st, up, outcomeHit)
+					repl.Set(hostportPlaceholder, up.Dial)
+					if status != 0 {
+						repl.Set(latencyPlaceholder, time.Duration(n+1)*time.Millisecond)
+						repl.Set(statusPlaceholder, status)
+					}
+				}
+				return tc.handlerErr
+			})
+			if err := new(Learn).ServeHTTP(httptest.NewRecorder(), r, next); err != tc.handlerErr {
+				t.Fatalf("ServeHTTP returned %v, want the handler's %v", err, tc.handlerErr)
+			}
+			for n := range tc.answered {
+				c := lbstats.UpstreamCounters(addr(n))
+				if c.Requests.Load() != tc.wantReqs[n] || c.Errors.Load() != tc.wantErrs[n] {
+					t.Errorf("try %d with the context still live: requests %d errors %d, want %d and %d", n, c.Requests.Load(), c.Errors.Load(), tc.wantReqs[n], tc.wantErrs[n])
+				}
+			}
+
+			// A handle_errors proxy after the handler returned: tracked
+			// and counted by the sweep, and the earlier tries not again.
+			st := stateOf(r)
+			late := testPool(addr(9))[0]
+			s.countUpstream(r, st, late, outcomeHit)
+			repl.Set(hostportPlaceholder, late.Dial)
+			repl.Set(latencyPlaceholder, time.Hour)
+			repl.Set(statusPlaceholder, 200)
+			if c := lbstats.UpstreamCounters(late.Dial); c.Requests.Load() != 0 {
+				t.Errorf("the late try counted %d before the request ended", c.Requests.Load())
+			}
+			cancel()
+			lbstats.Settle()
+			if c := lbstats.UpstreamCounters(late.Dial); c.Requests.Load() != 1 || c.Errors.Load() != 0 {
+				t.Errorf("the late try: requests %d errors %d, want 1 and 0", c.Requests.Load(), c.Errors.Load())
+			}
+			for n := range tc.answered {
+				if c := lbstats.UpstreamCounters(addr(n)); c.Requests.Load() != tc.wantReqs[n] {
+					t.Errorf("try %d counted again by the sweep: requests %d", n, c.Requests.Load())
+				}
+			}
+		})
+	}
+}
