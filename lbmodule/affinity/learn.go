@@ -57,17 +57,21 @@ func (l *Learn) Cleanup() error {
 
 // ServeHTTP wraps the response writer and calls the next handler. When it
 // returns, the proxy under it has finished its tries: they are counted
-// for the dashboard and metrics then (settleOnReturn).
-func (l *Learn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+// for the dashboard and metrics then (settleOnReturn), also when it
+// panics (Caddy's proxy aborts a response that broke after its headers
+// with panic(http.ErrAbortHandler)): the last try failed then.
+func (l *Learn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	st := stateOf(r)
 	st.learning = true
-	outer := !st.inLearn
-	st.inLearn = true
 	lw := &learnWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, r: r, st: st}
-	err := next.ServeHTTP(lw, r)
-	if outer {
-		st.settleOnReturn(err)
+	if st.inLearn {
+		return next.ServeHTTP(lw, r) // a sticky_learn around this one counts
 	}
+	st.inLearn = true
+	returned := false
+	defer func() { st.settleOnReturn(!returned || err != nil) }() // the panic goes on
+	err = next.ServeHTTP(lw, r)
+	returned = true
 	return err
 }
 

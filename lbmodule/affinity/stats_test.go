@@ -88,19 +88,23 @@ func TestCountUpstreamOutcomes(t *testing.T) {
 // the request's context is still live (no sweep involved); an error the
 // proxy returns counts the last try as failed; a try that begins after the
 // handler returned (a handle_errors proxy) is the sweep's to count, once.
+// A panic (http.ErrAbortHandler) goes on up, and the try counts as failed.
 func TestCountUpstreamOnLearnReturn(t *testing.T) {
 	run := time.Now().UnixNano()
 	for i, tc := range []struct {
 		name       string
 		answered   []int // per try: the status, 0 for none
 		handlerErr error
+		panics     bool // as Caddy's proxy does when a response breaks after its headers
 		wantReqs   []int64
 		wantErrs   []int64
 	}{
 		{name: "answered", answered: []int{200}, wantReqs: []int64{1}, wantErrs: []int64{0}},
 		{name: "retried", answered: []int{0, 200}, wantReqs: []int64{1, 1}, wantErrs: []int64{1, 0}},
 		{name: "a 502 answered", answered: []int{502}, wantReqs: []int64{1}, wantErrs: []int64{1}},
-		{name: "the proxy returned an error", answered: []int{200}, handlerErr: fmt.Errorf("aborting with incomplete response"), wantReqs: []int64{1}, wantErrs: []int64{1}},
+		{name: "the proxy returned an error", answered: []int{0}, handlerErr: fmt.Errorf("no upstreams available"), wantReqs: []int64{1}, wantErrs: []int64{1}},
+		{name: "an error after a 200 from a handler", answered: []int{200}, handlerErr: fmt.Errorf("writing the response"), wantReqs: []int64{1}, wantErrs: []int64{1}},
+		{name: "the body broke after the headers", answered: []int{200}, panics: true, wantReqs: []int64{1}, wantErrs: []int64{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := func(n int) string { return fmt.Sprintf("127.4.%d.%d:%d", i, n, run%60000+1) }
@@ -121,11 +125,21 @@ func TestCountUpstreamOnLearnReturn(t *testing.T) {
 						repl.Set(statusPlaceholder, status)
 					}
 				}
+				if tc.panics {
+					panic(http.ErrAbortHandler)
+				}
 				return tc.handlerErr
 			})
-			if err := new(Learn).ServeHTTP(httptest.NewRecorder(), r, next); err != tc.handlerErr {
-				t.Fatalf("ServeHTTP returned %v, want the handler's %v", err, tc.handlerErr)
-			}
+			func() {
+				defer func() {
+					if p := recover(); (p != nil) != tc.panics {
+						t.Fatalf("panic %v, want one: %v", p, tc.panics)
+					}
+				}()
+				if err := new(Learn).ServeHTTP(httptest.NewRecorder(), r, next); err != tc.handlerErr {
+					t.Fatalf("ServeHTTP returned %v, want the handler's %v", err, tc.handlerErr)
+				}
+			}()
 			for n := range tc.answered {
 				c := lbstats.UpstreamCounters(addr(n))
 				if c.Requests.Load() != tc.wantReqs[n] || c.Errors.Load() != tc.wantErrs[n] {
