@@ -97,7 +97,7 @@ func (st *requestState) Settle() {
 // an error or panicked.
 // The proxy has finished then: no try can follow it within them, and what
 // Caddy recorded is still in the processor's cache, where the sweep, 5 ms
-// later, found it evicted (it cost about 7% of a core at GOMAXPROCS=1,
+// later, found it evicted (the sweep was 8.4% of a core at GOMAXPROCS=1,
 // BENCHMARKS.md, "The whole stack"). A try the sweep tracks (one begun
 // outside the handler) stays the sweep's.
 func (st *requestState) settleOnReturn(failed bool) {
