@@ -46,10 +46,10 @@ type requestState struct {
 	// tried: the request's replacer; Caddy's upstream placeholders as they
 	// were when the last try began; how many of tried are counted; whether
 	// a sticky_learn handler around the proxy counts the tries when it
-	// returns (inLearn: set and read on the request's goroutine alone),
-	// whether the request's end is tracked instead,
-	// whether the sweep settled it (its client left while it still ran)
-	// and whether it could not be tracked (too many in flight).
+	// returns (inLearn: set and read on the request's goroutine alone);
+	// whether the sweep counts them instead (tracked), has settled the
+	// request (its client left while it still ran), or could not track it
+	// (untracked: too many in flight).
 	countMu       sync.Mutex
 	repl          *caddy.Replacer
 	latencyBefore any

@@ -94,12 +94,11 @@ func (st *requestState) Settle() {
 
 // settleOnReturn counts the tries when the sticky_learn handler around
 // the proxy returns, with failed set when the handlers under it returned
-// an error or panicked.
-// The proxy has finished then: no try can follow it within them, and what
-// Caddy recorded is still in the processor's cache, where the sweep, 5 ms
-// later, found it evicted (the sweep was 8.4% of a core at GOMAXPROCS=1,
-// BENCHMARKS.md, "The whole stack"). A try the sweep tracks (one begun
-// outside the handler) stays the sweep's.
+// an error or panicked. The proxy has finished then: no try can follow it
+// within them, and what Caddy recorded is still in the processor's cache,
+// where the sweep, 5 ms later, found it evicted (the sweep was 8.4% of a
+// core at GOMAXPROCS=1, BENCHMARKS.md, "The whole stack"). A try the
+// sweep tracks (one begun outside the handler) stays the sweep's.
 func (st *requestState) settleOnReturn(failed bool) {
 	st.countMu.Lock()
 	defer st.countMu.Unlock()
@@ -114,8 +113,8 @@ func (st *requestState) settleOnReturn(failed bool) {
 // failed (Caddy tries again only after a failure); the last failed when
 // failed is set (the handlers returned an error or aborted the response:
 // the client gets an error status or a truncated answer), when no
-// upstream answered it, when another proxy ran after it,
-// or when the answer was a 5xx. countMu is held.
+// upstream answered it, when another proxy ran after it, or when the
+// answer was a 5xx. countMu is held.
 func (st *requestState) countTries(failed bool) {
 	for i := st.counted; i < len(st.tried); i++ {
 		dial := st.tried[i]
