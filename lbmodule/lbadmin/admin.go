@@ -41,6 +41,13 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision runs at every config load; the first one checks the one kernel
+// setting a reload under load depends on (warnIfReloadResets).
+func (Admin) Provision(ctx caddy.Context) error {
+	warnIfReloadResets(ctx.Logger())
+	return nil
+}
+
 // Routes returns the admin routes under /lb/.
 func (Admin) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
@@ -514,4 +521,5 @@ func methodNotAllowed(w http.ResponseWriter, allowed ...string) error {
 // Interface guards
 var (
 	_ caddy.AdminRouter = (*Admin)(nil)
+	_ caddy.Provisioner = (*Admin)(nil)
 )
