@@ -46,6 +46,14 @@ deps:
 	fi
 	@[ -d integration/express/node_modules/express ] || \
 		(cd integration/express && npm ci --no-audit --no-fund)
+	@# Reloads under load: the kernel hands the connections queued on a closing
+	@# listener to the new one (docs/tuning.md); the reload tests need it.
+	@f=/proc/sys/net/ipv4/tcp_migrate_req; \
+	if [ -f $$f ] && [ "$$(cat $$f)" = 0 ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		echo "setting net.ipv4.tcp_migrate_req=1"; \
+		echo 1 | $$sudo tee $$f >/dev/null || echo "cannot set $$f: the reload tests will say so"; \
+	fi
 	@# --- Go tools the tests run. ---
 	@# versitygw: the S3 server of the asset store tests. testproc finds it on
 	@# PATH or where go install puts it (GOBIN, else the first GOPATH's bin).

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -408,10 +411,20 @@ func TestReloadUnderLoadKeepsBindings(t *testing.T) {
 					node.ReloadWith(t, stickySites, data)
 				}
 			}()
+			// A request on a connection the old server accepted but had not
+			// read from when its shutdown began gets no answer (net/http;
+			// docs/tuning.md, "Reloads under load"): rare with kept-alive
+			// connections, counted apart and bounded. A reset is a failure:
+			// make deps sets tcp_migrate_req (TestReloadUnderLoadResetsNoQueuedConnection).
+			var unanswered atomic.Int64
 			res := loadUntil(reloaded, 8, func(ctx context.Context, i int) error {
 				u := users[i%len(users)]
 				a, err := u.do(ctx, node, "/whoami")
 				if err != nil {
+					if !errors.Is(err, syscall.ECONNRESET) && connectionLost(err) {
+						unanswered.Add(1)
+						return nil
+					}
 					return err
 				}
 				if a.status != http.StatusOK || a.backend != bound[u] {
@@ -419,10 +432,10 @@ func TestReloadUnderLoadKeepsBindings(t *testing.T) {
 				}
 				return nil
 			})
-			if res.Failures > 0 || res.Successes < 500 {
-				t.Fatalf("during reloads: %v", res)
+			if res.Failures > 0 || res.Successes < 500 || unanswered.Load() > 4 {
+				t.Fatalf("during reloads: %v; %d closed without an answer", res, unanswered.Load())
 			}
-			t.Logf("during 4 reloads: %v", res)
+			t.Logf("during 4 reloads: %v; %d closed without an answer", res, unanswered.Load())
 		})
 	}
 }
