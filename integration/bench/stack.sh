@@ -27,11 +27,29 @@
 # Env: PLAIN (see lb_plain below), VARIANTS (a subset of the names above;
 # stock is always in),
 # ROUNDS (9; 0 skips the table), DURATION (3s), CONNS (32), PROFILE
-# (a path prefix: also take 10 s CPU profiles of stock and lb_memory
-# under the same load, PROFILE-stock.pprof and PROFILE-lb_memory.pprof,
-# for `go tool pprof -diff_base`).
+# (a path prefix: also take a CPU profile of each Go system under the
+# same load, PROFILE_SECONDS (10) long, as PROFILE-stock.pprof,
+# PROFILE-lb_memory.pprof and so on, for `go tool pprof -diff_base`, and
+# for xcaddy/default.pgo: integration/bench/pgo.sh).
+#
+# CALLGRIND=N counts instructions instead of timing wrk (ROUNDS is then
+# 0): every system runs under valgrind --tool=callgrind, and for each, the
+# instructions its process ran over N requests sent one after another on
+# one kept-alive connection, then over CALLGRIND_SECONDS (20) of wrk's
+# load (the same CONNS), divided by the requests; in two rounds over all
+# systems, after every one has been idle for 15 s. A count
+# does not depend on what else the machine does, where wrk's rates swing
+# by several percent, so a small change shows; it does not see cache
+# misses, the kernel's part, or how the work spreads over time.
+# CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate.
+# SYSCALLS=N counts instead the system calls per request (strace -c -f),
+# over N requests on one connection and over 10 s of wrk, and, for the Go
+# ones, the allocations per request (the runtime's counters on the admin
+# endpoint's /metrics) over N requests on one connection.
 #
 #   CADDY=bin/caddy BACKEND=bin/demo-backend STOCK=bin/caddy-stock integration/bench/stack.sh
+CALLGRIND=${CALLGRIND:-}
+[ -z "$CALLGRIND" ] || ROUNDS=0
 ROUNDS=${ROUNDS:-9}
 source "$(dirname "$0")/lib.sh"
 STOCK=${STOCK:-$root/bin/caddy-stock}
@@ -58,12 +76,17 @@ for v in "${all[@]}"; do port[$v]=$(free_port); done
 for v in "${variants[@]}"; do url[$v]="http://127.0.0.1:${port[$v]}/"; done
 secret=bench-secret-0123456789abcdef
 
+# cg prefixes every system's command under CALLGRIND: instrumentation off
+# until the count starts, so that start-up runs at valgrind's faster pace.
+cg=""
+[ -z "$CALLGRIND" ] || cg="valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-strings=no"
+
 # go_proc NAME BINARY: runs a Caddy with $work/NAME.Caddyfile, pinned,
 # GOMAXPROCS=1, its own admin port and storage.
 go_proc() {
 	adminp[$1]=$(free_port)
 	sed -i "s|@ADMIN@|127.0.0.1:${adminp[$1]}|; s|@STORAGE@|$work/$1-storage|" "$work/$1.Caddyfile"
-	GOMAXPROCS=1 $pin_lb "$2" run --config "$work/$1.Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
+	GOMAXPROCS=1 GODEBUG=${cg:+asyncpreemptoff=1} $pin_lb ${cg:+$cg --callgrind-out-file=$work/$1.cg} "$2" run --config "$work/$1.Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
 	pid[$1]=$!
 	pids+=($!)
 }
@@ -157,7 +180,7 @@ mkdir -p "$work/nginx"
 	echo "			proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host; } }"
 	echo "}"
 } >"$work/nginx/nginx.conf"
-$pin_lb "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e stderr >"$work/nginx.log" 2>&1 &
+$pin_lb ${cg:+$cg --callgrind-out-file=$work/nginx.cg} "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e stderr >"$work/nginx.log" 2>&1 &
 pid[nginx]=$!
 pids+=($!)
 
@@ -182,11 +205,16 @@ pids+=($!)
 	i=0
 	for u in $upstreams; do i=$((i + 1)); echo "	server b$i $u cookie b$i"; done
 } >"$work/haproxy.cfg"
-$pin_lb "$haproxy_bin" -f "$work/haproxy.cfg" >"$work/haproxy-access.log" 2>"$work/haproxy.log" &
+$pin_lb ${cg:+$cg --callgrind-out-file=$work/haproxy.cg} "$haproxy_bin" -f "$work/haproxy.cfg" >"$work/haproxy-access.log" 2>"$work/haproxy.log" &
 pid[haproxy]=$!
 pids+=($!)
 
-for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
+for v in "${variants[@]}"; do
+	if [ -n "$CALLGRIND" ]; then
+		for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"${port[$v]}") 2>/dev/null && break; sleep 0.1; done
+	fi
+	wait_port "${port[$v]}"
+done
 
 # A returning browser's cookie for each.
 for v in "${variants[@]}"; do
@@ -199,10 +227,116 @@ for v in "${variants[@]}"; do
 	use_cookie "$v" "$c"
 done
 
+# counted VARIANT CMD...: the instructions the process ran while CMD ran,
+# from a zeroed counter to a dump (the dump's summary line).
+counted() {
+	local v=$1 f
+	shift
+	callgrind_control -z "${pid[$v]}" >/dev/null 2>&1
+	"$@"
+	callgrind_control -d "${pid[$v]}" >/dev/null 2>&1
+	# shellcheck disable=SC2012 # the dumps are numbered files of ours
+	f=$(ls -t "$work/$v".cg* | head -1)
+	awk '/^summary:/ {print $2}' "$f"
+}
+# curl_n VARIANT N: N requests, one after another on one kept-alive
+# connection, with the variant's cookie.
+curl_n() {
+	local v=$1 f="$work/$1.curl"
+	: >"$f"
+	for _ in $(seq "$2"); do printf 'url = "%s"\noutput = "/dev/null"\n' "${url[$v]}" >>"$f"; done
+	$pin_rest curl -s -f -H "${hdr[$v]}" -K "$f" || { echo "$v: a request failed" >&2; exit 1; }
+}
+# wrk_for VARIANT SECONDS: wrk's load for that long; the request count in
+# $work/VARIANT.n.
+wrk_for() {
+	local out
+	out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$2"s -H "${hdr[$1]}" "${url[$1]}")
+	awk '/requests in/ {print $1}' <<<"$out" >"$work/$1.n"
+}
+metric() { # VARIANT NAME: a Go runtime counter from the admin endpoint's /metrics
+	curl -s "http://127.0.0.1:${adminp[$1]}/metrics" | awk -v m="$2" '$1 == m {printf "%.0f", $2}'
+}
+
+if [ -n "${SYSCALLS:-}" ]; then
+	# traced VARIANT CMD...: CMD while strace counts the process's calls.
+	traced() {
+		local v=$1 st
+		shift
+		strace -c -f -q -o "$work/$v.strace" -p "${pid[$v]}" &
+		st=$!
+		sleep 1
+		"$@"
+		sleep 0.5
+		kill -INT "$st"
+		wait "$st" || true
+	}
+	# per_request FILE N: "calls per request;the most frequent" from strace -c.
+	per_request() {
+		awk -v n="$2" '
+			$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" && $4 / n >= 0.05 { top = top sprintf("%s %.1f, ", $NF, $4 / n) }
+			$NF == "total" { total = $4 }
+			END { sub(/, $/, "", top); printf "%.1f;%s", total / n, top }' "$1"
+	}
+	echo "| system | system calls per request, one connection | wrk -c$CONNS | the most frequent under wrk, per request | allocations per request | bytes allocated per request |"
+	echo "|---|---|---|---|---|---|"
+	for v in "${variants[@]}"; do
+		curl_n "$v" 100 # warm-up
+		allocs="" bytes=""
+		if [ -n "${adminp[$v]:-}" ]; then
+			m0=$(metric "$v" go_memstats_mallocs_total) b0=$(metric "$v" go_memstats_alloc_bytes_total)
+			curl_n "$v" "$SYSCALLS"
+			m1=$(metric "$v" go_memstats_mallocs_total) b1=$(metric "$v" go_memstats_alloc_bytes_total)
+			allocs=$(((m1 - m0) / SYSCALLS)) bytes=$(((b1 - b0) / SYSCALLS))
+		fi
+		traced "$v" curl_n "$v" "$SYSCALLS"
+		one=$(per_request "$work/$v.strace" "$SYSCALLS")
+		traced "$v" wrk_for "$v" 10
+		conc=$(per_request "$work/$v.strace" "$(cat "$work/$v.n")")
+		printf '| %s | %s | %s | %s | %s | %s |\n' "$v" "${one%%;*}" "${conc%%;*}" "${conc#*;}" "$allocs" "$bytes"
+	done
+	echo
+	echo "strace -c -f over $SYSCALLS requests one after another on one kept-alive connection, then over 10 s of wrk -c$CONNS (slowed by strace: more requests wait at each wake-up than at full speed), a returning browser's cookie; allocations from the Go runtime's counters over another $SYSCALLS requests on one connection, $(date -u +%Y-%m-%d)."
+	exit 0
+fi
+
+if [ -n "$CALLGRIND" ]; then
+	command -v callgrind_control >/dev/null || { echo "missing valgrind (run make deps)" >&2; exit 1; }
+	echo "| system | instructions per request, one connection | second run | ratio to stock Caddy | instructions per request, wrk -c$CONNS | second run | ratio to stock Caddy |"
+	echo "|---|---|---|---|---|---|---|"
+	declare -A seq conc
+	sleep 15 # what every Caddy does once after its start (its local CA, storage clean-up) is over
+	for round in 1 2; do
+		for v in "${variants[@]}"; do
+			callgrind_control -i on "${pid[$v]}" >/dev/null 2>&1
+			[ "$round" = 2 ] || curl_n "$v" 200 # warm-up
+			seq[$v]+="$(($(counted "$v" curl_n "$v" "$CALLGRIND") / CALLGRIND)) "
+			i=$(counted "$v" wrk_for "$v" "${CALLGRIND_SECONDS:-20}")
+			conc[$v]+="$((i / $(cat "$work/$v.n"))) "
+			callgrind_control -i off "${pid[$v]}" >/dev/null 2>&1
+			echo "round $round $v: ${seq[$v]}/ ${conc[$v]}" >&2
+		done
+	done
+	for v in "${variants[@]}"; do
+		[ -z "${CALLGRIND_KEEP:-}" ] || cp "$work/$v".cg* "$CALLGRIND_KEEP/"
+		read -r s1 s2 <<<"${seq[$v]}"
+		read -r c1 c2 <<<"${conc[$v]}"
+		read -r bs1 bs2 <<<"${seq[stock]}"
+		read -r bc1 bc2 <<<"${conc[stock]}"
+		printf '| %s | %s | %s | %.3f | %s | %s | %.3f |\n' "$v" "$s1" "$s2" \
+			"$(awk -v a=$((s1 + s2)) -v b=$((bs1 + bs2)) 'BEGIN{print a/b}')" "$c1" "$c2" \
+			"$(awk -v a=$((c1 + c2)) -v b=$((bc1 + bc2)) 'BEGIN{print a/b}')"
+	done
+	echo
+	echo "valgrind --tool=callgrind (GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 for the Go ones), each system after 200 requests of warm-up: $CALLGRIND requests one after another on one kept-alive connection, then wrk -c$CONNS for ${CALLGRIND_SECONDS:-20} s (the instructions over the requests wrk counted), in two rounds over all systems; a returning browser's cookie; $(date -u +%Y-%m-%d)."
+	exit 0
+fi
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-declare -A rps p50 p99 ratio cpu_us
+declare -A rps p50 p99 ratio cpu_us sys_us
 for v in "${variants[@]}"; do # warm-up
 	$pin_rest wrk -t"$THREADS" -c"$CONNS" -d2s -H "${hdr[$v]}" "${url[$v]}" >/dev/null
 done
@@ -211,9 +345,9 @@ for round in $(seq "$ROUNDS"); do
 	declare -A round_rps=()
 	for i in $(seq 0 $((n - 1))); do
 		v=${variants[$(((i + round) % n))]}
-		before=$(cpu_ticks "${pid[$v]}")
+		before=$(cpu_ticks "${pid[$v]}") sys_before=$(sys_ticks "${pid[$v]}")
 		out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "${hdr[$v]}" "${url[$v]}")
-		after=$(cpu_ticks "${pid[$v]}")
+		after=$(cpu_ticks "${pid[$v]}") sys_after=$(sys_ticks "${pid[$v]}")
 		errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
 		[ -z "$errs" ] || { echo "$v round $round: $errs" >&2; exit 1; }
 		r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -222,6 +356,7 @@ for round in $(seq "$ROUNDS"); do
 		p50[$v]+="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")") "
 		p99[$v]+="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") "
 		cpu_us[$v]+="$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}') "
+		sys_us[$v]+="$(awk -v t=$((sys_after - sys_before)) -v hz="$hz" -v n="$reqs" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}') "
 		round_rps[$v]=$r
 		echo "round $round $v: $r req/s" >&2
 	done
@@ -232,22 +367,24 @@ done
 
 rss() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 if [ "$ROUNDS" -gt 0 ]; then
-echo "| system | requests/s (median of $ROUNDS) | ratio to stock Caddy (median of paired rounds) | ratio quartiles | p50 ms | p99 ms | CPU µs per request | RSS MiB |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| system | requests/s (median of $ROUNDS) | ratio to stock Caddy (median of paired rounds) | ratio quartiles | p50 ms | p99 ms | CPU µs per request | of which in the kernel | RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for v in "${variants[@]}"; do
-	printf '| %s | %.0f | %.3f | %s | %s | %s | %s | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" \
-		"$(quartiles "${ratio[$v]}")" "$(median "${p50[$v]}")" "$(median "${p99[$v]}")" "$(median "${cpu_us[$v]}")" "$(rss "${pid[$v]}")"
+	printf '| %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s |\n' "$v" "$(median "${rps[$v]}")" "$(median "${ratio[$v]}")" \
+		"$(quartiles "${ratio[$v]}")" "$(median "${p50[$v]}")" "$(median "${p99[$v]}")" "$(median "${cpu_us[$v]}")" "$(median "${sys_us[$v]}")" "$(rss "${pid[$v]}")"
 done
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds (rotating order, after a warm-up), every system pinned to one core${pin_lb:+ ($pin_lb)}, GOMAXPROCS=1 for the Go ones, $(date -u +%Y-%m-%d)."
 fi
 
 if [ -n "${PROFILE:-}" ]; then
-	for v in stock lb_memory; do
-		$pin_rest wrk -t"$THREADS" -c"$CONNS" -d12s -H "${hdr[$v]}" "${url[$v]}" >/dev/null &
+	secs=${PROFILE_SECONDS:-10}
+	for v in "${variants[@]}"; do
+		[ -n "${adminp[$v]:-}" ] || continue # the Go ones
+		$pin_rest wrk -t"$THREADS" -c"$CONNS" -d$((secs + 2))s -H "${hdr[$v]}" "${url[$v]}" >/dev/null &
 		load=$!
 		sleep 1
-		curl -s -o "$PROFILE-$v.pprof" "http://127.0.0.1:${adminp[$v]}/debug/pprof/profile?seconds=10"
+		curl -s -f -o "$PROFILE-$v.pprof" "http://127.0.0.1:${adminp[$v]}/debug/pprof/profile?seconds=$secs"
 		wait "$load"
 		echo "CPU profile of $v under load: $PROFILE-$v.pprof"
 	done

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates xcaddy/default.pgo, the CPU profile `go build ./xcaddy`
+# optimises caddy-lb's binary with (profile-guided optimisation; Go uses
+# a default.pgo in the main package's folder on its own): profiles of
+# the caddy-lb stack under the whole-stack benchmark's load
+# (integration/bench/stack.sh: lb_memory, lb_redis and lb_offload,
+# PROFILE_SECONDS (30) each), merged. Run it after a change to the hot
+# path, rebuild, and weigh the result with
+#   PLAIN=<a build with -pgo=off> VARIANTS="lb_memory lb_plain" integration/bench/stack.sh
+#
+#   CADDY=bin/caddy BACKEND=bin/demo-backend STOCK=bin/caddy-stock integration/bench/pgo.sh
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+GO=${GO:-go}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+ROUNDS=0 VARIANTS="lb_memory lb_redis lb_offload" PROFILE="$out/p" PROFILE_SECONDS=${PROFILE_SECONDS:-30} \
+	"$root/integration/bench/stack.sh"
+"$GO" tool pprof -proto "$out"/p-lb_*.pprof >"$root/xcaddy/default.pgo"
+echo "wrote xcaddy/default.pgo ($(wc -c <"$root/xcaddy/default.pgo") bytes) from $(ls "$out"/p-lb_*.pprof | wc -l) profiles"
