@@ -5,11 +5,12 @@ BIN := bin
 CADDY := $(BIN)/caddy
 BACKEND := $(BIN)/demo-backend
 
-.PHONY: all build run deps test vet bench fuzz clean
+.PHONY: all build run deps test vet bench pgo fuzz clean
 
 all: build
 
-# The custom Caddy: stock modules plus every caddy-lb module.
+# The custom Caddy: stock modules plus every caddy-lb module, optimised
+# with the CPU profile xcaddy/default.pgo (go build finds it on its own).
 build:
 	$(GO) build -o $(CADDY) ./xcaddy
 	$(GO) build -o $(BACKEND) ./integration/demo/backend
@@ -126,6 +127,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAdapt$$' -fuzztime $(FUZZTIME) ./caddyfile/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./internal/quantity/
 	$(GO) test -run '^$$' -fuzz '^FuzzAction$$' -fuzztime $(FUZZTIME) ./lbmodule/dashboard/
+
+# Regenerates xcaddy/default.pgo from the whole-stack benchmark's load
+# (docs/tuning.md, "The PGO build"); rebuild and measure after.
+pgo: deps build
+	$(GO) build -o $(BIN)/caddy-stock github.com/caddyserver/caddy/v2/cmd/caddy
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) STOCK=$(CURDIR)/$(BIN)/caddy-stock integration/bench/pgo.sh
 
 clean:
 	rm -rf $(BIN) var integration/demo/var

@@ -14,7 +14,7 @@ import (
 
 // TestXcaddyBuildHasEveryModule builds caddy-lb the way users do, with the
 // real xcaddy tool and only the root package named, and checks that the
-// modules arrive through it.
+// modules arrive through it and that the build used caddy-lb's profile.
 func TestXcaddyBuildHasEveryModule(t *testing.T) {
 	root, err := harness.ModuleRoot()
 	if err != nil {
@@ -29,6 +29,15 @@ func TestXcaddyBuildHasEveryModule(t *testing.T) {
 	build.Env = append(os.Environ(), "OUT="+out)
 	if log, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("xcaddy/build.sh: %v\n%s", err, log)
+	}
+
+	// The build is optimised with caddy-lb's profile, as make build is.
+	info, err := exec.CommandContext(ctx, "go", "version", "-m", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m %s: %v\n%s", out, err, info)
+	}
+	if want := "-pgo=" + filepath.Join(root, "xcaddy", "default.pgo"); !strings.Contains(string(info), want) {
+		t.Errorf("the xcaddy build was not built with %s:\n%s", want, info)
 	}
 
 	modules, err := exec.CommandContext(ctx, out, "list-modules").CombinedOutput()

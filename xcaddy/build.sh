@@ -38,6 +38,11 @@ if ! command -v xcaddy >/dev/null 2>&1; then
 	go install "github.com/caddyserver/xcaddy/cmd/xcaddy@$xcaddy_version"
 fi
 
+# Profile-guided optimisation: Go uses a default.pgo in the main package's
+# folder on its own, but xcaddy writes its own main package, where there
+# is none; hand it caddy-lb's (docs/tuning.md, "The PGO build").
+export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:+$XCADDY_GO_BUILD_FLAGS }-pgo=$root/xcaddy/default.pgo"
+
 xcaddy build "$caddy_version" \
 	--output "$out" \
 	--with "github.com/caddylb/caddylb@$local_version=$root"
