@@ -9,12 +9,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddylb/caddylb"
-	"github.com/caddylb/caddylb/internal/gctune"
 )
 
 func main() {
-	// The collector's target: the live heap plus at least 32 MiB, unless
-	// GOGC is set (docs/tuning.md, "The garbage collector").
-	gctune.Start()
 	caddycmd.Main()
 }

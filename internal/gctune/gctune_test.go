@@ -1,36 +1,30 @@
 package gctune
 
-import "testing"
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+)
 
 func TestPercent(t *testing.T) {
 	for _, tc := range []struct {
-		live uint64
-		want int
+		live, roots uint64
+		want        int
 	}{
-		{0, maxPercent},
-		{1, maxPercent},
-		{Headroom / 1000, 100_000},
-		{4 << 20, 800}, // 4 MiB live: collect after 32 MiB more
-		{8 << 20, 400},
-		{16 << 20, 200},
-		{Headroom - 1, 100},
-		{Headroom, 100},
-		{1 << 30, 100}, // a large store: GOGC=100's target
+		{0, 0, 0},               // not measured yet: leave it
+		{1, 0, 800},             // the minimum heap bounds it: 4 MiB * 8 = 32 MiB
+		{1 << 20, 0, 825},       // as above
+		{4 << 20, 0, 800},       // 4 MiB live: collect after 32 MiB more
+		{4 << 20, 4 << 20, 400}, // stacks and globals are scaled too
+		{8 << 20, 0, 400},
+		{16 << 20, 0, 200},
+		{Headroom - 1, 0, 100},
+		{Headroom, 0, 100},
+		{1 << 30, 0, 100}, // a large store: GOGC=100's target
 	} {
-		got := Percent(tc.live)
-		if got != tc.want {
-			t.Errorf("Percent(%d) = %d, want %d", tc.live, got, tc.want)
-		}
-		// The target never leaves less than Headroom to grow into, and
-		// never more than the larger of Headroom and the live heap.
-		if tc.live > 0 && got < maxPercent {
-			growth := tc.live * uint64(got) / 100
-			if growth+tc.live/50 < Headroom && tc.live < Headroom {
-				t.Errorf("live %d: GOGC %d leaves %d to grow into, less than Headroom", tc.live, got, growth)
-			}
-			if lim := max(uint64(Headroom), tc.live); growth > lim+lim/50 {
-				t.Errorf("live %d: GOGC %d lets the heap grow by %d, more than %d", tc.live, got, growth, lim)
-			}
+		if got := Percent(tc.live, tc.roots); got != tc.want {
+			t.Errorf("Percent(%d, %d) = %d, want %d", tc.live, tc.roots, got, tc.want)
 		}
 	}
 }
@@ -50,6 +44,69 @@ func TestWorthSetting(t *testing.T) {
 		if got := worthSetting(tc.p, tc.current); got != tc.want {
 			t.Errorf("worthSetting(%d, %d) = %v, want %v", tc.p, tc.current, got, tc.want)
 		}
+	}
+}
+
+func read(names ...string) []uint64 {
+	s := make([]metrics.Sample, len(names))
+	for i, n := range names {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	v := make([]uint64, len(s))
+	for i := range s {
+		v[i] = s[i].Value.Uint64()
+	}
+	return v
+}
+
+// TestTuneSetsTheRuntimesGoal checks the setting against the goal the
+// runtime itself computes from it, for a small and a large live heap.
+func TestTuneSetsTheRuntimesGoal(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	var keep [][]byte
+	tn := &tuner{current: 100}
+	for _, live := range []int{2 << 20, 64 << 20} {
+		keep = append(keep[:0], make([]byte, live))
+		runtime.GC()
+		tn.tune()
+		v := read("/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes", "/gc/heap/goal:bytes")
+		marked, goal := v[0], v[3]
+		grow := int64(goal) - int64(marked)
+		t.Logf("live %d MiB: GOGC %d, goal %d MiB, growth %d MiB", marked>>20, tn.current, goal>>20, grow>>20)
+		if marked < Headroom {
+			if grow < Headroom*9/10 || grow > Headroom*11/10 {
+				t.Errorf("live %d: the heap may grow by %d before the next cycle, want about Headroom (%d)", marked, grow, Headroom)
+			}
+		} else {
+			if tn.current != 100 {
+				t.Errorf("live %d: GOGC %d, want 100 for a heap larger than Headroom", marked, tn.current)
+			}
+			if grow > int64(marked)*11/10+int64(v[1]+v[2]) {
+				t.Errorf("live %d: growth %d is more than GOGC=100 allows", marked, grow)
+			}
+		}
+	}
+	runtime.KeepAlive(keep)
+}
+
+func TestCleanupRetunesAfterEachCycle(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	debug.SetGCPercent(100)
+	tn := &tuner{current: 100}
+	tn.arm()
+	var p int
+	for range 20 { // the cleanup runs on its own goroutine after a cycle
+		runtime.GC()
+		runtime.Gosched()
+		if p = debug.SetGCPercent(-1); p != 100 {
+			debug.SetGCPercent(p)
+			break
+		}
+		debug.SetGCPercent(p)
+	}
+	if p == 100 {
+		t.Fatal("after 20 collections of a small heap GOGC is still 100: the cleanup never tuned it")
 	}
 }
 
