@@ -22,10 +22,12 @@ var allowedImports = map[string][]string{
 	"logship/logquery":      nil,
 	"internal/boundedcache": nil,
 	"internal/fleetinfo":    nil,
+	"internal/gctune":       nil,
 	"internal/lbstats":      nil,
 	"internal/perconfig":    nil,
 	"internal/promreg":      nil,
 	"internal/quantity":     nil,
+	"internal/reloadwarn":   nil,
 	"internal/rendezvous":   nil,
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 )
 
 func init() {
@@ -43,6 +45,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	reloadwarn.Check(a.logger)
 	a.mu = new(sync.Mutex)
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering session store metrics: %v", err)

@@ -28,6 +28,7 @@ import (
 	"github.com/caddylb/caddylb/internal/boundedcache"
 	"github.com/caddylb/caddylb/internal/fleetinfo"
 	"github.com/caddylb/caddylb/internal/lbstats"
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 	"github.com/caddylb/caddylb/sessionstore"
 )
 
@@ -159,6 +160,7 @@ func (Sticky) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the policy: defaults, secrets, fallback and store.
 func (s *Sticky) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
+	reloadwarn.Check(s.logger)
 	s.warned = new(atomic.Bool)
 	if err := s.provisionKey(); err != nil {
 		return err

@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 )
 
 func init() {
@@ -114,6 +116,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and loads the trusted_proxies sources.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	reloadwarn.Check(h.logger)
 	var err error
 	if h.accept, err = parseFormats("accept", h.Accept); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 	"github.com/caddylb/caddylb/lbmodule/affinity"
 	"github.com/caddylb/caddylb/sessionstore"
 )
@@ -42,9 +43,9 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision runs at every config load; the first one checks the one kernel
-// setting a reload under load depends on (warnIfReloadResets).
-func (Admin) Provision(ctx caddy.Context) error {
-	warnIfReloadResets(ctx.Logger())
+// setting a reload under load depends on (reloadwarn).
+func (a *Admin) Provision(ctx caddy.Context) error {
+	reloadwarn.Check(ctx.Logger(a))
 	return nil
 }
 

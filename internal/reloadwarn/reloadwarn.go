@@ -1,4 +1,10 @@
-package lbadmin
+// Package reloadwarn warns, once per process, when a config reload would
+// reset connections (docs/tuning.md, "Reloads under load"). The modules
+// every caddy-lb config has call it at provisioning: the admin API module
+// at every load while the admin endpoint is on, and forwarded, the sticky
+// policy and the session store app also where it is off (caddy run
+// --watch reloads without it).
+package reloadwarn
 
 import (
 	"os"
@@ -12,17 +18,17 @@ import (
 // closing SO_REUSEPORT listener to another listener of its port.
 const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
 
-var warnMigrateOnce sync.Once
+var once sync.Once
 
-// warnIfReloadResets warns, once per process, when a config reload would
+// Check warns, once per process, when a config reload would
 // reset connections. On Linux Caddy binds each listener of a new config as
 // a new SO_REUSEPORT socket and closes the old one once the new is up; the
 // kernel spreads new connections over both meanwhile, and those still
 // queued on the old socket when it closes are reset unless
 // net.ipv4.tcp_migrate_req is 1 (Linux 5.14 and later), which hands them to
 // the new socket instead (docs/tuning.md, "Reloads under load").
-func warnIfReloadResets(log *zap.Logger) {
-	warnMigrateOnce.Do(func() {
+func Check(log *zap.Logger) {
+	once.Do(func() {
 		if msg := reloadResetWarning(migrateReqPath); msg != "" {
 			log.Warn(msg, zap.String("sysctl", migrateReqPath))
 		}

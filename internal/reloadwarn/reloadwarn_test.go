@@ -1,4 +1,4 @@
-package lbadmin
+package reloadwarn
 
 import (
 	"os"
