@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,8 +37,20 @@ func TestXcaddyBuildHasEveryModule(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go version -m %s: %v\n%s", out, err, info)
 	}
-	if want := "-pgo=" + filepath.Join(root, "xcaddy", "default.pgo"); !strings.Contains(string(info), want) {
-		t.Errorf("the xcaddy build was not built with %s:\n%s", want, info)
+	// With -trimpath, Go records the profile's base name only.
+	for _, want := range []string{"-pgo=default.pgo", "-trimpath=true", "-tags=nobadger,nomysql,nopgx"} {
+		if !strings.Contains(string(info), want) {
+			t.Errorf("the xcaddy build lacks build setting %s (xcaddy's own flags, and caddy-lb's profile):\n%s", want, info)
+		}
+	}
+	// -ldflags "-w -s", which Go does not record under -trimpath: no symbol table.
+	if bin, err := elf.Open(out); err != nil {
+		t.Errorf("reading %s: %v", out, err)
+	} else {
+		if bin.Section(".symtab") != nil {
+			t.Errorf("the xcaddy build has a symbol table: xcaddy's -ldflags \"-w -s\" were not given")
+		}
+		bin.Close()
 	}
 
 	modules, err := exec.CommandContext(ctx, out, "list-modules").CombinedOutput()

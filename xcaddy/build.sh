@@ -40,8 +40,11 @@ fi
 
 # Profile-guided optimisation: Go uses a default.pgo in the main package's
 # folder on its own, but xcaddy writes its own main package, where there
-# is none; hand it caddy-lb's (docs/tuning.md, "The PGO build").
-export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:+$XCADDY_GO_BUILD_FLAGS }-pgo=$root/xcaddy/default.pgo"
+# is none; hand it caddy-lb's (docs/tuning.md, "The PGO build"). Any
+# XCADDY_GO_BUILD_FLAGS replaces xcaddy's own build flags, so they are
+# given again (xcaddy v0.4.5's builder.go).
+xcaddy_flags="-ldflags '-w -s' -trimpath -tags nobadger,nomysql,nopgx"
+export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:-$xcaddy_flags} -pgo=$root/xcaddy/default.pgo"
 
 xcaddy build "$caddy_version" \
 	--output "$out" \

@@ -2,6 +2,8 @@
 # wrk: reverse_proxy with the forwarded handler against the same
 # reverse_proxy without it, through the built binary: an edge client
 # (nothing trusted, spoofed headers stripped) and a trusted 3-hop chain.
+# CALLGRIND=N counts instead the instructions per request over N requests
+# on one kept-alive connection, under callgrind (lib.sh), two rounds.
 #
 #   CADDY=bin/caddy BACKEND=bin/demo-backend integration/bench/forwarded.sh
 source "$(dirname "$0")/lib.sh"
@@ -41,4 +43,25 @@ $(global_options)
 CADDY
 start_caddy "$work/Caddyfile"
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
+if [ -n "$CALLGRIND" ]; then
+	declare -A ipr
+	for round in 1 2; do
+		for v in "${variants[@]}"; do
+			callgrind_control -i on "$caddy_pid" >/dev/null 2>&1
+			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
+			ipr[$v]+="$(($(counted "$caddy_pid" "$work/caddy.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			callgrind_control -i off "$caddy_pid" >/dev/null 2>&1
+		done
+	done
+	echo "| variant | instructions per request | second run | the handler's own (over plain) | ratio to plain |"
+	echo "|---|---|---|---|---|"
+	read -r b1 b2 <<<"${ipr[plain]}"
+	for v in "${variants[@]}"; do
+		read -r a1 a2 <<<"${ipr[$v]}"
+		printf '| %s | %s | %s | %s | %.4f |\n' "$v" "$a1" "$a2" $(((a1 + a2 - b1 - b2) / 2)) "$(awk -v a=$((a1 + a2)) -v b=$((b1 + b2)) 'BEGIN{print a/b}')"
+	done
+	echo
+	echo "valgrind --tool=callgrind, GODEBUG=asyncpreemptoff=1, one process serving every variant, $CALLGRIND requests one after another on one kept-alive connection after 200 of warm-up, two rounds, $(date -u +%Y-%m-%d)."
+	exit 0
+fi
 run_rounds plain "${variants[@]:1}"

@@ -54,7 +54,9 @@ free_port() {
 }
 
 wait_port() {
-	for _ in $(seq 100); do
+	local tries=100
+	[ -z "$CALLGRIND" ] || tries=1200 # under callgrind a Caddy takes many seconds to start
+	for _ in $(seq "$tries"); do
 		(exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0
 		sleep 0.05
 	done
@@ -75,11 +77,45 @@ start_backends() {
 	for u in $upstreams; do wait_port "${u##*:}"; done
 }
 
+# CALLGRIND=N, in the scripts that support it, counts instructions per
+# request under valgrind's callgrind instead of timing wrk. cg is then the
+# command prefix: instrumentation off until a count starts, so start-up
+# runs at valgrind's faster pace.
+CALLGRIND=${CALLGRIND:-}
+cg=""
+[ -z "$CALLGRIND" ] || cg="valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-strings=no"
+
 # start_caddy FILE runs caddy-lb with that Caddyfile, pinned; sets $caddy_pid.
 start_caddy() {
-	$pin_lb "$CADDY" run --config "$1" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+	env ${cg:+GODEBUG=asyncpreemptoff=1} $pin_lb ${cg:+$cg --callgrind-out-file=$work/caddy.cg} "$CADDY" run --config "$1" --adapter caddyfile >"$work/caddy.log" 2>&1 &
 	caddy_pid=$!
 	pids+=($caddy_pid)
+}
+
+# curl_n URL HEADER N: N requests to URL, one after another on one
+# kept-alive connection, each with the request header HEADER (may be empty).
+curl_n() {
+	local f="$work/curl-$RANDOM"
+	: >"$f"
+	for _ in $(seq "$3"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$1" >>"$f"; done
+	$pin_rest curl -s -f ${2:+-H "$2"} -K "$f" || { echo "a request to $1 failed" >&2; exit 1; }
+	rm -f "$f"
+}
+
+# counted PID OUT CMD...: the instructions the process PID, running under
+# callgrind with --callgrind-out-file=OUT, ran while CMD ran: from a
+# zeroed counter to a dump (the newest dump's summary line).
+counted() {
+	local p=$1 out=$2 before after
+	shift 2
+	before=$(find "$(dirname "$out")" -maxdepth 1 -name "$(basename "$out").*" | wc -l)
+	callgrind_control -z "$p" >/dev/null 2>&1 || { echo "callgrind_control -z $p failed" >&2; exit 1; }
+	"$@"
+	callgrind_control -d "$p" >/dev/null 2>&1 || { echo "callgrind_control -d $p failed" >&2; exit 1; }
+	after=$((before + 1))
+	# Dumps are OUT.1, OUT.2, ...: this one must be the next number.
+	[ -s "$out.$after" ] || { echo "no callgrind dump $out.$after" >&2; exit 1; }
+	awk '/^summary:/ {print $2}' "$out.$after"
 }
 
 # global_options prints the global-options lines every suite's Caddyfile

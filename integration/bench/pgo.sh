@@ -14,7 +14,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 GO=${GO:-go}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+unset CALLGRIND SYSCALLS # stack.sh's counting modes take no profile
 ROUNDS=0 VARIANTS="lb_memory lb_redis lb_offload" PROFILE="$out/p" PROFILE_SECONDS=${PROFILE_SECONDS:-30} \
 	"$root/integration/bench/stack.sh"
-"$GO" tool pprof -proto "$out"/p-lb_*.pprof >"$root/xcaddy/default.pgo"
-echo "wrote xcaddy/default.pgo ($(wc -c <"$root/xcaddy/default.pgo") bytes) from $(ls "$out"/p-lb_*.pprof | wc -l) profiles"
+profiles=()
+for v in lb_memory lb_redis lb_offload; do
+	[ -s "$out/p-$v.pprof" ] || { echo "pgo.sh: no profile of $v; xcaddy/default.pgo is left as it was" >&2; exit 1; }
+	profiles+=("$out/p-$v.pprof")
+done
+# Written beside and moved in place: a failed merge leaves the old profile.
+"$GO" tool pprof -proto "${profiles[@]}" >"$out/default.pgo"
+mv "$out/default.pgo" "$root/xcaddy/default.pgo"
+echo "wrote xcaddy/default.pgo ($(wc -c <"$root/xcaddy/default.pgo") bytes) from ${#profiles[@]} profiles"

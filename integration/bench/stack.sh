@@ -37,19 +37,20 @@
 # instructions its process ran over N requests sent one after another on
 # one kept-alive connection, then over CALLGRIND_SECONDS (20) of wrk's
 # load (the same CONNS), divided by the requests; in two rounds over all
-# systems, after every one has been idle for 15 s. A count
-# does not depend on what else the machine does, where wrk's rates swing
-# by several percent, so a small change shows; it does not see cache
-# misses, the kernel's part, or how the work spreads over time.
-# CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate.
+# systems, after every one has been idle for 15 s. A count does not
+# depend on what else the machine does, where wrk's rates swing by 10%
+# here; it does not see cache misses, the kernel's part, or how the work
+# spreads over time.
+# CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate. A
+# count over a few thousand requests repeats to within about 2%: where a
+# garbage collection falls moves it.
 # SYSCALLS=N counts instead the system calls per request (strace -c -f),
 # over N requests on one connection and over 10 s of wrk, and, for the Go
 # ones, the allocations per request (the runtime's counters on the admin
 # endpoint's /metrics) over N requests on one connection.
 #
 #   CADDY=bin/caddy BACKEND=bin/demo-backend STOCK=bin/caddy-stock integration/bench/stack.sh
-CALLGRIND=${CALLGRIND:-}
-[ -z "$CALLGRIND" ] || ROUNDS=0
+[ -z "${CALLGRIND:-}" ] || ROUNDS=0
 ROUNDS=${ROUNDS:-9}
 source "$(dirname "$0")/lib.sh"
 STOCK=${STOCK:-$root/bin/caddy-stock}
@@ -76,17 +77,14 @@ for v in "${all[@]}"; do port[$v]=$(free_port); done
 for v in "${variants[@]}"; do url[$v]="http://127.0.0.1:${port[$v]}/"; done
 secret=bench-secret-0123456789abcdef
 
-# cg prefixes every system's command under CALLGRIND: instrumentation off
-# until the count starts, so that start-up runs at valgrind's faster pace.
-cg=""
-[ -z "$CALLGRIND" ] || cg="valgrind --tool=callgrind --instr-atstart=no --dump-instr=no --compress-strings=no"
+# Under CALLGRIND every system runs under $cg (lib.sh).
 
 # go_proc NAME BINARY: runs a Caddy with $work/NAME.Caddyfile, pinned,
 # GOMAXPROCS=1, its own admin port and storage.
 go_proc() {
 	adminp[$1]=$(free_port)
 	sed -i "s|@ADMIN@|127.0.0.1:${adminp[$1]}|; s|@STORAGE@|$work/$1-storage|" "$work/$1.Caddyfile"
-	GOMAXPROCS=1 GODEBUG=${cg:+asyncpreemptoff=1} $pin_lb ${cg:+$cg --callgrind-out-file=$work/$1.cg} "$2" run --config "$work/$1.Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
+	env GOMAXPROCS=1 ${cg:+GODEBUG=asyncpreemptoff=1} $pin_lb ${cg:+$cg --callgrind-out-file=$work/$1.cg} "$2" run --config "$work/$1.Caddyfile" --adapter caddyfile >"$work/$1.log" 2>&1 &
 	pid[$1]=$!
 	pids+=($!)
 }
@@ -209,12 +207,7 @@ $pin_lb ${cg:+$cg --callgrind-out-file=$work/haproxy.cg} "$haproxy_bin" -f "$wor
 pid[haproxy]=$!
 pids+=($!)
 
-for v in "${variants[@]}"; do
-	if [ -n "$CALLGRIND" ]; then
-		for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"${port[$v]}") 2>/dev/null && break; sleep 0.1; done
-	fi
-	wait_port "${port[$v]}"
-done
+for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 
 # A returning browser's cookie for each.
 for v in "${variants[@]}"; do
@@ -227,35 +220,20 @@ for v in "${variants[@]}"; do
 	use_cookie "$v" "$c"
 done
 
-# counted VARIANT CMD...: the instructions the process ran while CMD ran,
-# from a zeroed counter to a dump (the dump's summary line).
-counted() {
-	local v=$1 f
-	shift
-	callgrind_control -z "${pid[$v]}" >/dev/null 2>&1
-	"$@"
-	callgrind_control -d "${pid[$v]}" >/dev/null 2>&1
-	# shellcheck disable=SC2012 # the dumps are numbered files of ours
-	f=$(ls -t "$work/$v".cg* | head -1)
-	awk '/^summary:/ {print $2}' "$f"
-}
-# curl_n VARIANT N: N requests, one after another on one kept-alive
-# connection, with the variant's cookie.
-curl_n() {
-	local v=$1 f="$work/$1.curl"
-	: >"$f"
-	for _ in $(seq "$2"); do printf 'url = "%s"\noutput = "/dev/null"\n' "${url[$v]}" >>"$f"; done
-	$pin_rest curl -s -f -H "${hdr[$v]}" -K "$f" || { echo "$v: a request failed" >&2; exit 1; }
-}
 # wrk_for VARIANT SECONDS: wrk's load for that long; the request count in
 # $work/VARIANT.n.
 wrk_for() {
-	local out
-	out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$2"s -H "${hdr[$1]}" "${url[$1]}")
+	local out errs
+	out=$($pin_rest wrk -t"$THREADS" -c"$CONNS" -d"$2"s --timeout 60s -H "${hdr[$1]}" "${url[$1]}")
+	errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
+	[ -z "$errs" ] || { echo "$1 under load: $errs" >&2; exit 1; }
 	awk '/requests in/ {print $1}' <<<"$out" >"$work/$1.n"
 }
-metric() { # VARIANT NAME: a Go runtime counter from the admin endpoint's /metrics
-	curl -s "http://127.0.0.1:${adminp[$1]}/metrics" | awk -v m="$2" '$1 == m {printf "%.0f", $2}'
+allocated() { # VARIANT: "allocations bytes" so far, from one scrape of the admin endpoint's /metrics
+	curl -s "http://127.0.0.1:${adminp[$1]}/metrics" | awk '
+		$1 == "go_memstats_mallocs_total" {m = $2}
+		$1 == "go_memstats_alloc_bytes_total" {b = $2}
+		END {printf "%.0f %.0f", m, b}'
 }
 
 if [ -n "${SYSCALLS:-}" ]; then
@@ -281,15 +259,15 @@ if [ -n "${SYSCALLS:-}" ]; then
 	echo "| system | system calls per request, one connection | wrk -c$CONNS | the most frequent under wrk, per request | allocations per request | bytes allocated per request |"
 	echo "|---|---|---|---|---|---|"
 	for v in "${variants[@]}"; do
-		curl_n "$v" 100 # warm-up
+		curl_n "${url[$v]}" "${hdr[$v]}" 100 # warm-up
 		allocs="" bytes=""
 		if [ -n "${adminp[$v]:-}" ]; then
-			m0=$(metric "$v" go_memstats_mallocs_total) b0=$(metric "$v" go_memstats_alloc_bytes_total)
-			curl_n "$v" "$SYSCALLS"
-			m1=$(metric "$v" go_memstats_mallocs_total) b1=$(metric "$v" go_memstats_alloc_bytes_total)
+			read -r m0 b0 <<<"$(allocated "$v")"
+			curl_n "${url[$v]}" "${hdr[$v]}" "$SYSCALLS"
+			read -r m1 b1 <<<"$(allocated "$v")"
 			allocs=$(((m1 - m0) / SYSCALLS)) bytes=$(((b1 - b0) / SYSCALLS))
 		fi
-		traced "$v" curl_n "$v" "$SYSCALLS"
+		traced "$v" curl_n "${url[$v]}" "${hdr[$v]}" "$SYSCALLS"
 		one=$(per_request "$work/$v.strace" "$SYSCALLS")
 		traced "$v" wrk_for "$v" 10
 		conc=$(per_request "$work/$v.strace" "$(cat "$work/$v.n")")
@@ -309,9 +287,9 @@ if [ -n "$CALLGRIND" ]; then
 	for round in 1 2; do
 		for v in "${variants[@]}"; do
 			callgrind_control -i on "${pid[$v]}" >/dev/null 2>&1
-			[ "$round" = 2 ] || curl_n "$v" 200 # warm-up
-			seq[$v]+="$(($(counted "$v" curl_n "$v" "$CALLGRIND") / CALLGRIND)) "
-			i=$(counted "$v" wrk_for "$v" "${CALLGRIND_SECONDS:-20}")
+			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
+			seq[$v]+="$(($(counted "${pid[$v]}" "$work/$v.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			i=$(counted "${pid[$v]}" "$work/$v.cg" wrk_for "$v" "${CALLGRIND_SECONDS:-20}")
 			conc[$v]+="$((i / $(cat "$work/$v.n"))) "
 			callgrind_control -i off "${pid[$v]}" >/dev/null 2>&1
 			echo "round $round $v: ${seq[$v]}/ ${conc[$v]}" >&2

@@ -81,7 +81,7 @@ for v in "${variants[@]}"; do
 }
 CADDY
 	# shellcheck disable=SC2086 # env[] is a list of NAME=value words
-	env GOMAXPROCS=1 ${env[$v]:-} $pin_lb "$CADDY" run --config "$work/$v.Caddyfile" --adapter caddyfile >"$work/$v.log" 2>&1 &
+	env -u GOGC -u GOMEMLIMIT GOMAXPROCS=1 ${env[$v]:-} $pin_lb "$CADDY" run --config "$work/$v.Caddyfile" --adapter caddyfile >"$work/$v.log" 2>&1 &
 	pid[$v]=$!
 	pids+=($!)
 done
