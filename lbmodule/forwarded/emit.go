@@ -117,24 +117,24 @@ func sentNode(n Node) Node {
 	return n
 }
 
-// setClientIPVar makes addr Caddy's client_ip, for the client_ip matcher,
-// client_ip_hash, access logs and the sticky policy. It leaves the
-// variable alone when it already holds addr (the usual case at the edge,
-// saving an allocation) or when no address is known (a unix-socket
-// client).
-func setClientIPVar(r *http.Request, addr netip.Addr) {
+// setClientIPVar makes addr Caddy's client_ip (in vars, the request's
+// Caddy vars), for the client_ip matcher, client_ip_hash, access logs and
+// the sticky policy. It leaves the variable alone when it already holds
+// addr (the usual case at the edge, saving an allocation), and empties it
+// when no address is known (a unix-socket client).
+func setClientIPVar(vars map[string]any, addr netip.Addr) {
 	if !addr.IsValid() {
 		// Unknown client: whatever Caddy guessed before (its left-most
 		// X-Forwarded-For pick, say) must not stand.
-		caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, "")
+		vars[caddyhttp.ClientIPVarKey] = ""
 		return
 	}
-	if cur, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+	if cur, ok := vars[caddyhttp.ClientIPVarKey].(string); ok {
 		if a, err := netip.ParseAddr(cur); err == nil && a == addr {
 			return
 		}
 	}
-	caddyhttp.SetVar(r.Context(), caddyhttp.ClientIPVarKey, addr.String())
+	vars[caddyhttp.ClientIPVarKey] = addr.String()
 }
 
 // Placeholder names.

@@ -255,12 +255,20 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // ServeHTTP decides the client, sanitizes the forwarding headers, writes
 // the emitted ones, and updates Caddy's client_ip and the placeholders.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// Caddy's vars, looked up once: each GetVar or SetVar walks the whole
+	// context chain (a dozen values deep by now) to find the same map.
+	// Without one (a request Caddy's server did not make), nothing is
+	// recorded, as SetVar would do.
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if vars == nil {
+		vars = map[string]any{}
+	}
 	// Once per request: a second pass (a nested route, an invoked named
 	// route) would read back this handler's own headers as a new chain.
-	if done, _ := caddyhttp.GetVar(r.Context(), doneVarKey).(bool); done {
+	if done, _ := vars[doneVarKey].(bool); done {
 		return next.ServeHTTP(w, r)
 	}
-	caddyhttp.SetVar(r.Context(), doneVarKey, true)
+	vars[doneVarKey] = true
 	var v verdict
 	h.decide(r, &v)
 	if v.conflict != "" {
@@ -282,11 +290,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		scratchPool.Put(v.scratch)
 	}
 
-	setClientIPVar(r, v.clientAddr)
+	setClientIPVar(vars, v.clientAddr)
 	// The forwarding headers are now this handler's own, so reverse_proxy
 	// may keep them: it then appends the peer to X-Forwarded-For, which
 	// writeHeaders left out for that reason (emit.go).
-	caddyhttp.SetVar(r.Context(), caddyhttp.TrustedProxyVarKey, true)
+	vars[caddyhttp.TrustedProxyVarKey] = true
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Map(v.placeholders())
 	}
