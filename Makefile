@@ -96,6 +96,7 @@ bench: deps build
 	@# Stock Caddy of the same version, no caddy-lb module: the stack's anchor.
 	$(GO) build -o $(BIN)/caddy-stock github.com/caddyserver/caddy/v2/cmd/caddy
 	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) STOCK=$(CURDIR)/$(BIN)/caddy-stock integration/bench/stack.sh
+	CADDY=$(CURDIR)/$(CADDY) BACKEND=$(CURDIR)/$(BACKEND) integration/bench/tuning.sh
 	CADDYLB_BIN=$(CURDIR)/$(CADDY) CADDYLB_BACKEND_BIN=$(CURDIR)/$(BACKEND) \
 		$(GO) test -run '^$$' -bench 'Offload' -benchtime 1x -timeout 30m ./integration/
 
