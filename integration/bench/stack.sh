@@ -37,10 +37,11 @@
 # instructions its process ran over N requests sent one after another on
 # one kept-alive connection, then over CALLGRIND_SECONDS (20) of wrk's
 # load (the same CONNS), divided by the requests; in two rounds over all
-# systems, after every one has been idle for 15 s. A count does not
-# depend on what else the machine does, where wrk's rates swing by 10%
-# here; it does not see cache misses, the kernel's part, or how the work
-# spreads over time.
+# systems, after every one has been idle for 15 s. A count depends far
+# less on the machine than wrk's rates, which swing by 10% here, but a
+# process's work on timers counts per request in proportion to how slowly
+# it runs: run nothing else on the pinned core. It does not see cache
+# misses, the kernel's part, or how the work spreads over time.
 # CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate. A
 # count over a few thousand requests repeats to within about 2%: where a
 # garbage collection falls moves it.
