@@ -44,7 +44,7 @@ fi
 # XCADDY_GO_BUILD_FLAGS replaces xcaddy's own build flags, so they are
 # given again (xcaddy v0.4.5's builder.go).
 xcaddy_flags="-ldflags '-w -s' -trimpath -tags nobadger,nomysql,nopgx"
-export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:-$xcaddy_flags} -pgo=$root/xcaddy/default.pgo"
+export XCADDY_GO_BUILD_FLAGS="${XCADDY_GO_BUILD_FLAGS:-$xcaddy_flags} -pgo='$root/xcaddy/default.pgo'"
 
 xcaddy build "$caddy_version" \
 	--output "$out" \

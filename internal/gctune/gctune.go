@@ -7,11 +7,13 @@
 // balancer's live heap is a few MiB plus its session store while each
 // request allocates about 23 KiB, so at GOGC=100 it collects dozens of
 // times a second; the collector is about a fifth of its instructions
-// (BENCHMARKS.md, "Production settings"). Tune sets GOGC after every
-// cycle so that the heap may grow by Headroom before the next one: the
-// collector runs once per Headroom allocated, and the memory this costs
-// over GOGC=100 is at most Headroom. Once what the collector scans is
-// larger than Headroom (a large memory store), GOGC is 100 again.
+// (BENCHMARKS.md, "Production settings"). Start sets GOGC after each
+// cycle (and every second) so that the heap may grow by Headroom before
+// the next one: in steady state the collector runs once per Headroom
+// allocated, and the memory this costs over GOGC=100 is at most
+// Headroom. A heap that grows fast is collected once at the target set
+// before it grew. Once what the collector scans is larger than Headroom
+// (a large memory store), GOGC is 100 again.
 package gctune
 
 import (
@@ -19,6 +21,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"time"
 )
 
 // Headroom is how much the heap may grow between two collections, at the
@@ -48,62 +51,69 @@ func Percent(live, roots uint64) int {
 	return int(max(p, 100))
 }
 
-// worthSetting tells whether p differs enough from the current setting
-// to set it: by a tenth, so that a live heap wobbling between cycles does
-// not reset it every time.
+// worthSetting tells whether to replace the current setting with p: always
+// to lower it (the bound must hold), and to raise it only by more than a
+// tenth, so that a live heap wobbling between cycles does not reset it
+// every time.
 func worthSetting(p, current int) bool {
-	d := p - current
-	if d < 0 {
-		d = -d
+	return p < current || (p-current)*10 > current
+}
+
+// tune sets GOGC from what the last cycle measured, against the setting
+// the runtime has now (whoever made it). A collector turned off
+// (debug.SetGCPercent(-1)) is left off. Safe to call from several
+// goroutines: each call reads its own samples.
+func tune() {
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/scan/globals:bytes"},
+		{Name: "/gc/gogc:percent"},
 	}
-	return d*10 > current
-}
-
-var samples = []metrics.Sample{
-	{Name: "/gc/heap/live:bytes"},
-	{Name: "/gc/scan/stack:bytes"},
-	{Name: "/gc/scan/globals:bytes"},
-}
-
-// tuner holds the setting last made; it is only touched by the cleanup
-// that runs after each cycle, one at a time.
-type tuner struct{ current int }
-
-// tune sets GOGC from what the cycle that just ended measured.
-func (t *tuner) tune() {
 	metrics.Read(samples)
-	var v [3]uint64
+	var v [4]uint64
 	for i, s := range samples {
 		if s.Value.Kind() != metrics.KindUint64 {
 			return // a Go without these metrics: leave GOGC alone
 		}
 		v[i] = s.Value.Uint64()
 	}
-	if p := Percent(v[0], v[1]+v[2]); p != 0 && worthSetting(p, t.current) {
+	current := int(int32(v[3])) // off reads as the uint64 of int32(-1)
+	if current < 0 {
+		return
+	}
+	if p := Percent(v[0], v[1]+v[2]); p != 0 && worthSetting(p, current) {
 		debug.SetGCPercent(p)
-		t.current = p
 	}
 }
 
-// sentinel is garbage the moment it is made: its cleanup runs after the
-// next cycle, tunes, and makes the next sentinel.
+// sentinel is garbage the moment it is made: its cleanup runs after a
+// later cycle (once that cycle has swept), tunes, and makes the next one.
 type sentinel struct{ _ [16]byte }
 
-func (t *tuner) arm() {
-	runtime.AddCleanup(new(sentinel), func(t *tuner) {
-		t.tune()
-		t.arm()
-	}, t)
+func arm() {
+	runtime.AddCleanup(new(sentinel), func(struct{}) {
+		tune()
+		arm()
+	}, struct{}{})
 }
 
-// Start tunes GOGC after every collection from now on, unless GOGC is set
+// backstop is how often tune also runs on a timer: a cleanup runs late
+// when sweeping is slow or other cleanups queue before it.
+const backstop = time.Second
+
+// Start tunes GOGC after collections (and every second) from now on, unless GOGC is set
 // in the environment (the operator's choice wins, "off" included); it
 // reports whether it does.
 func Start() bool {
 	if os.Getenv("GOGC") != "" {
 		return false
 	}
-	t := &tuner{current: 100}
-	t.arm()
+	arm()
+	go func() {
+		for range time.Tick(backstop) {
+			tune()
+		}
+	}()
 	return true
 }

@@ -37,8 +37,9 @@ func TestWorthSetting(t *testing.T) {
 		{100, 100, false},
 		{105, 100, false},
 		{111, 100, true},
-		{800, 880, false},
-		{800, 900, true},
+		{880, 800, false},
+		{900, 800, true},
+		{799, 800, true}, // lowering it always: the bound must hold
 		{100, 800, true},
 	} {
 		if got := worthSetting(tc.p, tc.current); got != tc.want {
@@ -65,22 +66,21 @@ func read(names ...string) []uint64 {
 func TestTuneSetsTheRuntimesGoal(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	var keep [][]byte
-	tn := &tuner{current: 100}
 	for _, live := range []int{2 << 20, 64 << 20} {
 		keep = append(keep[:0], make([]byte, live))
 		runtime.GC()
-		tn.tune()
-		v := read("/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes", "/gc/heap/goal:bytes")
-		marked, goal := v[0], v[3]
+		tune()
+		v := read("/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/gc/scan/globals:bytes", "/gc/heap/goal:bytes", "/gc/gogc:percent")
+		marked, goal, gogc := v[0], v[3], int(v[4])
 		grow := int64(goal) - int64(marked)
-		t.Logf("live %d MiB: GOGC %d, goal %d MiB, growth %d MiB", marked>>20, tn.current, goal>>20, grow>>20)
+		t.Logf("live %d MiB: GOGC %d, goal %d MiB, growth %d MiB", marked>>20, gogc, goal>>20, grow>>20)
 		if marked < Headroom {
 			if grow < Headroom*9/10 || grow > Headroom*11/10 {
 				t.Errorf("live %d: the heap may grow by %d before the next cycle, want about Headroom (%d)", marked, grow, Headroom)
 			}
 		} else {
-			if tn.current != 100 {
-				t.Errorf("live %d: GOGC %d, want 100 for a heap larger than Headroom", marked, tn.current)
+			if gogc != 100 {
+				t.Errorf("live %d: GOGC %d, want 100 for a heap larger than Headroom", marked, gogc)
 			}
 			if grow > int64(marked)*11/10+int64(v[1]+v[2]) {
 				t.Errorf("live %d: growth %d is more than GOGC=100 allows", marked, grow)
@@ -90,23 +90,35 @@ func TestTuneSetsTheRuntimesGoal(t *testing.T) {
 	runtime.KeepAlive(keep)
 }
 
-func TestCleanupRetunesAfterEachCycle(t *testing.T) {
+func TestCleanupRetunesAfterCycles(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	debug.SetGCPercent(100)
-	tn := &tuner{current: 100}
-	tn.arm()
-	var p int
+	arm()
+	var p uint64
 	for range 20 { // the cleanup runs on its own goroutine after a cycle
 		runtime.GC()
 		runtime.Gosched()
-		if p = debug.SetGCPercent(-1); p != 100 {
-			debug.SetGCPercent(p)
+		if p = read("/gc/gogc:percent")[0]; p != 100 {
 			break
 		}
-		debug.SetGCPercent(p)
 	}
 	if p == 100 {
 		t.Fatal("after 20 collections of a small heap GOGC is still 100: the cleanup never tuned it")
+	}
+}
+
+func TestTuneFollowsAnotherSetting(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	runtime.GC()
+	tune()
+	debug.SetGCPercent(100) // someone else resets it
+	tune()
+	if p := read("/gc/gogc:percent")[0]; p == 100 {
+		t.Fatal("tune left GOGC at 100 after another setting replaced its own")
+	}
+	debug.SetGCPercent(-1)
+	tune()
+	if p := int32(read("/gc/gogc:percent")[0]); p != -1 {
+		t.Fatalf("tune turned a collector that was off back on (GOGC %d)", p)
 	}
 }
 

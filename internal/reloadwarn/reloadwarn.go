@@ -1,9 +1,9 @@
 // Package reloadwarn warns, once per process, when a config reload would
 // reset connections (docs/tuning.md, "Reloads under load"). The modules
-// every caddy-lb config has call it at provisioning: the admin API module
-// at every load while the admin endpoint is on, and forwarded, the sticky
-// policy and the session store app also where it is off (caddy run
-// --watch reloads without it).
+// caddy-lb configs have call it at provisioning: the admin API module at
+// every load while the admin endpoint is on, and forwarded, both sticky
+// policies, the passthrough listener wrapper and the session store app
+// also where it is off (caddy run --watch reloads without it).
 package reloadwarn
 
 import (

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/caddylb/caddylb/internal/quantity"
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 )
 
 func init() {
@@ -60,6 +61,7 @@ func (Passthrough) CaddyModule() caddy.ModuleInfo {
 
 // Provision builds and loads the equivalent layer4 listener wrapper.
 func (p *Passthrough) Provision(ctx caddy.Context) error {
+	reloadwarn.Check(ctx.Logger())
 	if len(p.Hosts) == 0 {
 		return fmt.Errorf("passthrough: no hostnames")
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/caddylb/caddylb/internal/perconfig"
 	"github.com/caddylb/caddylb/internal/promreg"
 	"github.com/caddylb/caddylb/internal/quantity"
+	"github.com/caddylb/caddylb/internal/reloadwarn"
 	"github.com/caddylb/caddylb/internal/rendezvous"
 	"github.com/caddylb/caddylb/sessionstore"
 )
@@ -102,6 +103,7 @@ func (Sticky) CaddyModule() caddy.ModuleInfo {
 // Provision applies defaults and finds the store and the fallback.
 func (s *Sticky) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
+	reloadwarn.Check(s.logger)
 	if err := promreg.Register(ctx.GetMetricsRegistry(), decisions, lbstats.Collector); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
