@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -421,7 +419,7 @@ func TestReloadUnderLoadKeepsBindings(t *testing.T) {
 				u := users[i%len(users)]
 				a, err := u.do(ctx, node, "/whoami")
 				if err != nil {
-					if !errors.Is(err, syscall.ECONNRESET) && connectionLost(err) {
+					if closedUnanswered(err) {
 						unanswered.Add(1)
 						return nil
 					}

@@ -60,8 +60,6 @@ for v in "${variants[@]}"; do
 	use_cookie "$v" "$(set_cookie "${url[$v]}" "$(set_cookie "${url[$v]}" "" lb_affinity)" lb_affinity)"
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 idle_cpu() { # PID SECONDS: CPU ms per second the process used
 	local before after
 	before=$(cpu_ticks "$1"); sleep "$2"; after=$(cpu_ticks "$1")

@@ -311,9 +311,6 @@ if [ -n "$CALLGRIND" ]; then
 	exit 0
 fi
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 
 declare -A rps p50 p99 ratio cpu_us sys_us
 for v in "${variants[@]}"; do # warm-up
@@ -344,7 +341,6 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 
-rss() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 if [ "$ROUNDS" -gt 0 ]; then
 echo "| system | requests/s (median of $ROUNDS) | ratio to stock Caddy (median of paired rounds) | ratio quartiles | p50 ms | p99 ms | CPU µs per request | of which in the kernel | RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|"

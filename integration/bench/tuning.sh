@@ -88,13 +88,11 @@ done
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 for v in "${variants[@]}"; do use_cookie "$v" "$(set_cookie "${url[$v]}login" "" PHPSESSID)"; done
 
-hz=$(getconf CLK_TCK)
 # cpu_us: the CPU microseconds the measured variant's process has used
 # (run_rounds calls it with $v set to the variant it measures).
-cpu_us() { awk -v hz="$hz" '{printf "%.0f", ($14 + $15) / hz * 1e6}' "/proc/${pid[$v]}/stat"; }
+cpu_us() { awk -v t="$(cpu_ticks "${pid[$v]}")" -v hz="$hz" 'BEGIN{printf "%.0f", t / hz * 1e6}'; }
 extra_counter=cpu_us
 extra_title="CPU µs per request"
-rss() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 for c in ${TUNING_CONNS:-32 256}; do
 	CONNS=$c
