@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -73,12 +74,20 @@ func TestReloadUnderLoadResetsNoQueuedConnection(t *testing.T) {
 		}
 	}()
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	var resets, unanswered atomic.Int64
+	// A reset of a connection the kernel had queued (the client has sent
+	// its request and reads) is what the setting prevents: a failure. A
+	// reset during the handshake itself (connect fails) is a SYN that met
+	// the old socket in the instant it closed: rare, counted and bounded.
+	var resets, handshakeResets, unanswered atomic.Int64
 	res := loadUntil(reloaded, 8, func(ctx context.Context, i int) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, caddy.URL("/whoami"), nil)
 		resp, err := client.Do(req)
 		if err != nil {
+			var op *net.OpError
 			switch {
+			case errors.Is(err, syscall.ECONNRESET) && errors.As(err, &op) && op.Op == "dial":
+				handshakeResets.Add(1)
+				return nil
 			case errors.Is(err, syscall.ECONNRESET):
 				resets.Add(1)
 			case closedUnanswered(err):
@@ -94,9 +103,13 @@ func TestReloadUnderLoadResetsNoQueuedConnection(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("%d reloads, a new connection per request: %v; %d reset, %d closed without an answer", reloads, res, resets.Load(), unanswered.Load())
+	t.Logf("%d reloads, a new connection per request: %v; %d reset after being queued, %d during the handshake, %d closed without an answer",
+		reloads, res, resets.Load(), handshakeResets.Load(), unanswered.Load())
 	if res.Failures > 0 || res.Successes < 1000 {
 		t.Fatalf("during reloads: %v", res)
+	}
+	if n := handshakeResets.Load(); n > 3 {
+		t.Fatalf("%d connections reset during their handshake in %d reloads; the instant a socket closes catches one at most now and then", n, reloads)
 	}
 	if n := unanswered.Load(); n > 10*reloads {
 		t.Fatalf("%d requests closed without an answer in %d reloads; the race net/http leaves is a few per reload", n, reloads)
