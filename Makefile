@@ -110,6 +110,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseXForwardedFor$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseForwarded$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeHTTP$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
+	$(GO) test -run '^$$' -fuzz '^FuzzPeerNode$$' -fuzztime $(FUZZTIME) ./lbmodule/forwarded/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePin$$' -fuzztime $(FUZZTIME) ./lbmodule/upstreamtls/
 	$(GO) test -run '^$$' -fuzz '^FuzzOffloadMultipart$$' -fuzztime $(FUZZTIME) ./assetcdn/
 	$(GO) test -run '^$$' -fuzz '^FuzzSanitizeFilename$$' -fuzztime $(FUZZTIME) ./assetcdn/

@@ -35,8 +35,9 @@ import (
 // writeHeaders writes the emitted formats, all from the one chain in v.
 // The forwarding headers have been removed already.
 // It sets or deletes every canonical managed header (see
-// removeForwardingHeaders), so none the client sent survives.
-func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
+// removeForwardingHeaders, which found those in present), so none the
+// client sent survives.
+func (h *Handler) writeHeaders(hdr http.Header, v *verdict, present headerSet) {
 	// The hops sent upstream are hops[v.client] down to hops[nearest]. A
 	// unix peer has no address to name; it is left out unless it is the
 	// client itself ("unknown").
@@ -49,6 +50,11 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 	set := func(name, value string) {
 		vals = append(vals, value)
 		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	del := func(bit headerSet, name string) {
+		if present&bit != 0 {
+			delete(hdr, name)
+		}
 	}
 
 	if h.emit&xForwarded != 0 {
@@ -66,7 +72,7 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 			}
 			set("X-Forwarded-For", string(b))
 		} else {
-			delete(hdr, "X-Forwarded-For")
+			del(hasXForwardedFor, "X-Forwarded-For")
 		}
 		set("X-Forwarded-Proto", v.proto)
 		if v.host != "" {
@@ -79,13 +85,13 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 		if v.port != "" {
 			set("X-Forwarded-Port", v.port)
 		} else {
-			delete(hdr, "X-Forwarded-Port")
+			del(hasXForwardedPort, "X-Forwarded-Port")
 		}
 	} else {
 		hdr["X-Forwarded-For"] = nil
 		hdr["X-Forwarded-Proto"] = nil
 		hdr["X-Forwarded-Host"] = nil
-		delete(hdr, "X-Forwarded-Port")
+		del(hasXForwardedPort, "X-Forwarded-Port")
 	}
 
 	if h.emit&rfc7239 != 0 {
@@ -104,7 +110,7 @@ func (h *Handler) writeHeaders(hdr http.Header, v *verdict) {
 		}
 		set("Forwarded", string(b))
 	} else {
-		delete(hdr, "Forwarded")
+		del(hasForwarded, "Forwarded")
 	}
 }
 
@@ -122,7 +128,13 @@ func sentNode(n Node) Node {
 // the sticky policy. It leaves the variable alone when it already holds
 // addr (the usual case at the edge, saving an allocation), and empties it
 // when no address is known (a unix-socket client).
-func setClientIPVar(vars map[string]any, addr netip.Addr) {
+//
+// It compares text, not addresses: Caddy wrote the variable with
+// netip.Addr.String, so the same address reads the same. text, when not
+// "", is addr as the request spelled it (clientText): at the edge, what
+// Caddy formatted the variable from, so most requests compare two strings
+// and format nothing.
+func setClientIPVar(vars map[string]any, addr netip.Addr, text string) {
 	if !addr.IsValid() {
 		// Unknown client: whatever Caddy guessed before (its left-most
 		// X-Forwarded-For pick, say) must not stand.
@@ -130,7 +142,11 @@ func setClientIPVar(vars map[string]any, addr netip.Addr) {
 		return
 	}
 	if cur, ok := vars[caddyhttp.ClientIPVarKey].(string); ok {
-		if a, err := netip.ParseAddr(cur); err == nil && a == addr {
+		if text != "" && cur == text {
+			return
+		}
+		var buf [64]byte // an IPv6 address with a zone; a longer one is appended on the heap
+		if string(addr.AppendTo(buf[:0])) == cur {
 			return
 		}
 	}

@@ -181,3 +181,26 @@ func netipValid(s string) bool {
 	_, err := netip.ParseAddr(s)
 	return err == nil
 }
+
+// FuzzPeerNode: the one parse of r.RemoteAddr finds the peer the long
+// way finds (reverse_proxy's split), and its text is that address.
+func FuzzPeerNode(f *testing.F) {
+	for _, s := range peerNodeCases {
+		f.Add(s.remoteAddr)
+	}
+	f.Fuzz(func(t *testing.T, remoteAddr string) {
+		n, text, unix := peerNode(remoteAddr)
+		if unix != (remoteAddr == "@") {
+			t.Fatalf("%q: unix %v", remoteAddr, unix)
+		}
+		if want := splitPeer(remoteAddr); !unix && n != want {
+			t.Fatalf("%q: peerNode %+v, the long way %+v", remoteAddr, n, want)
+		}
+		checkNode(t, n)
+		if text != "" {
+			if a, err := netip.ParseAddr(text); err != nil || a != n.Addr || !a.Is4() || a.String() != text {
+				t.Fatalf("%q: text %q does not spell the IPv4 address %v", remoteAddr, text, n.Addr)
+			}
+		}
+	})
+}

@@ -278,19 +278,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusBadRequest,
 			fmt.Errorf("X-Forwarded-For/-Proto/-Host/-Port and Forwarded from trusted proxy %s disagree on %s", r.RemoteAddr, v.conflict))
 	}
-	h.names.removeForwardingHeaders(r.Header, v.trustedPeer)
-	h.names.removeForwardingConnectionTokens(r.Header)
+	present := h.names.removeForwardingHeaders(r.Header, v.trustedPeer)
+	if present&hasConnection != 0 {
+		h.names.removeForwardingConnectionTokens(r.Header)
+	}
 	if r.Trailer != nil { // the client announced trailers
 		h.names.removeForwardingTrailers(r.Trailer)
 		r.Body = trailerSanitizingBody{ReadCloser: r.Body, trailer: r.Trailer, names: h.names}
 	}
-	h.writeHeaders(r.Header, &v)
+	h.writeHeaders(r.Header, &v, present)
 	if v.scratch != nil {
 		v.hops = nil
 		scratchPool.Put(v.scratch)
 	}
 
-	setClientIPVar(vars, v.clientAddr)
+	setClientIPVar(vars, v.clientAddr, v.clientText())
 	// The forwarding headers are now this handler's own, so reverse_proxy
 	// may keep them: it then appends the peer to X-Forwarded-For, which
 	// writeHeaders left out for that reason (emit.go).

@@ -161,14 +161,22 @@ func equalHeaderName(k, name string) bool {
 //
 // The canonical spellings of the managed headers are left for writeHeaders,
 // which sets or deletes each of them: deleting a map key only to assign it
-// again was a tenth of the handler's time.
-func (c classifier) removeForwardingHeaders(h http.Header, trustedPeer bool) {
+// again was a tenth of the handler's time. It returns which of them are
+// there, and whether a Connection header is, so that nothing looks for or
+// deletes a header that is not there (a map deletion hashes the key even
+// when a small map's look-up need not).
+func (c classifier) removeForwardingHeaders(h http.Header, trustedPeer bool) headerSet {
+	var present headerSet
 	for k := range h {
 		switch c.class(k) {
 		case notForwarding:
+			if k == "Connection" {
+				present |= hasConnection
+			}
 			continue
 		case managed:
-			if isCanonicalManaged(k) {
+			if i := canonicalManagedIndex(k); i >= 0 {
+				present |= 1 << i
 				continue
 			}
 		case passable:
@@ -178,7 +186,21 @@ func (c classifier) removeForwardingHeaders(h http.Header, trustedPeer bool) {
 		}
 		delete(h, k)
 	}
+	return present
 }
+
+// headerSet records which canonical managed headers (bit i for
+// canonicalManaged[i]) and whether Connection are in a request.
+type headerSet uint8
+
+const (
+	hasXForwardedFor headerSet = 1 << iota
+	hasXForwardedProto
+	hasXForwardedHost
+	hasXForwardedPort
+	hasForwarded
+	hasConnection
+)
 
 // removeForwardingConnectionTokens drops forwarding header names from the
 // Connection header. A hop removes the headers that Connection names (RFC
@@ -229,17 +251,19 @@ func (c classifier) connectionNamesForwarding(values []string) bool {
 	return false
 }
 
-// canonicalManaged are the managed headers as Go's header map keys them;
-// writeHeaders always sets or deletes every one of them.
+// canonicalManaged are the managed headers as Go's header map keys them,
+// in the order of headerSet's bits; writeHeaders always sets or deletes
+// every one of them.
 var canonicalManaged = [...]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded"}
 
-func isCanonicalManaged(k string) bool {
-	for _, name := range canonicalManaged {
+// canonicalManagedIndex is k's index in canonicalManaged, or -1.
+func canonicalManagedIndex(k string) int {
+	for i, name := range canonicalManaged {
 		if k == name {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 // removeForwardingTrailers drops trailer fields named like forwarding

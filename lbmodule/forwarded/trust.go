@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
@@ -18,6 +19,9 @@ type verdict struct {
 	peerUnix bool
 	// peer is the TCP peer, hop 0.
 	peer Node
+	// peerText is the peer's IPv4 address as r.RemoteAddr spells it, ""
+	// for any other peer.
+	peerText string
 	// hops is the chain, nearest first, hops[0] the peer, in scratch; nil
 	// when the peer is not trusted (the chain is then the peer alone).
 	hops    []Node
@@ -57,10 +61,10 @@ type claims struct {
 // into v. The scratch holding a trusted peer's chain is taken from the
 // pool only when the peer is trusted; the caller returns it (v.scratch).
 func (h *Handler) decide(r *http.Request, v *verdict) {
-	peer, unix := peerNode(r.RemoteAddr)
+	peer, peerText, unix := peerNode(r.RemoteAddr)
 	v.peerUnix = unix
 	v.proto, v.host, v.port = ownView(r)
-	v.peer = peer
+	v.peer, v.peerText = peer, peerText
 	if h.trustsHop(r, 0, peer, unix) {
 		v.scratch = scratchPool.Get().(*scratch)
 		c, conflict := h.readClaims(r, v.scratch, peer, unix)
@@ -328,21 +332,47 @@ func (h *Handler) trustsHop(r *http.Request, i int, n Node, unix bool) bool {
 
 // peerNode reads the TCP peer from r.RemoteAddr the way reverse_proxy does
 // (zone dropped), so that the hop reverse_proxy appends to X-Forwarded-For
-// is the hop considered here. unix reports a unix-socket peer ("@").
-func peerNode(remoteAddr string) (n Node, unix bool) {
+// is the hop considered here. text is an IPv4 peer's address as
+// remoteAddr spells it, "" for any other peer and any port that is not a
+// number. unix reports a unix-socket peer ("@").
+func peerNode(remoteAddr string) (n Node, text string, unix bool) {
 	if remoteAddr == "@" {
-		return Node{}, true
+		return Node{}, "", true
 	}
+	// The usual peer, "a.b.c.d:port" as net/http sets it, in one parse.
+	if i := strings.LastIndexByte(remoteAddr, ':'); i > 0 {
+		if port, ok := parsePort(remoteAddr[i+1:]); ok {
+			if addr, err := netip.ParseAddr(remoteAddr[:i]); err == nil && addr.Is4() {
+				return Node{Addr: addr, Port: port}, remoteAddr[:i], false
+			}
+		}
+	}
+	// IPv6, and anything else another handler may have set.
+	return splitPeer(remoteAddr), "", false
+}
+
+// splitPeer is peerNode the long way, as reverse_proxy splits the address:
+// for any remoteAddr, what peerNode's one parse gives where that applies.
+func splitPeer(remoteAddr string) (n Node) {
 	host, port, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
-		return Node{}, false
+		return Node{}
 	}
 	host, _, _ = strings.Cut(host, "%")
 	if addr, err := netip.ParseAddr(host); err == nil {
 		n.Addr = addr
 	}
 	n.Port, _ = parsePort(port)
-	return n, false
+	return n
+}
+
+// clientText is the client's address as the peer's spelling of it, when
+// the client is the peer; "" otherwise.
+func (v *verdict) clientText() string {
+	if v.clientAddr == v.peer.Addr {
+		return v.peerText
+	}
+	return ""
 }
 
 // ownView is the scheme, host and port of the request as it reached this
@@ -359,12 +389,34 @@ func ownView(r *http.Request) (proto, host, port string) {
 	// The port the client used is the one it connected to: the listener's.
 	// The Host header's port is the client's say and may be anything.
 	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && addr.Port > 0 {
-		return proto, host, strconv.Itoa(addr.Port)
+		return proto, host, portText(addr.Port)
 	}
 	if p := hostPort(host); validPort(p) {
 		return proto, host, p
 	}
 	return proto, host, defaultPort(proto)
+}
+
+// portTexts remembers the decimal text of the listeners' ports, so that a
+// request does not format and allocate it again: a slot per port modulo
+// 8, enough for a server's usual one or two listeners (80 and 443 fall in
+// different slots); ports that share a slot take turns in it.
+var portTexts [8]atomic.Pointer[portTextEntry]
+
+type portTextEntry struct {
+	port int
+	text string
+}
+
+// portText returns the decimal text of a listener's port.
+func portText(port int) string {
+	slot := &portTexts[port&7]
+	if e := slot.Load(); e != nil && e.port == port {
+		return e.text
+	}
+	e := &portTextEntry{port: port, text: strconv.Itoa(port)}
+	slot.Store(e)
+	return e.text
 }
 
 func defaultPort(proto string) string {
