@@ -16,13 +16,22 @@
 #   gcoff_lim   GOGC=off GOMEMLIMIT=256MiB: collect only near the limit
 #   idle128     keepalive_idle_conns_per_host 128 (Caddy's default: 32)
 #   buf16k      read_buffer 16KiB, write_buffer 16KiB (default: 4 KiB)
+#   rp_nolog    reverse_proxy's own logger excluded from the default log
+#               (`log default { exclude http.handlers.reverse_proxy }`):
+#               reverse_proxy then stops encoding every request it sends
+#               for a debug line that is not written
 #
-# idle128 and buf16k run with GOGC=100 too: each row changes one thing
-# from gogc100.
+# idle128, buf16k and rp_nolog run with GOGC=100 too: each row changes one
+# thing from gogc100.
 #
 # Each variant's table row: requests/s, ratio to gogc100 with quartiles,
 # p99, CPU µs per request, and RSS at the end. Run at CONNS=32 (the
 # stack's load) and CONNS=256 (more clients than the idle pool).
+#
+# CALLGRIND=N counts instead the instructions per request of each
+# variant's process (under callgrind, lib.sh) over N requests one after
+# another on one kept-alive connection, in two rounds, after every one has
+# been idle for 15 s.
 #
 #   CADDY=bin/caddy BACKEND=bin/demo-backend integration/bench/tuning.sh
 ROUNDS=${ROUNDS:-9}
@@ -30,9 +39,13 @@ source "$(dirname "$0")/lib.sh"
 
 start_backends 3
 secret=bench-secret-0123456789abcdef
-variants=(gogc100 default gogc200 gogc400 gcoff_lim idle128 buf16k)
-declare -A port url hdr pid env transport
+variants=(gogc100 default gogc200 gogc400 gcoff_lim idle128 buf16k rp_nolog)
+declare -A port url hdr pid env transport globals
 env[gogc100]="GOGC=100"
+env[rp_nolog]="GOGC=100"
+globals[rp_nolog]="log default {
+		exclude http.handlers.reverse_proxy
+	}"
 env[gogc200]="GOGC=200"
 env[idle128]="GOGC=100"
 env[buf16k]="GOGC=100"
@@ -59,6 +72,7 @@ for v in "${variants[@]}"; do
 	metrics
 	session_store mem memory
 	asset_store logs file $work/$v-shipped
+	${globals[$v]:-}
 }
 :${port[$v]} {
 	forwarded {
@@ -81,12 +95,36 @@ for v in "${variants[@]}"; do
 }
 CADDY
 	# shellcheck disable=SC2086 # env[] is a list of NAME=value words
-	env -u GOGC -u GOMEMLIMIT GOMAXPROCS=1 ${env[$v]:-} $pin_lb "$CADDY" run --config "$work/$v.Caddyfile" --adapter caddyfile >"$work/$v.log" 2>&1 &
+	env -u GOGC -u GOMEMLIMIT GOMAXPROCS=1 ${env[$v]:-} ${cg:+GODEBUG=asyncpreemptoff=1} $pin_lb ${cg:+$cg --callgrind-out-file=$work/$v.cg} "$CADDY" run --config "$work/$v.Caddyfile" --adapter caddyfile >"$work/$v.log" 2>&1 &
 	pid[$v]=$!
 	pids+=($!)
 done
 for v in "${variants[@]}"; do wait_port "${port[$v]}"; done
 for v in "${variants[@]}"; do use_cookie "$v" "$(set_cookie "${url[$v]}login" "" PHPSESSID)"; done
+
+if [ -n "$CALLGRIND" ]; then
+	command -v callgrind_control >/dev/null || { echo "missing valgrind (run make deps)" >&2; exit 1; }
+	declare -A ipr
+	sleep 15 # what every Caddy does once after its start is over
+	for round in 1 2; do
+		for v in "${variants[@]}"; do
+			callgrind_control -i on "${pid[$v]}" >/dev/null 2>&1
+			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
+			ipr[$v]+="$(($(counted "${pid[$v]}" "$work/$v.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			callgrind_control -i off "${pid[$v]}" >/dev/null 2>&1
+		done
+	done
+	echo "| variant | instructions per request | second run | relative to gogc100 |"
+	echo "|---|---|---|---|"
+	read -r b1 b2 <<<"${ipr[gogc100]}"
+	for v in "${variants[@]}"; do
+		read -r a1 a2 <<<"${ipr[$v]}"
+		printf '| %s | %s | %s | %.3f |\n' "$v" "$a1" "$a2" "$(awk -v a=$((a1 + a2)) -v b=$((b1 + b2)) 'BEGIN{print a/b}')"
+	done
+	echo
+	echo "valgrind --tool=callgrind, GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1, one process per variant, $CALLGRIND requests one after another on one kept-alive connection after 200 of warm-up, two rounds, $(date -u +%Y-%m-%d)."
+	exit 0
+fi
 
 # cpu_us: the CPU microseconds the measured variant's process has used
 # (run_rounds calls it with $v set to the variant it measures).
