@@ -64,9 +64,7 @@ if [ -n "$CALLGRIND" ]; then
 	declare -A ipr
 	for round in 1 2; do
 		for v in "${variants[@]}"; do
-			callgrind_control -i on "$caddy_pid" >/dev/null 2>&1
-			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
-			ipr[$v]+="$(($(counted "$caddy_pid" "$work/caddy.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			ipr[$v]+="$(per_request "$caddy_pid" "$work/caddy.cg" "$v" "$round") "
 			callgrind_control -i off "$caddy_pid" >/dev/null 2>&1
 		done
 	done

@@ -118,6 +118,18 @@ counted() {
 	awk '/^summary:/ {print $2}' "$out.$after"
 }
 
+# per_request PID OUT V ROUND: the instructions per request of the process
+# PID (under callgrind, OUT its --callgrind-out-file) over $CALLGRIND
+# requests to url[V] with hdr[V], one after another on one connection,
+# after 200 of warm-up in round 1. It turns instrumentation on and leaves
+# it on, for a caller that counts more of the same variant; the caller
+# turns it off.
+per_request() {
+	callgrind_control -i on "$1" >/dev/null 2>&1
+	[ "$4" != 1 ] || curl_n "${url[$3]}" "${hdr[$3]}" 200 # warm-up
+	echo $(($(counted "$1" "$2" curl_n "${url[$3]}" "${hdr[$3]}" "$CALLGRIND") / CALLGRIND))
+}
+
 # global_options prints the global-options lines every suite's Caddyfile
 # starts with: a private admin port, loopback only, no HTTPS, state in $work.
 admin=$(free_port)

@@ -287,9 +287,7 @@ if [ -n "$CALLGRIND" ]; then
 	sleep 15 # what every Caddy does once after its start (its local CA, storage clean-up) is over
 	for round in 1 2; do
 		for v in "${variants[@]}"; do
-			callgrind_control -i on "${pid[$v]}" >/dev/null 2>&1
-			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
-			seq[$v]+="$(($(counted "${pid[$v]}" "$work/$v.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			seq[$v]+="$(per_request "${pid[$v]}" "$work/$v.cg" "$v" "$round") "
 			i=$(counted "${pid[$v]}" "$work/$v.cg" wrk_for "$v" "${CALLGRIND_SECONDS:-20}")
 			conc[$v]+="$((i / $(cat "$work/$v.n"))) "
 			callgrind_control -i off "${pid[$v]}" >/dev/null 2>&1

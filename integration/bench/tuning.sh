@@ -108,9 +108,7 @@ if [ -n "$CALLGRIND" ]; then
 	sleep 15 # what every Caddy does once after its start is over
 	for round in 1 2; do
 		for v in "${variants[@]}"; do
-			callgrind_control -i on "${pid[$v]}" >/dev/null 2>&1
-			[ "$round" = 2 ] || curl_n "${url[$v]}" "${hdr[$v]}" 200 # warm-up
-			ipr[$v]+="$(($(counted "${pid[$v]}" "$work/$v.cg" curl_n "${url[$v]}" "${hdr[$v]}" "$CALLGRIND") / CALLGRIND)) "
+			ipr[$v]+="$(per_request "${pid[$v]}" "$work/$v.cg" "$v" "$round") "
 			callgrind_control -i off "${pid[$v]}" >/dev/null 2>&1
 		done
 	done
